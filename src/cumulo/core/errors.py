@@ -1,0 +1,64 @@
+"""Errors that carry an HTTP status and a message a person can act on.
+
+The API turns them into RFC 9457 problem+json; the SDK turns problem+json back into them, so a
+client sees the server's words.
+"""
+
+from __future__ import annotations
+
+
+class CumuloError(Exception):
+    """Base error. `status` is the HTTP status the API answers with."""
+
+    status = 500
+    title = "Internal error"
+
+    def __init__(self, message: str, *, errors: list[dict] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errors = errors or []
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidSpec(CumuloError):
+    """A spec or request is malformed; `errors` names each field and what is wrong with it."""
+
+    status = 422
+    title = "Invalid request"
+
+
+class NotFound(CumuloError):
+    status = 404
+    title = "Not found"
+
+
+class Conflict(CumuloError):
+    status = 409
+    title = "Conflict"
+
+
+class Unschedulable(CumuloError):
+    """A request this platform can never satisfy (larger than any machine it has)."""
+
+    status = 422
+    title = "Cannot be scheduled"
+
+
+class ServerUnavailable(CumuloError):
+    """The client could not reach the control plane."""
+
+    status = 503
+    title = "Control plane unreachable"
+
+
+_BY_STATUS_TITLE = {cls.title: cls for cls in (InvalidSpec, NotFound, Conflict, Unschedulable, ServerUnavailable)}
+
+
+def from_problem(status: int, problem: dict) -> CumuloError:
+    """Rebuild the error a server sent as problem+json."""
+    cls = _BY_STATUS_TITLE.get(problem.get("title", ""), CumuloError)
+    err = cls(problem.get("detail") or problem.get("title") or f"HTTP {status}", errors=problem.get("errors"))
+    err.status = status
+    return err

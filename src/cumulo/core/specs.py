@@ -1,0 +1,146 @@
+"""Specs: what a user asks for, validated by pydantic. An error names the field and the fix."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cumulo.core.errors import InvalidSpec
+from cumulo.core.units import parse_cpu, parse_duration, parse_memory
+
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+NAME_HINT = "lowercase letters, digits and '-', 1-63 characters, starting and ending with a letter or digit"
+
+Cpu = Annotated[float, BeforeValidator(parse_cpu)]
+Memory = Annotated[int, BeforeValidator(parse_memory)]
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def validate_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise ValueError(f"{name!r} is not a valid name: use {NAME_HINT}")
+    return name
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Resources(_Model):
+    """What ONE worker process needs. Defaults: 1 CPU, 512Mi, no GPU."""
+
+    cpu: Cpu = Field(1.0, gt=0, description="CPUs per worker: 2, 0.5 or '500m'")
+    memory: Memory = Field(512 * 2**20, gt=0, description="memory per worker: '4Gi', '512Mi'")
+    gpu: int = Field(0, ge=0, description="whole NVIDIA GPUs per worker")
+
+
+class Backoff(_Model):
+    """Delay before retry n (n = 1, 2, ...) is min(initial * factor**(n-1), max)."""
+
+    initial: Duration = Field(1.0, ge=0)
+    factor: float = Field(2.0, ge=1)
+    max: Duration = Field(300.0, ge=0)
+
+
+def _stringify_env(value: Any) -> Any:
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if isinstance(v, (dict, list)) or v is None:
+                raise ValueError(f"env var {k!r} must be a string, number or boolean")
+            out[str(k)] = str(v).lower() if isinstance(v, bool) else str(v)
+        return out
+    return value
+
+
+class JobSpec(_Model):
+    """A batch workload that runs to completion (YAML ``kind: Job``)."""
+
+    kind: Literal["Job"] = "Job"
+    name: str = Field(description=f"unique among jobs: {NAME_HINT}")
+    command: str | list[str] = Field(description="a shell command line, or an argv list run without a shell")
+    workdir: str | None = Field(None, description="absolute directory the command runs in")
+    env: Annotated[dict[str, str], BeforeValidator(_stringify_env)] = Field(default_factory=dict)
+    resources: Resources = Field(default_factory=Resources)
+    workers: int = Field(1, ge=1, le=256, description="processes started with RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT")
+    max_retries: int = Field(0, ge=0, le=100)
+    backoff: Backoff = Field(default_factory=Backoff)
+    timeout: Duration | None = Field(None, gt=0, description="per attempt; a timed-out attempt counts as failed")
+
+    _check_name = field_validator("name")(classmethod(lambda cls, v: validate_name(v)))
+
+    @field_validator("command")
+    @classmethod
+    def _command_not_empty(cls, v: str | list[str]) -> str | list[str]:
+        if (isinstance(v, str) and not v.strip()) or (isinstance(v, list) and not v):
+            raise ValueError("command is empty: give a shell command line or an argv list")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+                raise ValueError(f"{key!r} is not a valid environment variable name")
+            if key.startswith("CUMULO_"):
+                raise ValueError(f"{key!r}: CUMULO_* variables are set by cumulo itself")
+        return v
+
+    @model_validator(mode="after")
+    def _backoff_bounds(self) -> "JobSpec":
+        if self.backoff.max < self.backoff.initial:
+            raise ValueError("backoff.max must be at least backoff.initial")
+        return self
+
+
+SPEC_KINDS: dict[str, type[_Model]] = {"Job": JobSpec}
+
+
+def _field_errors(exc: ValidationError) -> list[dict]:
+    errors = []
+    for e in exc.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(spec)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field; check its spelling"
+        elif e["type"] == "missing":
+            msg = "field required"
+        errors.append({"field": loc, "message": msg})
+    return errors
+
+
+def describe_errors(errors: list[dict]) -> str:
+    return "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+
+
+def parse_spec(data: Any, *, source: str = "spec", kind: str | None = None) -> JobSpec:
+    """Validate a mapping as a spec of its ``kind:``. Raises InvalidSpec naming each bad field."""
+    if not isinstance(data, dict):
+        raise InvalidSpec(f"{source}: expected a mapping with 'kind:' and 'name:', got {type(data).__name__}")
+    kind = kind or data.get("kind")
+    if kind not in SPEC_KINDS:
+        known = ", ".join(SPEC_KINDS)
+        raise InvalidSpec(
+            f"{source}: kind: {kind!r} is not a kind cumulo knows; use one of: {known}",
+            errors=[{"field": "kind", "message": f"must be one of: {known}"}],
+        )
+    try:
+        return SPEC_KINDS[kind].model_validate(data)  # type: ignore[return-value]
+    except ValidationError as exc:
+        errors = _field_errors(exc)
+        raise InvalidSpec(f"{source}: {describe_errors(errors)}", errors=errors) from None
+
+
+def load_spec_text(text: str, *, source: str = "spec") -> JobSpec:
+    """Parse YAML text into a spec; YAML syntax errors name the line."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise InvalidSpec(f"{source}:{where}: invalid YAML: {problem}") from None
+    return parse_spec(data, source=source)

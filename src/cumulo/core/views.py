@@ -1,0 +1,102 @@
+"""What the API returns and the SDK hands to users: one definition for both sides."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from cumulo.core.specs import JobSpec
+from cumulo.core.states import AttemptState, JobState
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class WorkerView(_View):
+    rank: int
+    pid: int | None = None
+    exit_code: int | None = None
+    cpu_percent: float | None = None
+    memory_bytes: int | None = None
+
+
+class AttemptView(_View):
+    number: int
+    state: AttemptState
+    exit_code: int | None = None
+    reason: str = ""
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    workers: list[WorkerView] = []
+    gpus: list[int] = []
+
+
+class JobView(_View):
+    id: str
+    name: str
+    state: JobState
+    reason: str = ""
+    exit_code: int | None = None
+    attempts: int = 0
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    cancel_requested: bool = False
+    spec: JobSpec
+    artifacts: str = ""
+    #: newest value of each metric the job reported, plus its ``step``
+    metrics: dict[str, float] = {}
+    #: CPU % (100 = one core) and resident memory of the running attempt's processes
+    cpu_percent: float | None = None
+    memory_bytes: int | None = None
+    attempt_list: list[AttemptView] = []
+
+
+class EventView(_View):
+    id: int
+    time: datetime
+    kind: str
+    name: str
+    type: str
+    reason: str
+    message: str
+
+
+class MetricPoint(_View):
+    attempt: int
+    step: int | None = None
+    time: datetime
+    values: dict[str, float]
+
+
+class NodeView(_View):
+    name: str
+    provider: str
+    state: str
+    cpu: float
+    memory_bytes: int
+    gpus: list[int] = []
+    gpu_names: list[str] = []
+    allocated_cpu: float = 0
+    allocated_memory_bytes: int = 0
+    allocated_gpus: list[int] = []
+
+
+class LogChunk(_View):
+    data: str
+    offset: int
+    attempt: int
+    rank: int
+    #: true when the attempt is over and everything it wrote has been returned
+    complete: bool
+
+
+class Health(_View):
+    status: str
+    version: str
+    database: str
+    details: dict[str, Any] = {}

@@ -1,0 +1,89 @@
+"""Does a request fit a node, now or ever, and which GPUs does it get. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cumulo.core.units import format_memory
+
+
+@dataclass(frozen=True)
+class Request:
+    """Per-worker resources times the number of workers (all on one node)."""
+
+    cpu: float
+    memory: int
+    gpu: int
+    workers: int = 1
+
+    @property
+    def total_cpu(self) -> float:
+        return self.cpu * self.workers
+
+    @property
+    def total_memory(self) -> int:
+        return self.memory * self.workers
+
+    @property
+    def total_gpu(self) -> int:
+        return self.gpu * self.workers
+
+
+@dataclass(frozen=True)
+class Capacity:
+    cpu: float
+    memory: int
+    gpus: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """What one attempt holds: CPU and memory in total, and each worker's GPU indices."""
+
+    cpu: float
+    memory: int
+    worker_gpus: tuple[tuple[int, ...], ...] = ()
+
+    @property
+    def gpus(self) -> tuple[int, ...]:
+        return tuple(g for worker in self.worker_gpus for g in worker)
+
+
+def describe(capacity: Capacity) -> str:
+    return f"{capacity.cpu:g} CPU, {format_memory(capacity.memory)} memory, {len(capacity.gpus)} GPU"
+
+
+def never_fits(request: Request, capacity: Capacity) -> str | None:
+    """Why the request exceeds the whole node (so it can never run here), or None."""
+    problems = []
+    if request.total_cpu > capacity.cpu + 1e-9:
+        problems.append(f"{request.total_cpu:g} CPU")
+    if request.total_memory > capacity.memory:
+        problems.append(f"{format_memory(request.total_memory)} memory")
+    if request.total_gpu > len(capacity.gpus):
+        problems.append(f"{request.total_gpu} GPU")
+    if not problems:
+        return None
+    per = f" ({request.workers} workers)" if request.workers > 1 else ""
+    return f"asks for {', '.join(problems)}{per} but this machine has {describe(capacity)} in total"
+
+
+def allocate(request: Request, capacity: Capacity, used: list[Allocation]) -> Allocation | str:
+    """An Allocation if the request fits beside what is used now, else the reason it must wait."""
+    free_cpu = capacity.cpu - sum(a.cpu for a in used)
+    free_mem = capacity.memory - sum(a.memory for a in used)
+    taken = {g for a in used for g in a.gpus}
+    free_gpus = [g for g in capacity.gpus if g not in taken]
+    short = []
+    if request.total_cpu > free_cpu + 1e-9:
+        short.append(f"{request.total_cpu:g} CPU ({max(free_cpu, 0):g} free)")
+    if request.total_memory > free_mem:
+        short.append(f"{format_memory(request.total_memory)} memory ({format_memory(max(free_mem, 0))} free)")
+    if request.total_gpu > len(free_gpus):
+        short.append(f"{request.total_gpu} GPU ({len(free_gpus)} free)")
+    if short:
+        return "waiting for resources: needs " + ", ".join(short)
+    worker_gpus = tuple(
+        tuple(free_gpus[i * request.gpu : (i + 1) * request.gpu]) for i in range(request.workers)
+    )
+    return Allocation(cpu=request.total_cpu, memory=request.total_memory, worker_gpus=worker_gpus)

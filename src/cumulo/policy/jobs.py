@@ -1,0 +1,224 @@
+"""The job state machine as a pure function: what to do next with one job.
+
+Pending -> Starting -> Running -> Succeeded | Failed | Cancelled. A failed attempt goes back to
+Pending with a backoff until ``max_retries`` is used up. The reconciler observes the processes,
+calls ``decide_job`` and carries out the one action it returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from cumulo.core.specs import JobSpec
+from cumulo.core.states import AttemptState, JobState
+from cumulo.core.states import ProcessPhase as Phase
+from cumulo.policy.backoff import backoff_delay
+from cumulo.policy.capacity import Allocation, Capacity, Request, allocate
+
+#: an attempt whose supervisor has not shown up after this long is declared lost
+BOOT_TIMEOUT = timedelta(seconds=15)
+#: after asking an attempt to stop, how long before its processes are killed outright
+STOP_GRACE = timedelta(seconds=10)
+#: how often a running attempt is looked at
+POLL = 1.0
+
+
+class StopCause(StrEnum):
+    CANCEL = "cancel"
+    TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True)
+class Observed:
+    phase: Phase
+    exit_code: int | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class AttemptSnapshot:
+    number: int
+    state: AttemptState
+    created_at: datetime
+    started_at: datetime | None = None
+    stop_cause: StopCause | None = None
+    stop_requested_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    now: datetime
+    spec: JobSpec
+    state: JobState
+    attempts: int
+    cancel_requested: bool = False
+    next_attempt_at: datetime | None = None
+    current: AttemptSnapshot | None = None
+    observed: Observed | None = None
+    capacity: Capacity | None = None
+    used: tuple[Allocation, ...] = ()
+
+
+class Act(StrEnum):
+    NONE = "none"
+    START = "start"  # launch attempt `attempts + 1` with `allocation`
+    STOP = "stop"  # ask the current attempt to stop (SIGTERM, grace)
+    KILL = "kill"  # kill the current attempt's processes now
+    ABANDON = "abandon"  # make sure a launch that never came up never will
+
+
+@dataclass(frozen=True)
+class JobDecision:
+    state: JobState
+    reason: str
+    act: Act = Act.NONE
+    allocation: Allocation | None = None
+    stop_cause: StopCause | None = None
+    #: the current attempt's new state and exit code, when it changes
+    attempt_state: AttemptState | None = None
+    attempt_exit_code: int | None = None
+    attempt_reason: str = ""
+    next_attempt_at: datetime | None = None
+    requeue_after: float | None = None
+    #: (type, reason, message) events to record
+    events: tuple[tuple[str, str, str], ...] = field(default_factory=tuple)
+
+
+def _request(spec: JobSpec) -> Request:
+    r = spec.resources
+    return Request(cpu=r.cpu, memory=r.memory, gpu=r.gpu, workers=spec.workers)
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "exit status unknown"
+    if code > 128:
+        return f"exit code {code} (signal {code - 128})"
+    return f"exit code {code}"
+
+
+def decide_job(s: JobSnapshot) -> JobDecision:
+    if s.state.terminal:
+        return JobDecision(state=s.state, reason="")
+    if s.state == JobState.PENDING or s.current is None or s.current.state.terminal:
+        return _decide_pending(s)
+    return _decide_active(s)
+
+
+def _decide_pending(s: JobSnapshot) -> JobDecision:
+    if s.cancel_requested:
+        msg = "cancelled before it started" if s.attempts == 0 else "cancelled while waiting to retry"
+        return JobDecision(JobState.CANCELLED, msg, events=(("Normal", "Cancelled", msg),))
+    if s.next_attempt_at is not None and s.now < s.next_attempt_at:
+        wait = (s.next_attempt_at - s.now).total_seconds()
+        return JobDecision(
+            JobState.PENDING, f"retrying in {wait:.0f}s", next_attempt_at=s.next_attempt_at, requeue_after=wait
+        )
+    if s.capacity is None:
+        return JobDecision(JobState.PENDING, "waiting for a node to report its capacity", requeue_after=1.0)
+    fit = allocate(_request(s.spec), s.capacity, list(s.used))
+    if isinstance(fit, str):
+        # woken again when something finishes; the periodic pass is the safety net
+        return JobDecision(JobState.PENDING, fit, requeue_after=None)
+    number = s.attempts + 1
+    msg = f"starting attempt {number}" + (f" with {s.spec.workers} workers" if s.spec.workers > 1 else "")
+    if fit.gpus:
+        msg += f" on GPU {','.join(map(str, fit.gpus))}"
+    return JobDecision(
+        JobState.STARTING,
+        msg,
+        act=Act.START,
+        allocation=fit,
+        requeue_after=0.2,
+        events=(("Normal", "Starting", msg),),
+    )
+
+
+def _decide_active(s: JobSnapshot) -> JobDecision:
+    cur = s.current
+    assert cur is not None
+    obs = s.observed or Observed(Phase.BOOTING)
+    if obs.phase == Phase.EXITED:
+        return _finish_attempt(s, obs.exit_code, obs.detail)
+    if obs.phase == Phase.LOST:
+        return _finish_attempt(s, None, obs.detail or "the attempt's supervisor disappeared")
+    if obs.phase == Phase.BOOTING:
+        if s.now - cur.created_at > BOOT_TIMEOUT:
+            return JobDecision(
+                s.state,
+                "attempt never came up; abandoning it",
+                act=Act.ABANDON,
+                requeue_after=0.0,
+            )
+        return JobDecision(JobState.STARTING, "starting processes", requeue_after=0.2)
+
+    # running
+    state, events = s.state, ()
+    reason = "running" if s.spec.workers == 1 else f"running {s.spec.workers} workers"
+    if s.state == JobState.STARTING:
+        state = JobState.RUNNING
+        events = (("Normal", "Running", f"attempt {cur.number} is running"),)
+    started = cur.started_at or s.now
+    if cur.stop_cause is not None:
+        requested = cur.stop_requested_at or s.now
+        if s.now - requested > STOP_GRACE + timedelta(seconds=5):
+            return JobDecision(state, f"stopping ({cur.stop_cause}): killing processes", act=Act.KILL, requeue_after=POLL)
+        return JobDecision(state, f"stopping ({cur.stop_cause})", requeue_after=POLL, events=events)
+    if s.cancel_requested:
+        return JobDecision(
+            state, "stopping (cancel)", act=Act.STOP, stop_cause=StopCause.CANCEL, requeue_after=POLL,
+            events=events + (("Normal", "Cancelling", f"stopping attempt {cur.number} on request"),),
+        )
+    timeout = s.spec.timeout
+    if timeout is not None and (s.now - started).total_seconds() > timeout:
+        msg = f"attempt {cur.number} ran past its timeout of {timeout:g}s; stopping it"
+        return JobDecision(
+            state, "stopping (timeout)", act=Act.STOP, stop_cause=StopCause.TIMEOUT, requeue_after=POLL,
+            events=events + (("Warning", "TimedOut", msg),),
+        )
+    requeue = POLL
+    if timeout is not None:
+        requeue = max(0.0, min(POLL, timeout - (s.now - started).total_seconds() + 0.01))
+    return JobDecision(state, reason, requeue_after=requeue, events=events)
+
+
+def _finish_attempt(s: JobSnapshot, code: int | None, detail: str) -> JobDecision:
+    cur = s.current
+    assert cur is not None
+    n = cur.number
+    if cur.stop_cause == StopCause.CANCEL:
+        msg = f"cancelled; attempt {n} stopped ({_describe_exit(code)})"
+        return JobDecision(
+            JobState.CANCELLED, msg, attempt_state=AttemptState.CANCELLED, attempt_exit_code=code,
+            attempt_reason="cancelled", events=(("Normal", "Cancelled", msg),),
+        )
+    if code == 0 and cur.stop_cause is None:
+        msg = f"attempt {n} succeeded"
+        return JobDecision(
+            JobState.SUCCEEDED, msg, attempt_state=AttemptState.SUCCEEDED, attempt_exit_code=0,
+            attempt_reason="exit code 0", events=(("Normal", "Succeeded", msg),),
+        )
+    if cur.stop_cause == StopCause.TIMEOUT:
+        why = f"timed out after {s.spec.timeout:g}s"
+    elif detail and code is None:
+        why = detail
+    else:
+        why = _describe_exit(code) + (f": {detail}" if detail else "")
+    retries_used = n - 1
+    if retries_used < s.spec.max_retries:
+        b = s.spec.backoff
+        delay = backoff_delay(n, initial=b.initial, factor=b.factor, maximum=b.max)
+        msg = f"attempt {n} failed ({why}); retry {n} of {s.spec.max_retries} in {delay:g}s"
+        return JobDecision(
+            JobState.PENDING, msg, attempt_state=AttemptState.FAILED, attempt_exit_code=code, attempt_reason=why,
+            next_attempt_at=s.now + timedelta(seconds=delay), requeue_after=delay,
+            events=(("Warning", "AttemptFailed", msg),),
+        )
+    tries = f"{n} attempts" if n > 1 else "1 attempt"
+    msg = f"failed after {tries}: {why}"
+    return JobDecision(
+        JobState.FAILED, msg, attempt_state=AttemptState.FAILED, attempt_exit_code=code, attempt_reason=why,
+        events=(("Warning", "Failed", msg),),
+    )

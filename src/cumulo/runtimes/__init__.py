@@ -1,0 +1,1 @@
+"""Where processes run. Runtimes take core specs and return observations; they never touch the store."""
