@@ -99,12 +99,19 @@ class JobSpec(_Model):
 SPEC_KINDS: dict[str, type[_Model]] = {"Job": JobSpec}
 
 
-def _field_errors(exc: ValidationError) -> list[dict]:
+def field_errors(raw: list[dict], *, strip: tuple[str, ...] = ()) -> list[dict]:
+    """pydantic's error dicts as [{"field": "resources.memory", "message": ...}]."""
     errors = []
-    for e in exc.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(spec)"
+    for e in raw:
+        parts = [str(p) for p in e.get("loc", ())]
+        while parts and parts[0] in strip:
+            parts.pop(0)
+        loc = ".".join(parts) or "(body)"
         msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
+        if e.get("type") == "json_invalid":
+            loc = "(body)"
+            msg = f"not valid JSON ({e.get('ctx', {}).get('error', 'parse error')}); send a JSON object"
+        elif e["type"] == "extra_forbidden":
             msg = "unknown field; check its spelling"
         elif e["type"] == "missing":
             msg = "field required"
@@ -130,7 +137,7 @@ def parse_spec(data: Any, *, source: str = "spec", kind: str | None = None) -> J
     try:
         return SPEC_KINDS[kind].model_validate(data)  # type: ignore[return-value]
     except ValidationError as exc:
-        errors = _field_errors(exc)
+        errors = field_errors(exc.errors())
         raise InvalidSpec(f"{source}: {describe_errors(errors)}", errors=errors) from None
 
 

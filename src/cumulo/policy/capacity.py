@@ -48,6 +48,13 @@ class Allocation:
     def gpus(self) -> tuple[int, ...]:
         return tuple(g for worker in self.worker_gpus for g in worker)
 
+    def to_dict(self) -> dict:
+        return {"cpu": self.cpu, "memory": self.memory, "worker_gpus": [list(g) for g in self.worker_gpus]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Allocation:
+        return cls(cpu=d["cpu"], memory=d["memory"], worker_gpus=tuple(tuple(g) for g in d.get("worker_gpus", [])))
+
 
 def describe(capacity: Capacity) -> str:
     return f"{capacity.cpu:g} CPU, {format_memory(capacity.memory)} memory, {len(capacity.gpus)} GPU"

@@ -1,0 +1,147 @@
+"""Composition root: builds the store, runtime, reconcilers, services and the API, and serves them.
+
+    python -m cumulo.app [--host H] [--port P] [--db URL] [--home DIR]
+
+`cumulo up` runs this module (the CLI stays light and never imports the server side).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from cumulo.api import errors as api_errors
+from cumulo.api.routes import router
+from cumulo.control.jobs import JobReconciler, utcnow
+from cumulo.control.loop import Loop
+from cumulo.control.nodes import LOCAL_NODE, register_local_node
+from cumulo.core import settings as env
+from cumulo.core.errors import CumuloError
+from cumulo.core.views import Health
+from cumulo.runtimes.local import LocalRuntime
+from cumulo.services.cluster import ClusterService
+from cumulo.services.jobs import JobService
+from cumulo.store.db import Database
+from cumulo.store.migrate import upgrade
+
+log = logging.getLogger("cumulo")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    home: Path
+    database_url: str
+    host: str = "127.0.0.1"
+    port: int = env.DEFAULT_PORT
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+@dataclass
+class ControlPlane:
+    config: ServerConfig
+    db: Database
+    runtime: LocalRuntime
+    loops: list[Loop]
+    app: FastAPI
+
+    def start(self) -> None:
+        register_local_node(self.db, self.runtime, utcnow())
+        for loop in self.loops:
+            loop.start()
+
+    def stop(self) -> None:
+        for loop in self.loops:
+            loop.stop()
+        self.db.dispose()
+
+
+def build(config: ServerConfig) -> ControlPlane:
+    config.home.mkdir(parents=True, exist_ok=True)
+    db = Database(config.database_url)
+    upgrade(db.engine)
+    runtime = LocalRuntime(config.home / "jobs")
+    reconciler = JobReconciler(db, runtime, node=LOCAL_NODE, server_url=config.url)
+    job_loop = Loop(reconciler)
+    reconciler.wake = job_loop.enqueue
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        plane.start()
+        try:
+            yield
+        finally:
+            plane.stop()
+
+    app = FastAPI(
+        title="cumulo",
+        version=version("cumulo"),
+        description="One control plane for AI workloads.",
+        lifespan=lifespan,
+    )
+    api_errors.install(app)
+    app.include_router(router)
+    app.state.jobs = JobService(db, config.home, node=LOCAL_NODE, wake=job_loop.enqueue)
+    app.state.cluster = ClusterService(db)
+    app.state.health = lambda: Health(
+        status="ok", version=version("cumulo"), database=db.backend,
+        details={"home": str(config.home), "passes": job_loop.passes},
+    )
+    plane = ControlPlane(config, db, runtime, [job_loop], app)
+    return plane
+
+
+def _lock_home(home: Path):
+    home.mkdir(parents=True, exist_ok=True)
+    f = open(home / "server.lock", "a+")  # held open (and locked) for the life of the process
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        raise CumuloError(
+            f"another cumulo control plane is already running with CUMULO_HOME={home}; "
+            "stop it with `cumulo down`, or set CUMULO_HOME to another directory"
+        ) from None
+    return f
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="cumulo up", description="Run the cumulo control plane.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=env.DEFAULT_PORT)
+    p.add_argument("--db", default=None, help="database URL (default: SQLite in CUMULO_HOME)")
+    p.add_argument("--home", default=None, help="state directory (default: CUMULO_HOME or ~/.cumulo)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("CUMULO_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    home = Path(args.home).expanduser().resolve() if args.home else env.home()
+    try:
+        lock = _lock_home(home)
+        config = ServerConfig(home=home, database_url=args.db or env.database_url(home), host=args.host, port=args.port)
+        plane = build(config)
+    except CumuloError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    lock.truncate(0)
+    lock.write(json.dumps({"pid": os.getpid(), "url": config.url}))
+    lock.flush()
+    log.info("cumulo %s serving %s (state in %s, database %s)", version("cumulo"), config.url, home, plane.db.backend)
+    uvicorn.run(plane.app, host=config.host, port=config.port, log_level="warning", access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Reconcilers: the loop machinery and one module per resource."""

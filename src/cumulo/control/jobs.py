@@ -1,0 +1,263 @@
+"""The job reconciler: load a snapshot, observe the processes, decide (pure), act, apply.
+
+Never holds a transaction open across a runtime call. Every write is guarded by the row lease,
+so a pass whose lease was taken over writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from cumulo.core.specs import JobSpec
+from cumulo.core.states import AttemptState, JobState, ProcessPhase
+from cumulo.policy.capacity import Allocation, Capacity
+from cumulo.policy.jobs import STOP_GRACE, Act, AttemptSnapshot, JobDecision, JobSnapshot, Observed, StopCause, decide_job
+from cumulo.runtimes.base import Handle, LaunchSpec, Observation, Runtime
+from cumulo.store import events, leases
+from cumulo.store import jobs as jobs_store
+from cumulo.store import nodes as nodes_store
+from cumulo.store.db import Database
+from cumulo.store.models import Attempt, Job
+
+log = logging.getLogger(__name__)
+
+LEASE_TTL = 60.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    snapshot: JobSnapshot
+    job_id: str
+    job_name: str
+    artifacts: str
+    handle: Handle | None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class JobReconciler:
+    name = "jobs"
+    resync = 10.0
+
+    def __init__(
+        self,
+        db: Database,
+        runtime: Runtime,
+        *,
+        node: str,
+        server_url: str,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.db = db
+        self.runtime = runtime
+        self.node = node
+        self.server_url = server_url
+        self.clock = clock
+        self.wake: Callable[[str], None] = lambda key: None
+
+    def keys(self) -> list[str]:
+        with self.db.tx() as s:
+            return jobs_store.active_ids(s)
+
+    # -- one pass ------------------------------------------------------------------------------
+    def reconcile(self, job_id: str) -> float | None:
+        token = uuid.uuid4().hex
+        loaded = self._load(job_id, token)
+        if loaded is None:
+            return None
+        if loaded is ...:
+            return 1.0  # leased by another worker
+        observation = self.runtime.observe(loaded.handle) if loaded.handle is not None else None
+        snap = loaded.snapshot
+        if observation is not None:
+            snap = _with_observation(snap, observation)
+        decision = decide_job(snap)
+        return self._act_and_apply(job_id, token, loaded, observation, decision)
+
+    def _load(self, job_id: str, token: str):
+        now = self.clock()
+        with self.db.tx() as s:
+            if not leases.claim(s, Job, job_id, token, now, LEASE_TTL):
+                return ... if s.get(Job, job_id) is not None else None
+            job = s.get(Job, job_id)
+            assert job is not None
+            if JobState(job.state).terminal:
+                leases.release(s, Job, job_id, token)
+                return None
+            current = jobs_store.attempt(s, job_id, job.attempts) if job.attempts else None
+            node = nodes_store.get(s, self.node)
+            capacity = Capacity(node.cpu, node.memory, tuple(node.gpus)) if node else None
+            used = tuple(Allocation.from_dict(a) for a in jobs_store.allocations_in_use(s))
+            attempt_snap = handle = None
+            if current is not None:
+                attempt_snap = AttemptSnapshot(
+                    number=current.number,
+                    state=AttemptState(current.state),
+                    created_at=current.created_at,
+                    started_at=current.started_at,
+                    stop_cause=StopCause(current.stop_cause) if current.stop_cause else None,
+                    stop_requested_at=current.stop_requested_at,
+                )
+                if not attempt_snap.state.terminal:
+                    handle = Handle(current.runtime, current.handle)
+            snapshot = JobSnapshot(
+                now=now,
+                spec=JobSpec.model_validate(job.spec),
+                state=JobState(job.state),
+                attempts=job.attempts,
+                cancel_requested=job.cancel_requested,
+                next_attempt_at=job.next_attempt_at,
+                current=attempt_snap,
+                capacity=capacity,
+                used=used,
+            )
+            return _Loaded(snapshot, job.id, job.name, job.artifacts_dir, handle)
+
+    def _act_and_apply(
+        self, job_id: str, token: str, loaded: _Loaded, obs: Observation | None, d: JobDecision
+    ) -> float | None:
+        snap = loaded.snapshot
+        now = snap.now
+        if d.act == Act.START:
+            assert d.allocation is not None
+            number = snap.attempts + 1
+            key = f"{job_id}/attempt-{number}"
+            handle = self.runtime.handle_for(key)
+            # record the attempt BEFORE launching: a crash in between leaves a launch that never
+            # came up (abandoned later), never a process the store does not know
+            with self.db.tx() as s:
+                if not leases.guarded_update(
+                    s, Job, job_id, token, state=d.state.value, reason=d.reason, attempts=number,
+                    next_attempt_at=None, **({"started_at": now} if number == 1 else {}),
+                ):
+                    return 0.0
+                s.add(Attempt(
+                    job_id=job_id, number=number, state=AttemptState.STARTING.value, created_at=now,
+                    runtime=handle.runtime, allocation=d.allocation.to_dict(),
+                    handle={**handle.data, "logs": [self.runtime.log_path(handle, r) for r in range(snap.spec.workers)]},
+                    reason="", workers=[],
+                ))
+                self._events(s, loaded, d, now)
+            try:
+                self.runtime.launch(self._launch_spec(key, snap.spec, loaded, number, d.allocation))
+            except Exception as exc:  # the next pass sees it as lost and retries by policy
+                log.exception("job %s: launch failed", loaded.job_name)
+                self.runtime.abandon(handle)
+                with self.db.tx() as s:
+                    events.record(s, now=now, kind="Job", name=loaded.job_name, object_id=job_id,
+                                  type="Warning", reason="LaunchFailed", message=f"could not launch: {exc}")
+                return 0.0
+            return d.requeue_after
+
+        handle = loaded.handle
+        if d.act == Act.STOP and handle is not None:
+            self.runtime.stop(handle)
+        elif d.act == Act.KILL and handle is not None:
+            self.runtime.kill(handle)
+        elif d.act == Act.ABANDON and handle is not None:
+            self.runtime.abandon(handle)
+
+        finished = d.state.terminal or d.attempt_state is not None
+        with self.db.tx() as s:
+            values: dict = {"state": d.state.value, "reason": d.reason}
+            if d.state.terminal:
+                values["finished_at"] = now
+            if d.attempt_state is not None:
+                values["exit_code"] = d.attempt_exit_code
+            if d.next_attempt_at is not None or snap.next_attempt_at is not None:
+                values["next_attempt_at"] = d.next_attempt_at
+            if not leases.guarded_update(s, Job, job_id, token, **values):
+                return 0.0  # stale: someone else owns this job now
+            if snap.current is not None and not snap.current.state.terminal:
+                self._apply_attempt(s, job_id, snap, obs, d, now)
+            self._events(s, loaded, d, now)
+        if finished:
+            if handle is not None and hasattr(self.runtime, "forget"):
+                self.runtime.forget(handle)
+            self._wake_pending()
+        return d.requeue_after
+
+    def _apply_attempt(self, s, job_id: str, snap: JobSnapshot, obs: Observation | None, d: JobDecision, now) -> None:
+        att = jobs_store.attempt(s, job_id, snap.current.number)
+        if att is None:
+            return
+        if obs is not None and obs.phase == ProcessPhase.RUNNING:
+            if att.state == AttemptState.STARTING.value:
+                att.state = AttemptState.RUNNING.value
+                att.started_at = now
+            att.workers = [
+                {"rank": w.rank, "pid": w.pid, "cpu_percent": w.cpu_percent, "memory_bytes": w.memory_bytes}
+                for w in obs.workers
+            ]
+        if obs is not None and obs.phase == ProcessPhase.EXITED:
+            att.workers = [{"rank": w.rank, "exit_code": w.exit_code} for w in obs.workers]
+        if d.stop_cause is not None:
+            att.stop_cause = d.stop_cause.value
+            att.stop_requested_at = now
+        if d.attempt_state is not None:
+            att.state = d.attempt_state.value
+            att.exit_code = d.attempt_exit_code
+            att.reason = d.attempt_reason
+            att.finished_at = now
+
+    def _events(self, s, loaded: _Loaded, d: JobDecision, now: datetime) -> None:
+        for type_, reason, message in d.events:
+            events.record(s, now=now, kind="Job", name=loaded.job_name, object_id=loaded.job_id,
+                          type=type_, reason=reason, message=message)
+
+    def _wake_pending(self) -> None:
+        with self.db.tx() as s:
+            pending = jobs_store.listing(s, states=[JobState.PENDING.value])
+            ids = [j.id for j in sorted(pending, key=lambda j: j.created_at)]
+        for job_id in ids:
+            self.wake(job_id)
+
+    def _launch_spec(self, key: str, spec: JobSpec, loaded: _Loaded, number: int, alloc: Allocation) -> LaunchSpec:
+        env = dict(os.environ)
+        env.update(spec.env)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        env.update({
+            "CUMULO_JOB": spec.name,
+            "CUMULO_ATTEMPT": str(number),
+            "CUMULO_ARTIFACTS": loaded.artifacts,
+            "CUMULO_URL": self.server_url,
+        })
+        port = str(_free_port())
+        worker_env = []
+        for rank in range(spec.workers):
+            gpus = alloc.worker_gpus[rank] if rank < len(alloc.worker_gpus) else ()
+            worker_env.append({
+                "RANK": str(rank),
+                "LOCAL_RANK": str(rank),
+                "WORLD_SIZE": str(spec.workers),
+                "LOCAL_WORLD_SIZE": str(spec.workers),
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": port,
+                "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)),
+            })
+        return LaunchSpec(
+            key=key,
+            command=spec.command,
+            workdir=spec.workdir or loaded.artifacts,
+            env=env,
+            worker_env=tuple(worker_env),
+            stop_grace=STOP_GRACE.total_seconds(),
+        )
+
+
+def _with_observation(snap: JobSnapshot, o: Observation) -> JobSnapshot:
+    return replace(snap, observed=Observed(phase=o.phase, exit_code=o.exit_code, detail=o.detail))

@@ -1,0 +1,1 @@
+"""Use cases behind the API: validate, write the Spec, wake the right reconciler."""

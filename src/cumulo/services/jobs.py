@@ -1,0 +1,197 @@
+"""Jobs: submit, read, cancel, delete, logs and reported metrics."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cumulo.core.errors import Conflict, InvalidSpec, NotFound, Unschedulable
+from cumulo.core.specs import JobSpec, parse_spec
+from cumulo.core.states import AttemptState, JobState
+from cumulo.core.views import AttemptView, JobView, LogChunk, MetricPoint, WorkerView
+from cumulo.policy.capacity import Capacity, Request, never_fits
+from cumulo.store import events
+from cumulo.store import jobs as store
+from cumulo.store import nodes as nodes_store
+from cumulo.store.db import Database
+from cumulo.store.models import Attempt, Job
+
+MAX_LOG_CHUNK = 1 << 20
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobService:
+    def __init__(
+        self, db: Database, home: Path, *, node: str, wake: Callable[[str], None], clock: Callable[[], datetime] = utcnow
+    ) -> None:
+        self.db = db
+        self.home = home
+        self.node = node
+        self.wake = wake
+        self.clock = clock
+
+    # -- writes ----------------------------------------------------------------------------------
+    def submit(self, data: Any) -> JobView:
+        spec = parse_spec(data, source="job", kind="Job") if not isinstance(data, JobSpec) else data
+        if spec.workdir is not None:
+            workdir = Path(spec.workdir)
+            if not workdir.is_absolute():
+                raise InvalidSpec(
+                    f"workdir: {spec.workdir!r} is relative; give an absolute path (the CLI resolves it for you)",
+                    errors=[{"field": "workdir", "message": "must be an absolute path"}],
+                )
+            if not workdir.is_dir():
+                raise InvalidSpec(
+                    f"workdir: {spec.workdir!r} is not a directory on the machine the control plane runs on",
+                    errors=[{"field": "workdir", "message": "directory does not exist"}],
+                )
+        now = self.clock()
+        job_id = uuid.uuid4().hex[:16]
+        job_dir = self.home / "jobs" / job_id
+        with self.db.tx() as s:
+            node = nodes_store.get(s, self.node)
+            if node is not None:
+                r = spec.resources
+                why = never_fits(
+                    Request(r.cpu, r.memory, r.gpu, spec.workers), Capacity(node.cpu, node.memory, tuple(node.gpus))
+                )
+                if why:
+                    raise Unschedulable(f"job {spec.name!r} can never run here: it {why}. Lower its resources or workers.")
+            job = store.insert(s, Job(
+                id=job_id, name=spec.name, created_at=now, spec=spec.model_dump(mode="json"),
+                cancel_requested=False, artifacts_dir=str(job_dir / "artifacts"),
+                state=JobState.PENDING.value, reason="waiting to be scheduled", attempts=0,
+            ))
+            events.record(s, now=now, kind="Job", name=spec.name, object_id=job_id, type="Normal",
+                          reason="Submitted", message="job submitted")
+            view = self._view(s, job)
+        (job_dir / "artifacts").mkdir(parents=True, exist_ok=True)
+        self.wake(job_id)
+        return view
+
+    def cancel(self, name: str) -> JobView:
+        with self.db.tx() as s:
+            job = store.by_name(s, name)
+            if JobState(job.state).terminal:
+                raise Conflict(f"job {name!r} has already ended ({job.state}); there is nothing to cancel")
+            if not job.cancel_requested:
+                job.cancel_requested = True
+                events.record(s, now=self.clock(), kind="Job", name=name, object_id=job.id, type="Normal",
+                              reason="CancelRequested", message="cancel requested")
+            view = self._view(s, job)
+        self.wake(view.id)
+        return view
+
+    def delete(self, name: str) -> None:
+        with self.db.tx() as s:
+            job = store.by_name(s, name)
+            if not JobState(job.state).terminal:
+                raise Conflict(
+                    f"job {name!r} is {job.state}; cancel it first with `cumulo job cancel {name}`, then delete it"
+                )
+            job_dir = Path(job.artifacts_dir).parent
+            store.remove(s, job)
+            events.record(s, now=self.clock(), kind="Job", name=name, object_id=job.id, type="Normal",
+                          reason="Deleted", message="job and its files deleted")
+        shutil.rmtree(job_dir, ignore_errors=True)
+
+    def report(self, name: str, attempt: int | None, points: list[dict]) -> int:
+        """Store training metrics a job reported (cumulo.report)."""
+        clean: list[tuple[int | None, datetime, dict[str, float]]] = []
+        now = self.clock()
+        for i, p in enumerate(points):
+            values = p.get("values") or {}
+            bad = [k for k, v in values.items() if not math.isfinite(v)]
+            if bad:
+                raise InvalidSpec(
+                    f"points[{i}].values: {', '.join(bad)} is not a finite number; report only finite values",
+                    errors=[{"field": f"points.{i}.values.{k}", "message": "must be finite"} for k in bad],
+                )
+            clean.append((p.get("step"), p.get("time") or now, values))
+        with self.db.tx() as s:
+            job = store.by_name(s, name)
+            return store.add_metrics(s, job.id, attempt or job.attempts or 1, clean)
+
+    # -- reads -----------------------------------------------------------------------------------
+    def get(self, name: str) -> JobView:
+        with self.db.tx() as s:
+            return self._view(s, store.by_name(s, name))
+
+    def list(self, states: list[str] | None = None, limit: int = 1000) -> list[JobView]:
+        for st in states or []:
+            if st not in {s.value for s in JobState}:
+                raise InvalidSpec(f"state {st!r} is not a job state; use one of: {', '.join(s.value for s in JobState)}")
+        with self.db.tx() as s:
+            rows = store.listing(s, states=states or (), limit=limit)
+            metrics = store.latest_metrics(s, [j.id for j in rows])
+            return [self._view(s, j, metrics=metrics.get(j.id, {})) for j in rows]
+
+    def metrics(self, name: str, metric: str | None = None) -> list[MetricPoint]:
+        with self.db.tx() as s:
+            job = store.by_name(s, name)
+            rows = store.metric_series(s, job.id, name=metric)
+        points: dict[tuple[int, int | None, datetime], dict[str, float]] = {}
+        for r in rows:
+            points.setdefault((r.attempt, r.step, r.time), {})[r.name] = r.value
+        return [MetricPoint(attempt=a, step=st, time=t, values=v) for (a, st, t), v in points.items()]
+
+    def logs(self, name: str, *, attempt: int | None = None, rank: int = 0, offset: int = 0) -> LogChunk:
+        with self.db.tx() as s:
+            job = store.by_name(s, name)
+            number = attempt or job.attempts
+            if number == 0:
+                return LogChunk(data="", offset=0, attempt=0, rank=rank, complete=JobState(job.state).terminal)
+            att = store.attempt(s, job.id, number)
+            if att is None:
+                raise NotFound(f"job {name!r} has no attempt {number}; it has {job.attempts}")
+            paths = att.handle.get("logs", [])
+            if not 0 <= rank < len(paths):
+                raise NotFound(f"job {name!r} has no rank {rank}; its ranks are 0..{max(len(paths) - 1, 0)}")
+            ended = AttemptState(att.state).terminal
+        data = b""
+        try:
+            with open(paths[rank], "rb") as f:
+                f.seek(max(offset, 0))
+                data = f.read(MAX_LOG_CHUNK)
+        except FileNotFoundError:
+            pass
+        new_offset = max(offset, 0) + len(data)
+        return LogChunk(
+            data=data.decode("utf-8", errors="replace"), offset=new_offset, attempt=number, rank=rank,
+            complete=ended and len(data) < MAX_LOG_CHUNK,
+        )
+
+    # -- views -----------------------------------------------------------------------------------
+    def _view(self, s, job: Job, *, metrics: dict[str, float] | None = None) -> JobView:
+        """The whole view of one job; a listing passes `metrics` it fetched in bulk and gets no attempts."""
+        attempts = store.attempts(s, job.id) if metrics is None else []
+        cpu = mem = None
+        if attempts and attempts[-1].state == AttemptState.RUNNING.value and attempts[-1].workers:
+            ws = attempts[-1].workers
+            cpu = round(sum(w.get("cpu_percent") or 0 for w in ws), 1)
+            mem = sum(w.get("memory_bytes") or 0 for w in ws)
+        return JobView(
+            id=job.id, name=job.name, state=JobState(job.state), reason=job.reason, exit_code=job.exit_code,
+            attempts=job.attempts, created_at=job.created_at, started_at=job.started_at,
+            finished_at=job.finished_at, cancel_requested=job.cancel_requested,
+            spec=JobSpec.model_validate(job.spec), artifacts=job.artifacts_dir,
+            metrics=metrics if metrics is not None else store.latest_metrics(s, [job.id]).get(job.id, {}), cpu_percent=cpu, memory_bytes=mem,
+            attempt_list=[_attempt_view(a) for a in attempts],
+        )
+
+
+def _attempt_view(a: Attempt) -> AttemptView:
+    return AttemptView(
+        number=a.number, state=AttemptState(a.state), exit_code=a.exit_code, reason=a.reason,
+        created_at=a.created_at, started_at=a.started_at, finished_at=a.finished_at,
+        workers=[WorkerView(**w) for w in a.workers],
+        gpus=[g for ws in a.allocation.get("worker_gpus", []) for g in ws],
+    )

@@ -1,0 +1,1 @@
+"""State in SQL: SQLAlchemy models, Alembic migrations, repositories and row leases."""
