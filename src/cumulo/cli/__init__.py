@@ -1,0 +1,1 @@
+"""The `cumulo` command: Typer commands on top of the SDK."""

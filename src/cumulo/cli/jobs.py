@@ -1,0 +1,150 @@
+"""`cumulo job ...`: submit, list, status, logs, metrics, cancel, delete."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from cumulo.cli.render import console, emit_json, err, job_detail, jobs_table, state
+from cumulo.core.errors import NotFound
+from cumulo.core.states import JobState
+from cumulo.sdk.client import Client
+from cumulo.sdk.specs import load_spec
+
+app = typer.Typer(help="Training and batch jobs.", no_args_is_help=True)
+
+JSON = typer.Option(False, "--json", help="print JSON for scripts")
+
+
+def _follow(client: Client, name: str, attempt: int | None = None, rank: int = 0) -> None:
+    for text in client.follow_logs(name, attempt=attempt, rank=rank):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+def _exit_for(state_: JobState) -> None:
+    if state_ in (JobState.FAILED, JobState.CANCELLED):
+        raise typer.Exit(1)
+
+
+@app.command()
+def submit(
+    file: Path = typer.Argument(..., help="YAML spec with kind: Job"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="stream the logs until the job ends; exit 1 unless it succeeds"),
+    name: str = typer.Option(None, help="override the spec's name"),
+    replace: bool = typer.Option(False, help="if a finished job has this name, delete it first"),
+    json_: bool = JSON,
+) -> None:
+    """Submit a job from a YAML file."""
+    spec = load_spec(file)
+    if name:
+        spec = spec.model_copy(update={"name": name})
+    with Client() as client:
+        if replace:
+            try:
+                old = client.get_job(spec.name)
+                if old.state.terminal:
+                    client.delete_job(spec.name)
+            except NotFound:
+                pass
+        job = client.submit_job(spec)
+        if json_ and not follow:
+            emit_json(job)
+            return
+        err.print(f"job [bold]{job.name}[/] submitted ({state(job.state)})")
+        if not follow:
+            return
+        _follow(client, job.name)
+        job = client.wait_job(job.name)
+        if json_:
+            emit_json(job)
+        else:
+            err.print(f"job [bold]{job.name}[/] {state(job.state)}: {job.reason}")
+        _exit_for(job.state)
+
+
+@app.command("list")
+def list_(
+    state_: list[str] = typer.Option(None, "--state", help="only jobs in this state (repeatable)"),
+    json_: bool = JSON,
+) -> None:
+    """List jobs, newest first."""
+    with Client() as client:
+        jobs = client.list_jobs(states=state_)
+    if json_:
+        emit_json(jobs)
+    elif not jobs:
+        console.print("no jobs yet; submit one with `cumulo job submit FILE`")
+    else:
+        console.print(jobs_table(jobs))
+
+
+@app.command()
+def status(name: str, json_: bool = JSON) -> None:
+    """A job's state, attempts, latest metrics, and the CPU and memory of its running processes."""
+    with Client() as client:
+        job = client.get_job(name)
+    if json_:
+        emit_json(job)
+    else:
+        job_detail(job)
+
+
+@app.command()
+def logs(
+    name: str,
+    follow: bool = typer.Option(False, "--follow", "-f", help="keep streaming until the job ends"),
+    attempt: int = typer.Option(None, help="attempt number (default: the latest)"),
+    rank: int = typer.Option(0, help="worker rank"),
+) -> None:
+    """Print a job's output (stdout and stderr of one worker)."""
+    with Client() as client:
+        if follow:
+            _follow(client, name, attempt, rank)
+            return
+        offset = 0
+        while True:
+            chunk = client.job_logs(name, attempt=attempt, rank=rank, offset=offset)
+            sys.stdout.write(chunk.data)
+            if not chunk.data or chunk.offset == offset:
+                break
+            offset = chunk.offset
+
+
+@app.command()
+def metrics(name: str, metric: str = typer.Option(None, help="only this metric"), json_: bool = JSON) -> None:
+    """The time series a job reported with cumulo.report()."""
+    with Client() as client:
+        points = client.job_metrics(name, metric)
+    if json_:
+        emit_json(points)
+        return
+    names = sorted({k for p in points for k in p.values})
+    t = Table(box=None, header_style="bold")
+    for col in ("ATTEMPT", "STEP", *[n.upper() for n in names]):
+        t.add_column(col)
+    for p in points:
+        t.add_row(str(p.attempt), "-" if p.step is None else str(p.step), *[f"{p.values[n]:.4g}" if n in p.values else "" for n in names])
+    console.print(t if points else "no metrics reported yet")
+
+
+@app.command()
+def cancel(name: str, json_: bool = JSON) -> None:
+    """Stop a job (SIGTERM, then SIGKILL after 10 s); it ends Cancelled."""
+    with Client() as client:
+        job = client.cancel_job(name)
+    if json_:
+        emit_json(job)
+    else:
+        err.print(f"cancelling job [bold]{name}[/]")
+
+
+@app.command()
+def delete(name: str) -> None:
+    """Delete a finished job with its logs, metrics and artifacts."""
+    with Client() as client:
+        client.delete_job(name)
+    err.print(f"job [bold]{name}[/] deleted")

@@ -1,0 +1,63 @@
+"""The `cumulo` command line."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from cumulo.cli import jobs, server
+from cumulo.cli.render import console, emit_json, err, events_table, nodes_table
+from cumulo.core.errors import CumuloError
+from cumulo.sdk.client import Client
+
+app = typer.Typer(
+    help="cumulo: one control plane for AI workloads.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command()(server.up)
+app.command()(server.down)
+app.add_typer(jobs.app, name="job")
+
+
+@app.command()
+def events(
+    job: str = typer.Option(None, "--job", help="only this job's events"),
+    limit: int = typer.Option(50, help="how many of the newest events"),
+    json_: bool = jobs.JSON,
+) -> None:
+    """Recorded decisions and transitions, with their reasons."""
+    with Client() as client:
+        rows = client.events(kind="Job" if job else None, name=job, limit=limit)
+    if json_:
+        emit_json(rows)
+    else:
+        console.print(events_table(rows) if rows else "no events yet")
+
+
+@app.command()
+def nodes(json_: bool = jobs.JSON) -> None:
+    """Machines workloads run on, with capacity and what is allocated."""
+    with Client() as client:
+        rows = client.nodes()
+    if json_:
+        emit_json(rows)
+    else:
+        console.print(nodes_table(rows))
+
+
+def main() -> None:
+    try:
+        app()
+    except CumuloError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        for e in exc.errors:
+            if e.get("field") and e["field"] not in str(exc):
+                err.print(f"  {e['field']}: {e['message']}", highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

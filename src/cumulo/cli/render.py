@@ -1,0 +1,123 @@
+"""Output for people (Rich) and for scripts (--json, a stable shape)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from cumulo.core.units import format_memory
+from cumulo.core.views import EventView, JobView, NodeView
+
+console = Console()
+err = Console(stderr=True)
+
+STATE_STYLE = {
+    "Pending": "yellow", "Starting": "cyan", "Running": "blue",
+    "Succeeded": "green", "Failed": "red", "Cancelled": "magenta",
+}
+
+
+def emit_json(obj: BaseModel | list[BaseModel] | dict[str, Any]) -> None:
+    if isinstance(obj, list):
+        data: Any = [o.model_dump(mode="json") for o in obj]
+    elif isinstance(obj, BaseModel):
+        data = obj.model_dump(mode="json")
+    else:
+        data = obj
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def state(s: str) -> str:
+    return f"[{STATE_STYLE.get(s, 'white')}]{s}[/]"
+
+
+def ago(t: datetime | None) -> str:
+    if t is None:
+        return "-"
+    secs = (datetime.now(UTC) - t).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{secs / size:.0f}{unit} ago"
+    return f"{max(secs, 0):.0f}s ago"
+
+
+def duration(start: datetime | None, end: datetime | None) -> str:
+    if start is None:
+        return "-"
+    secs = ((end or datetime.now(UTC)) - start).total_seconds()
+    return f"{secs / 60:.1f}m" if secs >= 120 else f"{secs:.1f}s"
+
+
+def fmt_metrics(metrics: dict[str, float], limit: int = 4) -> str:
+    items = list(metrics.items())[:limit]
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in items) or "-"
+
+
+def jobs_table(jobs: list[JobView]) -> Table:
+    t = Table(box=None, header_style="bold")
+    for col in ("NAME", "STATE", "ATTEMPTS", "EXIT", "AGE", "METRICS", "REASON"):
+        t.add_column(col, overflow="fold" if col == "REASON" else "ellipsis")
+    for j in jobs:
+        t.add_row(j.name, state(j.state), str(j.attempts), "-" if j.exit_code is None else str(j.exit_code),
+                  ago(j.created_at), fmt_metrics(j.metrics), j.reason)
+    return t
+
+
+def job_detail(j: JobView) -> None:
+    console.print(f"[bold]{j.name}[/]  {state(j.state)}  {j.reason}")
+    rows = [
+        ("command", j.spec.command if isinstance(j.spec.command, str) else " ".join(j.spec.command)),
+        ("workers", f"{j.spec.workers} x {j.spec.resources.cpu:g} CPU, {format_memory(j.spec.resources.memory)}"
+                    + (f", {j.spec.resources.gpu} GPU" if j.spec.resources.gpu else "")),
+        ("attempts", f"{j.attempts} of {j.spec.max_retries + 1}"),
+        ("exit code", "-" if j.exit_code is None else str(j.exit_code)),
+        ("running for" if not j.state.terminal else "ran for", duration(j.started_at, j.finished_at)),
+        ("artifacts", j.artifacts),
+    ]
+    if j.cpu_percent is not None:
+        rows.append(("processes", f"CPU {j.cpu_percent:.0f}%  memory {format_memory(j.memory_bytes or 0)}"))
+    if j.metrics:
+        rows.append(("metrics", fmt_metrics(j.metrics, limit=20)))
+    t = Table(box=None, show_header=False)
+    t.add_column(style="dim")
+    t.add_column()
+    for k, v in rows:
+        t.add_row(k, v)
+    console.print(t)
+    if j.attempt_list:
+        a = Table(box=None, header_style="bold", title="attempts", title_justify="left")
+        for col in ("#", "STATE", "EXIT", "STARTED", "DURATION", "PIDS", "REASON"):
+            a.add_column(col)
+        for at in j.attempt_list:
+            pids = ",".join(str(w.pid) for w in at.workers if w.pid) or "-"
+            a.add_row(str(at.number), state(at.state), "-" if at.exit_code is None else str(at.exit_code),
+                      ago(at.started_at), duration(at.started_at, at.finished_at), pids, at.reason)
+        console.print(a)
+
+
+def events_table(events: list[EventView]) -> Table:
+    t = Table(box=None, header_style="bold")
+    for col in ("TIME", "KIND", "NAME", "TYPE", "REASON", "MESSAGE"):
+        t.add_column(col, overflow="fold" if col == "MESSAGE" else "ellipsis")
+    for e in events:
+        style = "yellow" if e.type == "Warning" else ""
+        t.add_row(e.time.astimezone().strftime("%H:%M:%S"), e.kind, e.name, f"[{style}]{e.type}[/]" if style else e.type,
+                  e.reason, e.message)
+    return t
+
+
+def nodes_table(nodes: list[NodeView]) -> Table:
+    t = Table(box=None, header_style="bold")
+    for col in ("NAME", "PROVIDER", "STATE", "CPU (used/total)", "MEMORY (used/total)", "GPU (used/total)"):
+        t.add_column(col)
+    for n in nodes:
+        t.add_row(n.name, n.provider, n.state, f"{n.allocated_cpu:g}/{n.cpu:g}",
+                  f"{format_memory(n.allocated_memory_bytes)}/{format_memory(n.memory_bytes)}",
+                  f"{len(n.allocated_gpus)}/{len(n.gpus)}")
+    return t

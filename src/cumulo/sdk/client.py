@@ -1,0 +1,135 @@
+"""cumulo.Client: the one way to talk to a control plane (the CLI uses nothing else)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from cumulo.core import settings
+from cumulo.core.errors import CumuloError, ServerUnavailable, from_problem
+from cumulo.core.specs import JobSpec
+from cumulo.core.views import EventView, Health, JobView, LogChunk, MetricPoint, NodeView
+from cumulo.sdk.specs import load_spec
+
+
+class Client:
+    """A control plane at `url` (default: CUMULO_URL, else http://127.0.0.1:8200).
+
+    Every error the server reports is raised as a CumuloError subclass (NotFound, Conflict,
+    InvalidSpec, Unschedulable) carrying the server's message.
+    """
+
+    def __init__(self, url: str | None = None, *, timeout: float = 30.0) -> None:
+        self.url = (url or settings.server_url()).rstrip("/")
+        self._http = httpx.Client(base_url=self.url + "/api/v1", timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            r = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServerUnavailable(
+                f"cannot reach the cumulo control plane at {self.url} ({type(exc).__name__}); "
+                "start it with `cumulo up`, or point CUMULO_URL at it"
+            ) from None
+        if r.status_code >= 400:
+            try:
+                problem = r.json()
+            except ValueError:
+                problem = {"detail": r.text or r.reason_phrase}
+            raise from_problem(r.status_code, problem if isinstance(problem, dict) else {"detail": str(problem)})
+        if r.status_code == 204:
+            return None
+        return r.json()
+
+    # -- system ------------------------------------------------------------------------------------
+    def health(self) -> Health:
+        return Health.model_validate(self._call("GET", "/health"))
+
+    def events(self, *, kind: str | None = None, name: str | None = None, after: int = 0, limit: int = 100) -> list[EventView]:
+        params = {k: v for k, v in {"kind": kind, "name": name, "after": after, "limit": limit}.items() if v is not None}
+        return [EventView.model_validate(e) for e in self._call("GET", "/events", params=params)]
+
+    def nodes(self) -> list[NodeView]:
+        return [NodeView.model_validate(n) for n in self._call("GET", "/nodes")]
+
+    # -- jobs --------------------------------------------------------------------------------------
+    def submit_job(self, spec: JobSpec | dict | str | Path, *, name: str | None = None) -> JobView:
+        """Submit a JobSpec, a dict, or the path of a YAML file. `name` overrides the spec's name."""
+        if isinstance(spec, (str, Path)):
+            spec = load_spec(spec)
+        body = spec.model_dump(mode="json", exclude_defaults=True) if isinstance(spec, JobSpec) else dict(spec)
+        body.setdefault("kind", "Job")
+        if name:
+            body["name"] = name
+        return JobView.model_validate(self._call("POST", "/jobs", json=body))
+
+    def list_jobs(self, *, states: list[str] | None = None, limit: int = 1000) -> list[JobView]:
+        return [JobView.model_validate(j) for j in self._call("GET", "/jobs", params={"state": states or [], "limit": limit})]
+
+    def get_job(self, name: str) -> JobView:
+        return JobView.model_validate(self._call("GET", f"/jobs/{name}"))
+
+    def cancel_job(self, name: str) -> JobView:
+        return JobView.model_validate(self._call("POST", f"/jobs/{name}/cancel"))
+
+    def delete_job(self, name: str) -> None:
+        self._call("DELETE", f"/jobs/{name}")
+
+    def job_logs(self, name: str, *, attempt: int | None = None, rank: int = 0, offset: int = 0) -> LogChunk:
+        params: dict[str, Any] = {"rank": rank, "offset": offset}
+        if attempt is not None:
+            params["attempt"] = attempt
+        return LogChunk.model_validate(self._call("GET", f"/jobs/{name}/logs", params=params))
+
+    def follow_logs(self, name: str, *, attempt: int | None = None, rank: int = 0, poll: float = 0.3) -> Iterator[str]:
+        """Yield log text as it is written, across retries, until the job ends.
+
+        With `attempt` given, only that attempt's log, until it ends.
+        """
+        current, offset = attempt, 0
+        while True:
+            chunk = self.job_logs(name, attempt=current, rank=rank, offset=offset)
+            if chunk.data:
+                yield chunk.data
+            if current is None and chunk.attempt:
+                current = chunk.attempt
+            offset = chunk.offset
+            if chunk.complete:
+                job = self.get_job(name)
+                if attempt is None and job.attempts > (current or 0):
+                    current, offset = job.attempts, 0  # a retry started: follow it
+                    yield f"--- attempt {current} ---\n"
+                    continue
+                if attempt is not None or job.state.terminal:
+                    return
+            if not chunk.data:
+                time.sleep(poll)
+
+    def wait_job(self, name: str, *, timeout: float | None = None, poll: float = 0.3) -> JobView:
+        """Block until the job has ended (Succeeded, Failed or Cancelled) and return it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.get_job(name)
+            if job.state.terminal:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise CumuloError(f"job {name!r} is still {job.state} after {timeout:g}s")
+            time.sleep(poll)
+
+    def job_metrics(self, name: str, metric: str | None = None) -> list[MetricPoint]:
+        params = {"metric": metric} if metric else {}
+        return [MetricPoint.model_validate(p) for p in self._call("GET", f"/jobs/{name}/metrics", params=params)]
