@@ -1,0 +1,90 @@
+"""The store on real SQLite and PostgreSQL: migrations, uniqueness, leases, metrics."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import inspect
+
+from cumulo.core.errors import Conflict, NotFound
+from cumulo.store import jobs as store
+from cumulo.store import leases
+from cumulo.store.db import Database
+from cumulo.store.migrate import upgrade
+from cumulo.store.models import Job
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def db(database_url):
+    d = Database(database_url)
+    upgrade(d.engine)
+    yield d
+    d.dispose()
+
+
+def new_job(name="a", **kw):
+    base = dict(id=name + "-id", name=name, created_at=T0, spec={"kind": "Job", "name": name, "command": "true"},
+                cancel_requested=False, artifacts_dir="/tmp/x", state="Pending", reason="", attempts=0)
+    base.update(kw)
+    return Job(**base)
+
+
+def test_migrations_create_every_table_and_are_idempotent(db):
+    upgrade(db.engine)  # a second start applies nothing and fails nothing
+    tables = set(inspect(db.engine).get_table_names())
+    assert {"jobs", "attempts", "events", "metrics", "nodes", "alembic_version"} <= tables
+
+
+def test_names_are_unique(db):
+    with db.tx() as s:
+        store.insert(s, new_job("a"))
+    with pytest.raises(Conflict, match="a job named 'a' already exists"):
+        with db.tx() as s:
+            store.insert(s, new_job("a", id="other"))
+    with db.tx() as s:
+        assert [j.name for j in store.listing(s)] == ["a"]
+
+
+def test_unknown_name_is_not_found(db):
+    with pytest.raises(NotFound, match="no job named 'zz'"):
+        with db.tx() as s:
+            store.by_name(s, "zz")
+
+
+def test_timestamps_come_back_as_utc(db):
+    with db.tx() as s:
+        store.insert(s, new_job("a"))
+    with db.tx() as s:
+        assert store.by_name(s, "a").created_at == T0
+
+
+def test_a_lease_is_exclusive_until_it_expires(db):
+    with db.tx() as s:
+        store.insert(s, new_job("a"))
+    with db.tx() as s:
+        assert leases.claim(s, Job, "a-id", "tok1", T0, ttl=30)
+    with db.tx() as s:
+        assert not leases.claim(s, Job, "a-id", "tok2", T0 + timedelta(seconds=10), ttl=30)
+    with db.tx() as s:  # worker 1 is presumed dead after its lease ran out; worker 2 takes over
+        assert leases.claim(s, Job, "a-id", "tok2", T0 + timedelta(seconds=31), ttl=30)
+    with db.tx() as s:  # worker 1's late write is dropped
+        assert not leases.guarded_update(s, Job, "a-id", "tok1", state="Failed")
+    with db.tx() as s:
+        assert leases.guarded_update(s, Job, "a-id", "tok2", state="Running")
+    with db.tx() as s:
+        job = store.by_name(s, "a")
+        assert job.state == "Running" and job.lock_token is None
+
+
+def test_latest_metrics_per_job_in_one_query(db):
+    with db.tx() as s:
+        store.insert(s, new_job("a"))
+        store.insert(s, new_job("b"))
+    with db.tx() as s:
+        store.add_metrics(s, "a-id", 1, [(1, T0, {"loss": 2.0, "acc": 0.5}), (2, T0, {"loss": 1.0})])
+        store.add_metrics(s, "b-id", 1, [(7, T0, {"loss": 9.0})])
+    with db.tx() as s:
+        latest = store.latest_metrics(s, ["a-id", "b-id"])
+        assert latest == {"a-id": {"step": 2, "loss": 1.0, "acc": 0.5}, "b-id": {"step": 7, "loss": 9.0}}
+        assert [m.value for m in store.metric_series(s, "a-id", name="loss")] == [2.0, 1.0]
