@@ -1,0 +1,94 @@
+"""Run a real control plane (python -m cumulo.app) and the real CLI as subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    home: Path
+    database_url: str
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "CUMULO_HOME": str(self.home), "CUMULO_URL": self.url}
+
+    def start(self, timeout: float = 30.0) -> Server:
+        self.home.mkdir(parents=True, exist_ok=True)
+        log = open(self.home / "test-server.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cumulo.app", "--port", str(self.port), "--db", self.database_url],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/api/v1/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server not ready after {timeout}s:\n{self.log()}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(30)
+
+    def log(self) -> str:
+        p = self.home / "test-server.log"
+        return p.read_text(errors="replace")[-4000:] if p.exists() else ""
+
+    def cli(self, *args: str, check: bool = False, timeout: float = 180) -> subprocess.CompletedProcess:
+        r = subprocess.run([sys.executable, "-m", "cumulo.cli.main", *args], env={**self.env, "COLUMNS": "200"},
+                           capture_output=True, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"cumulo {' '.join(args)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}")
+        return r
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def kill_leftovers(home: Path) -> None:
+    """Kill supervisors a test left running under `home` (jobs outlive their control plane)."""
+    import json
+
+    for claim in home.glob("jobs/*/attempt-*/supervisor.json"):
+        try:
+            pid = json.loads(claim.read_text()).get("pid")
+            if pid:
+                os.kill(pid, signal.SIGTERM)
+        except (ValueError, OSError):
+            pass

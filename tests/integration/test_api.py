@@ -1,0 +1,132 @@
+"""The REST API over real HTTP against a real control plane: every bad input is a clear 4xx."""
+
+from __future__ import annotations
+
+import pytest
+
+import httpx
+
+from cumulo.core.errors import Conflict, InvalidSpec, NotFound, Unschedulable
+from cumulo.sdk.client import Client
+from tests.helpers import Server, kill_leftovers, wait_until
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, module_database_url):
+    s = Server(tmp_path_factory.mktemp("home"), module_database_url).start()
+    yield s
+    s.kill()
+    kill_leftovers(s.home)
+
+
+@pytest.fixture
+def http(server):
+    with httpx.Client(base_url=server.url + "/api/v1", timeout=10) as c:
+        yield c
+
+
+def problem(r: httpx.Response, status: int) -> dict:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    assert body["status"] == status and body["detail"]
+    return body
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"kind": "Job", "name": "Bad Name", "command": "x"}, "name"),
+        ({"kind": "Job", "name": "a", "command": "x", "resources": {"memory": "lots"}}, "resources.memory"),
+        ({"kind": "Job", "name": "a", "command": "x", "bogus": 1}, "bogus"),
+        ({"kind": "Job", "name": "a"}, "command"),
+        ({"kind": "Deployment", "name": "a"}, "kind"),
+        ({"kind": "Job", "name": "a", "command": "x", "workdir": "relative/dir"}, "workdir"),
+        ({"kind": "Job", "name": "a", "command": "x", "workdir": "/does/not/exist"}, "workdir"),
+    ],
+)
+def test_invalid_specs_are_422_naming_the_field_and_create_nothing(http, body, field):
+    p = problem(http.post("/jobs", json=body), 422)
+    assert field in [e["field"] for e in p["errors"]]
+    assert http.get("/jobs/a").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "content, ctype",
+    [(b"{not json", "application/json"), (b"[1, 2]", "application/json"), (b"", "application/json"),
+     (b"name=a", "application/x-www-form-urlencoded")],
+)
+def test_malformed_bodies_are_4xx_never_500(http, content, ctype):
+    r = http.post("/jobs", content=content, headers={"content-type": ctype})
+    assert 400 <= r.status_code < 500, r.text
+    assert r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "method, path, params",
+    [("GET", "/jobs", {"limit": "many"}), ("GET", "/jobs", {"limit": 0}), ("GET", "/jobs", {"state": "Sleeping"}),
+     ("GET", "/events", {"after": -1}), ("GET", "/jobs/x/logs", {"rank": -1}), ("GET", "/nope", {}),
+     ("PATCH", "/jobs", {})],
+)
+def test_bad_queries_and_routes_are_4xx(http, method, path, params):
+    r = http.request(method, path, params=params)
+    assert 400 <= r.status_code < 500, r.text
+
+
+def test_unknown_job_is_404_everywhere(http):
+    for method, path in [("GET", "/jobs/ghost"), ("POST", "/jobs/ghost/cancel"), ("DELETE", "/jobs/ghost"),
+                         ("GET", "/jobs/ghost/logs"), ("GET", "/jobs/ghost/metrics")]:
+        p = problem(http.request(method, path), 404)
+        assert "no job named 'ghost'" in p["detail"]
+
+
+def test_duplicate_name_is_409_and_larger_than_machine_is_rejected_with_capacity(server):
+    with Client(server.url) as c:
+        c.submit_job({"name": "one", "command": "sleep 30"})
+        with pytest.raises(Conflict, match="a job named 'one' already exists"):
+            c.submit_job({"name": "one", "command": "true"})
+        with pytest.raises(Unschedulable, match=r"asks for 1000 CPU but this machine has \d+ CPU, .* in total"):
+            c.submit_job({"name": "huge", "command": "true", "resources": {"cpu": 1000}})
+        with pytest.raises(Unschedulable, match="GPU"):
+            c.submit_job({"name": "gpu", "command": "true", "resources": {"gpu": 64}})
+        with pytest.raises(NotFound):
+            c.get_job("huge")
+        with pytest.raises(Conflict, match="cancel it first"):
+            c.delete_job("one")
+        c.cancel_job("one")
+        assert c.wait_job("one", timeout=30).state == "Cancelled"
+        with pytest.raises(Conflict, match="already ended"):
+            c.cancel_job("one")
+        c.delete_job("one")
+        assert "one" not in [j.name for j in c.list_jobs()]
+
+
+def test_metrics_report_and_validation(server, http):
+    with Client(server.url) as c:
+        c.submit_job({"name": "m", "command": "sleep 0.1"})
+    ok = http.post("/jobs/m/metrics", json={"attempt": 1, "points": [{"step": 1, "values": {"loss": 0.5}},
+                                                                     {"step": 2, "values": {"loss": 0.25, "acc": 0.9}}]})
+    assert ok.status_code == 200 and ok.json() == {"accepted": 3}
+    problem(http.post("/jobs/m/metrics", json={"points": [{"values": {"loss": "high"}}]}), 422)
+    problem(http.post("/jobs/m/metrics", json={"points": []}), 422)
+    problem(http.post("/jobs/m/metrics", content=b'{"points": [{"values": {"loss": NaN}}]}',
+                      headers={"content-type": "application/json"}), 422)
+    job = http.get("/jobs/m").json()
+    assert job["metrics"] == {"step": 2, "loss": 0.25, "acc": 0.9}
+    series = http.get("/jobs/m/metrics", params={"metric": "loss"}).json()
+    assert [p["values"]["loss"] for p in series] == [0.5, 0.25]
+
+
+def test_job_json_has_the_documented_shape(server):
+    with Client(server.url) as c:
+        c.submit_job({"name": "shape", "command": "echo hi"})
+        wait_until(lambda: c.get_job("shape").state == "Succeeded", what="job to succeed")
+    body = httpx.get(server.url + "/api/v1/jobs/shape").json()
+    assert {"name", "state", "attempts", "exit_code", "metrics", "reason", "attempt_list"} <= body.keys()
+    assert body["state"] == "Succeeded" and body["attempts"] == 1 and body["exit_code"] == 0
+
+
+def test_openapi_is_served(http, server):
+    spec = httpx.get(server.url + "/openapi.json").json()
+    assert "/api/v1/jobs" in spec["paths"] and "/api/v1/jobs/{name}/logs" in spec["paths"]
+    assert httpx.get(server.url + "/docs").status_code == 200
