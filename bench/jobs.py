@@ -127,6 +127,8 @@ def main() -> None:
 
         # 5. N trivial jobs submitted back to back
         sub = []
+        server_cpu0 = ps.cpu_times()
+        machine_cpu0 = psutil.cpu_times()
         t_first = time.time()
         for i in range(args.jobs):
             t = time.perf_counter()
@@ -140,6 +142,12 @@ def main() -> None:
                 break
             time.sleep(0.5)
         t_done = time.time()
+        sc = ps.cpu_times()
+        server_cpu = (sc.user + sc.system) - (server_cpu0.user + server_cpu0.system)
+        # supervisors (and the jobs they wait for) are the server's children once reaped
+        children_cpu = (sc.children_user + sc.children_system) - (server_cpu0.children_user + server_cpu0.children_system)
+        m1 = psutil.cpu_times()
+        machine_busy = (m1.user + m1.system) - (machine_cpu0.user + machine_cpu0.system)
         starts = []
         for i in range(0, args.jobs, max(1, args.jobs // 200)):
             j = http.get(f"/jobs/t-{i}").json()
@@ -155,6 +163,11 @@ def main() -> None:
             "jobs_started_per_s": round(args.jobs / (t_done - t_first), 1),
             "launch_span_s": round(max(starts) - min(starts), 2),
             "final_states": states,
+            # where the CPU went while the jobs ran (2 cores = 2 CPU-seconds per second)
+            "server_cpu_s": round(server_cpu, 1),
+            "supervisors_and_jobs_cpu_s": round(children_cpu, 1),
+            "machine_cpu_s": round(machine_busy, 1),
+            "machine_cpu_s_per_job": round(machine_busy / args.jobs, 4),
         }
 
         # 6. `cumulo job list` wall time from the shell, with ~N jobs present

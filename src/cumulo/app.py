@@ -21,6 +21,7 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy.exc import OperationalError
 
 from cumulo.api import errors as api_errors
 from cumulo.api.routes import router
@@ -119,6 +120,15 @@ def _lock_home(home: Path):
     return f
 
 
+def _safe_url(url: str) -> str:
+    """The URL with its password hidden, for messages."""
+    head, sep, tail = url.rpartition("@")
+    if not sep or ":" not in head.split("//", 1)[-1]:
+        return url
+    scheme, _, cred = head.partition("//")
+    return f"{scheme}//{cred.split(':', 1)[0]}:***@{tail}"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="cumulo up", description="Run the cumulo control plane.")
     p.add_argument("--host", default="127.0.0.1")
@@ -134,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         plane = build(config)
     except CumuloError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OperationalError as exc:
+        print(f"error: cannot use the database {_safe_url(args.db or env.database_url(home))}: {exc.orig}\n"
+              "Check that it is running and the URL (--db or CUMULO_DATABASE_URL) is right.", file=sys.stderr)
         return 2
     lock.truncate(0)
     lock.write(json.dumps({"pid": os.getpid(), "url": config.url}))

@@ -14,7 +14,7 @@ import pytest
 from cumulo.core.states import ProcessPhase
 from cumulo.runtimes.base import LaunchSpec
 from cumulo.runtimes.local import LocalRuntime
-from cumulo.runtimes.local.supervisor import start_time
+from cumulo.runtimes.local.procs import start_time
 
 ENV = {"PATH": os.environ["PATH"]}
 
@@ -146,7 +146,7 @@ def test_a_command_that_cannot_start_exits_127(rt):
     h = rt.launch(LaunchSpec(key="j", command=["/nonexistent/binary"], workdir="/tmp", env=ENV))
     obs = wait_for(rt, h, ProcessPhase.EXITED)
     assert obs.exit_code == 127
-    assert "cannot start" in Path(rt.log_path(h)).read_text()
+    assert "No such file or directory" in Path(rt.log_path(h)).read_text()
 
 
 def test_usage_reports_cpu_and_memory_of_a_busy_worker(rt):

@@ -1,4 +1,4 @@
-"""LocalRuntime: each launch is a detached supervisor (see supervisor.py) in its own session.
+"""LocalRuntime: each launch is a detached supervisor (supervisor.sh) in its own session.
 
 The supervisor survives the control plane, records exit codes in the run directory, and is
 found again by pid AND start time, so a restarted control plane re-adopts it and never mistakes
@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,11 +21,12 @@ import psutil
 from cumulo.core.states import ProcessPhase
 from cumulo.runtimes.base import Handle, LaunchSpec, NodeResources, Observation, WorkerStatus
 from cumulo.runtimes.local.gpus import detect_gpus
-from cumulo.runtimes.local.supervisor import start_time, write_json
+from cumulo.runtimes.local.procs import start_time
 
 log = logging.getLogger(__name__)
 
-SUPERVISOR = str(Path(__file__).with_name("supervisor.py"))
+SUPERVISOR = str(Path(__file__).with_name("supervisor.sh"))
+BASH = shutil.which("bash") or "/bin/bash"
 #: a supervisor.json that stays unreadable this long belongs to a supervisor that died writing it
 _TORN_CLAIM_AFTER = 5.0
 
@@ -80,19 +81,16 @@ class LocalRuntime:
         handle = self.handle_for(spec.key)
         run_dir = Path(handle.data["dir"])
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(
-            run_dir / "launch.json",
-            {
-                "command": spec.command,
-                "workdir": spec.workdir,
-                "env": spec.env,
-                "worker_env": list(spec.worker_env),
-                "stop_grace": spec.stop_grace,
-            },
-        )
+        argv = ["/bin/sh", "-c", spec.command] if isinstance(spec.command, str) else list(spec.command)
+        _write_nul(run_dir / "argv", argv)
+        (run_dir / "workdir").write_text(spec.workdir)
+        (run_dir / "grace").write_text(f"{spec.stop_grace:g}")
+        for rank, extra in enumerate(spec.worker_env):
+            env = {**spec.env, **extra}
+            _write_nul(run_dir / f"env-{rank}", [f"{k}={v}" for k, v in env.items()])
         with open(run_dir / "supervisor.log", "ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-I", SUPERVISOR, str(run_dir)],
+                [BASH, SUPERVISOR, str(run_dir)],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -203,6 +201,13 @@ class LocalRuntime:
         """Drop cached process objects of a finished launch."""
         self._children.pop(handle.data["dir"], None)
         self._procs = {k: p for k, p in self._procs.items() if p.is_running()}
+
+
+def _write_nul(path: Path, items: list[str]) -> None:
+    for item in items:
+        if "\0" in item:
+            raise ValueError(f"{item[:40]!r} contains a NUL byte, which a command or environment cannot hold")
+    path.write_bytes(b"".join(i.encode() + b"\0" for i in items))
 
 
 def _mtime(path: Path) -> float:
