@@ -115,13 +115,14 @@ def sim(
 
 def run_cli(argv: list[str] | None = None) -> int:
     """Run ``cumulo sim`` with ``argv`` (without the leading ``sim``); returns the exit code."""
-    import click
-
     try:
         rc = app(args=list(argv or []), prog_name="cumulo sim", standalone_mode=False)
-    except click.ClickException as e:  # usage errors
-        e.show()
+    except typer.Exit as e:
         return e.exit_code
-    except click.exceptions.Exit as e:
-        return e.exit_code
+    except Exception as e:
+        # usage errors (Typer's click exceptions) print themselves and carry an exit code
+        if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
+            e.show()
+            return e.exit_code
+        raise
     return rc if isinstance(rc, int) else 0
