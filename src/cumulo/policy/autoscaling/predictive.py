@@ -10,7 +10,7 @@
 
 ``a, b, c`` minimise an exponentially-forgetting ridge least-squares loss over past
 (features at t, rate observed at t + h) pairs (a soft rolling window with ``half_life``), shrunk
-towards the no-forecast answer ``(1, 0, 0)``, so an untrained policy acts like a reactive one.
+towards the no-forecast answer ``(1, 0, 0)`` with the weight of ``ridge`` average samples, so an untrained policy acts like a reactive one.
 The forecast is raised by ``z`` times the exponentially-averaged relative error of past forecasts
 (headroom for what the model misses) and turned into replicas with ``target_rps``; the answer is
 never below what a reactive rule asks now (the rate over ``reactive_window`` and the concurrency
@@ -43,7 +43,7 @@ class PredictiveConfig:
     bin_seconds: float = 600.0
     profile_alpha: float = 0.5
     half_life: float = 3 * DAY
-    ridge: float = 0.05
+    ridge: float = 10.0  # the prior (1, 0, 0) weighs as much as this many average samples
     z: float = 2.0
     error_half_life: float = 6 * 3600.0
     downscale_window: float | None = None  # default: max(60 s, cold start)
@@ -90,8 +90,8 @@ class PredictiveState:
 def coefficients(st: PredictiveState, ridge: float) -> np.ndarray:
     """``(a, b, c)`` for the statistics in ``st``: ridge regression shrunk towards (1, 0, 0)."""
     prior = np.array([1.0, 0.0, 0.0])
-    scale = float(np.trace(st.xtx)) / 3.0
-    rho = ridge * scale + 1e-9
+    per_sample = float(np.trace(st.xtx)) / 3.0 / st.samples if st.samples > 0 else 0.0
+    rho = ridge * per_sample + 1e-9
     try:
         return np.linalg.solve(st.xtx + rho * np.eye(3), st.xty + rho * prior)
     except np.linalg.LinAlgError:  # pragma: no cover - rho > 0 keeps the matrix regular
@@ -105,14 +105,16 @@ def _profile_value(st: PredictiveState, t: float, cfg: PredictiveConfig) -> tupl
     pos = t / cfg.bin_seconds - 0.5  # interpolate between bin centres
     lo = math.floor(pos)
     frac = pos - lo
-    for values, counts, n, name in ((st.week, st.week_n, nweek, "week"), (st.day, st.day_n, nday, "day")):
-        if len(values) == 0:
-            continue
-        i, j = lo % n, (lo + 1) % n
-        if counts[i] > 0 and counts[j] > 0:
-            return float(values[i] * (1 - frac) + values[j] * frac), name
-        if counts[i] > 0 or counts[j] > 0:
-            return float(values[i] if counts[i] > 0 else values[j]), name
+    profiles = ((st.week, st.week_n, nweek, "week"), (st.day, st.day_n, nday, "day"))
+    for values, counts, n, name in profiles:
+        if len(values):
+            i, j = lo % n, (lo + 1) % n
+            if counts[i] > 0 and counts[j] > 0:
+                return float(values[i] * (1 - frac) + values[j] * frac), name
+    if len(st.day):  # only one neighbour of the daily profile seen so far
+        i, j = lo % nday, (lo + 1) % nday
+        if st.day_n[i] > 0 or st.day_n[j] > 0:
+            return float(st.day[i] if st.day_n[i] > 0 else st.day[j]), "day"
     return math.nan, "none"
 
 
