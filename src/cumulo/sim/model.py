@@ -47,6 +47,8 @@ class ReplicaModel:
     utilization: float = 0.7
     slo_wait: float = 1.0
     price_per_hour: float = 1.0
+    #: replicas up at the start; None = what the first minute of load needs at the target
+    initial_replicas: int | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -115,7 +117,8 @@ def simulate(load: Load, policy: str, model: ReplicaModel = ReplicaModel(), *, c
     starting_s = np.zeros(T, dtype=np.int32)
 
     first = float(rates[: max(1, int(60 / dt))].mean()) if T else 0.0
-    n_ready = int(max(model.min_replicas, min(model.max_replicas, math.ceil(first / target_rps - 1e-9))))
+    initial = math.ceil(first / target_rps - 1e-9) if model.initial_replicas is None else model.initial_replicas
+    n_ready = int(max(model.min_replicas, min(model.max_replicas, initial)))
     starting: deque[float] = deque()
     state: Any = None
     desired_prev = n_ready
