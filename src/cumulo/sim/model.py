@@ -123,7 +123,6 @@ def simulate(load: Load, policy: str, model: ReplicaModel = ReplicaModel(), *, c
     state: Any = None
     desired_prev = n_ready
     decisions: list[tuple[float, int, int, str]] = []
-    cold_starts = 0
     cap_step = k * dt
     B = 0.0
     cum = 0.0
@@ -169,7 +168,6 @@ def simulate(load: Load, policy: str, model: ReplicaModel = ReplicaModel(), *, c
                 ready_at = now + dt + model.cold_start
                 for _ in range(want - have):
                     starting.append(ready_at)
-                cold_starts += want - have
             elif want < have:
                 drop = have - want
                 while drop and starting:
@@ -177,8 +175,11 @@ def simulate(load: Load, policy: str, model: ReplicaModel = ReplicaModel(), *, c
                     drop -= 1
                 n_ready -= drop
 
-    metrics, step_latency = _metrics(load, model, served_cum, backlog_end, ready_s, starting_s, decisions, eval_from, cold_starts)
+    e0 = min(T, max(0, int(math.ceil(eval_from / dt - 1e-9))))
+    metrics, step_latency = _metrics(load, model, served_cum, backlog_end, ready_s, starting_s, decisions, e0, T)
     metrics = {"policy": policy, **metrics}
+    if e0 > 0:  # the fitting part too, for tuning on it
+        metrics["fit"] = _metrics(load, model, served_cum, backlog_end, ready_s, starting_s, decisions, 0, e0)[0]
     return SimResult(
         policy, metrics, np.arange(T) * dt, rates, ready_s, starting_s, ready_s * k / sbar, step_latency, decisions
     )
@@ -208,10 +209,10 @@ def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> floa
     return float(v[min(i, len(v) - 1)])
 
 
-def _metrics(load, model, served_cum, backlog_end, ready_s, starting_s, decisions, eval_from, cold_starts):
+def _metrics(load, model, served_cum, backlog_end, ready_s, starting_s, decisions, e0, e1):
+    """Metrics over steps [e0, e1)."""
     dt = load.step
     T = load.steps
-    e0 = min(T, max(0, int(math.ceil(eval_from / dt - 1e-9))))
     arrived_before = np.concatenate(([0.0], np.cumsum(load.work)))
     step_latency = np.zeros(T)
     if load.times is not None and load.service is not None:
@@ -221,7 +222,7 @@ def _metrics(load, model, served_cum, backlog_end, ready_s, starting_s, decision
         wait = np.maximum(0.0, start - load.times)
         wait[backlog_end[step_idx] == 0] = 0.0  # nothing queued when its step ended: served at once
         lat = wait + load.service
-        mask = step_idx >= e0
+        mask = (step_idx >= e0) & (step_idx < e1)
         values, weights, waits = lat[mask], np.ones(int(mask.sum())), wait[mask]
         np.maximum.at(step_latency, step_idx, lat)
     else:
@@ -231,17 +232,18 @@ def _metrics(load, model, served_cum, backlog_end, ready_s, starting_s, decision
         wait[backlog_end == 0] = 0.0
         lat = wait + load.mean_service
         step_latency = np.where(load.counts > 0, lat, 0.0)
-        values, weights, waits = lat[e0:], load.counts[e0:], wait[e0:]
+        values, weights, waits = lat[e0:e1], load.counts[e0:e1], wait[e0:e1]
     total = float(weights.sum())
     ok = float(weights[waits <= model.slo_wait + 1e-9].sum())
-    rs = float((ready_s[e0:].astype(float) + starting_s[e0:]).sum() * dt)
-    t0 = e0 * dt
-    actions = [d for d in decisions if d[0] > t0]
+    rs = float((ready_s[e0:e1].astype(float) + starting_s[e0:e1]).sum() * dt)
+    t0, t1 = e0 * dt, e1 * dt
+    actions = [d for d in decisions if t0 < d[0] <= t1]
+    cold_starts = sum(max(0, d[2] - d[1]) for d in actions)
     return (
         {
             "trace": load.name,
             "evaluated_from_s": t0,
-            "evaluated_seconds": (T - e0) * dt,
+            "evaluated_seconds": (e1 - e0) * dt,
             "requests": int(round(total)),
             "slo": f"latency <= service time + {model.slo_wait:g} s",
             "slo_attainment": ok / total if total else 1.0,
@@ -249,11 +251,11 @@ def _metrics(load, model, served_cum, backlog_end, ready_s, starting_s, decision
             "latency_p99_s": weighted_quantile(values, weights, 0.99),
             "replica_seconds": rs,
             "cost": rs / 3600.0 * model.price_per_hour,
-            "seconds_under_provisioned": float((backlog_end[e0:] > 0).sum() * dt),
+            "seconds_under_provisioned": float((backlog_end[e0:e1] > 0).sum() * dt),
             "scaling_actions": len(actions),
             "cold_starts": cold_starts,
-            "mean_replicas": rs / ((T - e0) * dt) if T > e0 else 0.0,
-            "max_replicas": int((ready_s[e0:] + starting_s[e0:]).max()) if T > e0 else 0,
+            "mean_replicas": rs / ((e1 - e0) * dt) if e1 > e0 else 0.0,
+            "max_replicas": int((ready_s[e0:e1] + starting_s[e0:e1]).max()) if e1 > e0 else 0,
         },
         step_latency,
     )
