@@ -162,7 +162,20 @@ def main() -> None:
         "azure": [azure(traces / f, out, cold, log) for f in ("azure-llm-2023-code.csv", "azure-llm-2023-conv.csv")],
     }
     report["seconds"] = time.perf_counter() - t0
-    print(json.dumps(report, indent=1, default=lambda x: None if x != x else x))
+    print(json.dumps(_finite(report), indent=1))
+
+
+def _finite(x):
+    """Strict JSON: an infinite latency (requests never served before the trace ended) is "inf"."""
+    if isinstance(x, float) and x != x:
+        return None
+    if isinstance(x, float) and x in (float("inf"), float("-inf")):
+        return "inf"
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
 
 
 if __name__ == "__main__":
