@@ -10,6 +10,7 @@ from cumulo.cli import jobs, server
 from cumulo.cli.render import console, emit_json, err, events_table, nodes_table
 from cumulo.core.errors import CumuloError
 from cumulo.sdk.client import Client
+from cumulo.sim import cli as sim_cli
 
 app = typer.Typer(
     help="cumulo: one control plane for AI workloads.",
@@ -20,6 +21,7 @@ app = typer.Typer(
 app.command()(server.up)
 app.command()(server.down)
 app.add_typer(jobs.app, name="job")
+app.command("sim")(sim_cli.sim)
 
 
 @app.command()

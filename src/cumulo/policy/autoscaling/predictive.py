@@ -1,0 +1,223 @@
+"""cumulo's predictive autoscaler: ``R(t) = a*L(t) + b*H(t) + c*dL(t)`` fitted online.
+
+- ``L(t)``: the request rate now (mean over ``rate_window``);
+- ``H(t)``: the seasonal profile at the forecast time ``t + h``: the rate usually seen at that
+  time of the week (10-minute bins), or of the day while no week has been seen yet; each bin is an
+  exponential average over past weeks (days), learnt by the policy itself from the load it sees;
+- ``dL(t)``: the slope of the rate over ``slope_window``, times the horizon ``h`` (so ``c`` has
+  no unit);
+- ``h``: one cold-start delay plus one tick: what is decided now is ready then.
+
+``a, b, c`` minimise an exponentially-forgetting ridge least-squares loss over past
+(features at t, rate observed at t + h) pairs (a soft rolling window with ``half_life``), shrunk
+towards the no-forecast answer ``(1, 0, 0)`` with the weight of ``ridge`` average samples, so an untrained policy acts like a reactive one.
+The forecast is raised by ``z`` times the exponentially-averaged relative error of past forecasts
+(headroom for what the model misses) and turned into replicas with ``target_rps``; the answer is
+never below what a reactive rule asks now (the rate over ``reactive_window`` and the concurrency
+against ``target_concurrency``), so a surprise burst is never ignored. A scale-down happens only
+when every recommendation of the last ``downscale_window`` asked for it (no flapping). With
+``min_replicas == 0`` and ``scale_to_zero_after`` set, an idle deployment goes to zero.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from cumulo.policy.autoscaling.base import AutoscaleInput, Decision, require, validate_input
+
+__all__ = ["PredictiveConfig", "PredictiveState", "decide", "coefficients"]
+
+WEEK = 7 * 86400.0
+DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class PredictiveConfig:
+    tick: float = 10.0
+    rate_window: float = 60.0
+    slope_window: float = 300.0
+    reactive_window: float = 20.0
+    bin_seconds: float = 600.0
+    profile_alpha: float = 0.5
+    half_life: float = 3 * DAY
+    ridge: float = 10.0  # the prior (1, 0, 0) weighs as much as this many average samples
+    z: float = 2.0
+    error_half_life: float = 6 * 3600.0
+    downscale_window: float | None = None  # default: max(60 s, cold start)
+    scale_to_zero_after: float | None = None
+
+    def __post_init__(self) -> None:
+        require(self.tick > 0, "tick", "must be > 0")
+        require(self.rate_window > 0, "rate_window", "must be > 0")
+        require(self.bin_seconds > 0 and DAY % self.bin_seconds == 0, "bin_seconds", "must divide a day")
+        require(0 < self.profile_alpha <= 1, "profile_alpha", "must be in (0, 1]")
+        require(self.half_life > 0, "half_life", "must be > 0")
+        require(self.ridge >= 0, "ridge", "must be >= 0")
+        require(self.z >= 0, "z", "must be >= 0")
+        require(self.scale_to_zero_after is None or self.scale_to_zero_after >= 0, "scale_to_zero_after", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class PredictiveState:
+    target: int | None = None
+    last_tick: float = -math.inf
+    #: seasonal profiles (rate per bin) and how many times each bin was seen
+    week: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    week_n: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    day: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    day_n: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    #: the bin being filled: its index (on the absolute bin axis), sum of rate*seconds, seconds
+    bin_index: int = -1
+    bin_sum: float = 0.0
+    bin_seconds: float = 0.0
+    #: ridge sufficient statistics (exponentially forgotten)
+    xtx: np.ndarray = field(default_factory=lambda: np.zeros((3, 3)))
+    xty: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    samples: float = 0.0
+    #: forecasts waiting for their outcome: (due time, features, forecast)
+    pending: tuple[tuple[float, tuple[float, float, float], float], ...] = ()
+    #: exponentially averaged squared relative forecast error
+    err2: float = 0.0
+    err_w: float = 0.0
+    #: recent recommendations (time, replicas) for the scale-down window
+    recent: tuple[tuple[float, int], ...] = ()
+    last_active: float = -math.inf
+
+
+def coefficients(st: PredictiveState, ridge: float) -> np.ndarray:
+    """``(a, b, c)`` for the statistics in ``st``: ridge regression shrunk towards (1, 0, 0)."""
+    prior = np.array([1.0, 0.0, 0.0])
+    per_sample = float(np.trace(st.xtx)) / 3.0 / st.samples if st.samples > 0 else 0.0
+    rho = ridge * per_sample + 1e-9
+    try:
+        return np.linalg.solve(st.xtx + rho * np.eye(3), st.xty + rho * prior)
+    except np.linalg.LinAlgError:  # pragma: no cover - rho > 0 keeps the matrix regular
+        return prior
+
+
+def _profile_value(st: PredictiveState, t: float, cfg: PredictiveConfig) -> tuple[float, str]:
+    """The seasonal rate expected at time ``t``: weekly bin if seen, else daily, else none."""
+    nweek = int(WEEK / cfg.bin_seconds)
+    nday = int(DAY / cfg.bin_seconds)
+    pos = t / cfg.bin_seconds - 0.5  # interpolate between bin centres
+    lo = math.floor(pos)
+    frac = pos - lo
+    profiles = ((st.week, st.week_n, nweek, "week"), (st.day, st.day_n, nday, "day"))
+    for values, counts, n, name in profiles:
+        if len(values):
+            i, j = lo % n, (lo + 1) % n
+            if counts[i] > 0 and counts[j] > 0:
+                return float(values[i] * (1 - frac) + values[j] * frac), name
+    if len(st.day):  # only one neighbour of the daily profile seen so far
+        i, j = lo % nday, (lo + 1) % nday
+        if st.day_n[i] > 0 or st.day_n[j] > 0:
+            return float(st.day[i] if st.day_n[i] > 0 else st.day[j]), "day"
+    return math.nan, "none"
+
+
+def _learn_profile(st: PredictiveState, now: float, rate: float, seconds: float, cfg: PredictiveConfig) -> PredictiveState:
+    """Add ``seconds`` of ``rate`` to the current bin; when a bin completes, fold it into the profiles."""
+    index = int(now // cfg.bin_seconds)
+    if st.bin_index == index or st.bin_index < 0:
+        return replace(st, bin_index=index, bin_sum=st.bin_sum + rate * seconds, bin_seconds=st.bin_seconds + seconds)
+    nweek = int(WEEK / cfg.bin_seconds)
+    nday = int(DAY / cfg.bin_seconds)
+    week = st.week.copy() if len(st.week) else np.zeros(nweek)
+    week_n = st.week_n.copy() if len(st.week_n) else np.zeros(nweek)
+    day = st.day.copy() if len(st.day) else np.zeros(nday)
+    day_n = st.day_n.copy() if len(st.day_n) else np.zeros(nday)
+    if st.bin_seconds >= 0.5 * cfg.bin_seconds:  # only fold bins that were mostly observed
+        mean = st.bin_sum / st.bin_seconds
+        a = cfg.profile_alpha
+        for values, counts, i in ((week, week_n, st.bin_index % nweek), (day, day_n, st.bin_index % nday)):
+            values[i] = mean if counts[i] == 0 else (1 - a) * values[i] + a * mean
+            counts[i] += 1
+    return replace(
+        st, week=week, week_n=week_n, day=day, day_n=day_n,
+        bin_index=index, bin_sum=rate * seconds, bin_seconds=seconds,
+    )
+
+
+def decide(inp: AutoscaleInput, config: PredictiveConfig = PredictiveConfig()) -> Decision:
+    validate_input(inp)
+    cfg = config
+    st: PredictiveState = inp.state or PredictiveState(last_active=inp.now)
+    current = st.target if st.target is not None else max(inp.min_replicas, inp.current)
+    current = max(inp.min_replicas, min(inp.max_replicas, current))
+    if inp.now - st.last_tick < cfg.tick - 1e-9:
+        return Decision(current, replace(st, target=current), "predictive: waiting for tick")
+    elapsed = cfg.tick if st.last_tick == -math.inf else min(inp.now - st.last_tick, inp.load.covers())
+
+    load = inp.load
+    L = load.mean_rate(cfg.rate_window)
+    st = _learn_profile(st, inp.now, load.mean_rate(elapsed), elapsed, cfg)
+
+    # slope: rate now minus the rate one slope window ago, per second, times the horizon
+    h = inp.cold_start + cfg.tick
+    n = len(load.rates)
+    k_rate = max(1, int(round(cfg.rate_window / load.step)))
+    k_back = int(round(cfg.slope_window / load.step))
+    if n >= k_back + k_rate:
+        past = float(load.rates[n - k_back - k_rate : n - k_back].sum()) / k_rate
+        dL = (L - past) / cfg.slope_window * h
+    else:
+        dL = 0.0
+
+    # learn from forecasts whose time has come
+    decay = 0.5 ** (cfg.tick / cfg.half_life)
+    edecay = 0.5 ** (cfg.tick / cfg.error_half_life)
+    xtx, xty, samples, err2, err_w = st.xtx, st.xty, st.samples, st.err2, st.err_w
+    pending = []
+    for due, x, yhat in st.pending:
+        if due <= inp.now + 1e-9:
+            xv = np.array(x)
+            xtx = decay * xtx + np.outer(xv, xv)
+            xty = decay * xty + xv * L
+            samples = decay * samples + 1
+            rel = (L - yhat) / max(yhat, L, 1e-9)
+            err2 = edecay * err2 + rel * rel
+            err_w = edecay * err_w + 1
+        else:
+            pending.append((due, x, yhat))
+    st = replace(st, xtx=xtx, xty=xty, samples=samples, err2=err2, err_w=err_w)
+
+    H, season = _profile_value(st, inp.now + h, cfg)
+    if math.isnan(H):
+        H = L
+    x = (L, H, dL)
+    a, b, c = coefficients(st, cfg.ridge)
+    forecast = max(0.0, a * L + b * H + c * dL)
+    sigma = math.sqrt(err2 / err_w) if err_w > 0 else 0.0
+    upper = forecast * (1 + cfg.z * sigma)
+    pending.append((inp.now + h, x, forecast))
+
+    rate_now = load.mean_rate(cfg.reactive_window)
+    conc_now = load.mean_concurrency(cfg.reactive_window)
+    reactive = max(rate_now / inp.target_rps, conc_now / inp.target_concurrency)
+    predicted = upper / inp.target_rps
+    want = math.ceil(max(reactive, predicted) - 1e-9)
+    source = "forecast" if predicted >= reactive else "reactive rule"
+
+    last_active = inp.now if (rate_now > 0 or conc_now > 0 or L > 0) else st.last_active
+    if want == 0 and inp.min_replicas == 0:
+        idle = inp.now - last_active
+        if cfg.scale_to_zero_after is None or idle < cfg.scale_to_zero_after:
+            want = 1
+    want = max(inp.min_replicas, min(inp.max_replicas, want))
+
+    window = cfg.downscale_window if cfg.downscale_window is not None else max(60.0, inp.cold_start)
+    recent = tuple(r for r in st.recent if r[0] > inp.now - window) + ((inp.now, want),)
+    desired = want if want >= current else min(current, max(r[1] for r in recent))
+    if want == 0 and desired > 0 and cfg.scale_to_zero_after is not None and inp.min_replicas == 0:
+        desired = 0  # the idle period itself was the delay
+    why = (
+        f"L={L:.2f} H({season})={H:.2f} dL*h={dL:.2f} -> a={a:.2f} b={b:.2f} c={c:.2f}: "
+        f"forecast {forecast:.2f} (+{cfg.z:g}x{sigma:.0%}) req/s at t+{h:.0f}s; reactive needs {math.ceil(reactive - 1e-9)}; "
+        f"{source} decides"
+    )
+    verb = "scale up" if desired > current else "scale down" if desired < current else "hold"
+    state = replace(st, target=desired, last_tick=inp.now, pending=tuple(pending), recent=recent, last_active=last_active)
+    return Decision(desired, state, f"predictive: {verb} {current}->{desired}: {why}")

@@ -1,0 +1,1 @@
+"""Trace replay and what-if simulation of autoscaling policies (see ``cumulo.sim.model``)."""
