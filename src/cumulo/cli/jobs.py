@@ -69,17 +69,22 @@ def submit(
 @app.command("list")
 def list_(
     state_: list[str] = typer.Option(None, "--state", help="only jobs in this state (repeatable)"),
+    limit: int = typer.Option(100, min=1, max=10000, help="show the newest N jobs"),
+    all_: bool = typer.Option(False, "--all", help="show every job (up to 10,000)"),
     json_: bool = JSON,
 ) -> None:
     """List jobs, newest first."""
+    limit = 10000 if all_ else limit
     with Client() as client:
-        jobs = client.list_jobs(states=state_)
+        jobs = client.list_jobs(states=state_, limit=limit)
     if json_:
         emit_json(jobs)
     elif not jobs:
         console.print("no jobs yet; submit one with `cumulo job submit FILE`")
     else:
         console.print(jobs_table(jobs))
+        if len(jobs) == limit and not all_:
+            err.print(f"[dim]showing the newest {limit}; --limit N or --all for more[/]")
 
 
 @app.command()
