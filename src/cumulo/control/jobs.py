@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 from cumulo.core.specs import JobSpec
 from cumulo.core.states import AttemptState, JobState, ProcessPhase
@@ -228,6 +230,8 @@ class JobReconciler:
 
     def _launch_spec(self, key: str, spec: JobSpec, loaded: _Loaded, number: int, alloc: Allocation) -> LaunchSpec:
         env = dict(os.environ)
+        # `python` in a job is the interpreter cumulo runs on (with its packages), unless PATH is set
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         env.update(spec.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
         env.update({
