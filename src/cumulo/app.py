@@ -25,15 +25,19 @@ from sqlalchemy.exc import OperationalError
 
 from cumulo.api import errors as api_errors
 from cumulo.api.routes import router
+from cumulo.control.deployments import DeploymentReconciler
 from cumulo.control.jobs import JobReconciler, utcnow
 from cumulo.control.loop import Loop
 from cumulo.control.nodes import LOCAL_NODE, register_local_node
+from cumulo.control.placement import Placement
 from cumulo.core import settings as env
 from cumulo.core.errors import CumuloError
 from cumulo.core.views import Health
 from cumulo.runtimes.local import LocalRuntime
 from cumulo.services.cluster import ClusterService
+from cumulo.services.deployments import DeploymentService
 from cumulo.services.jobs import JobService
+from cumulo.store import deployments as deployments_store
 from cumulo.store.db import Database
 from cumulo.store.migrate import upgrade
 
@@ -76,9 +80,13 @@ def build(config: ServerConfig) -> ControlPlane:
     db = Database(config.database_url)
     upgrade(db.engine)
     runtime = LocalRuntime(config.home / "jobs")
-    reconciler = JobReconciler(db, runtime, node=LOCAL_NODE, server_url=config.url)
+    placement = Placement(LOCAL_NODE)
+    reconciler = JobReconciler(db, runtime, node=LOCAL_NODE, server_url=config.url, placement=placement)
     job_loop = Loop(reconciler)
     reconciler.wake = job_loop.enqueue
+    dep_reconciler = DeploymentReconciler(db, LocalRuntime(config.home / "deployments"), placement=placement,
+                                          server_url=config.url)
+    dep_loop = Loop(dep_reconciler)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -98,11 +106,18 @@ def build(config: ServerConfig) -> ControlPlane:
     app.include_router(router)
     app.state.jobs = JobService(db, config.home, node=LOCAL_NODE, wake=job_loop.enqueue)
     app.state.cluster = ClusterService(db)
+    app.state.deployments = DeploymentService(db, node=LOCAL_NODE, base_url=config.url, wake=dep_loop.enqueue)
+
+    def routes() -> dict:
+        with db.tx() as s:
+            return deployments_store.ready_endpoints(s)
+
+    app.state.routes = routes
     app.state.health = lambda: Health(
         status="ok", version=version("cumulo"), database=db.backend,
         details={"home": str(config.home), "passes": job_loop.passes},
     )
-    plane = ControlPlane(config, db, runtime, [job_loop], app)
+    plane = ControlPlane(config, db, runtime, [job_loop, dep_loop], app)
     return plane
 
 

@@ -6,9 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, Response
 
-from cumulo.api.schemas import Accepted, MetricsBody
-from cumulo.core.views import EventView, Health, JobView, LogChunk, MetricPoint, NodeView
+from cumulo.api.schemas import Accepted, MetricsBody, RouteEndpoint, Routes, ScaleBody
+from cumulo.core.views import DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeView
 from cumulo.services.cluster import ClusterService
+from cumulo.services.deployments import DeploymentService
 from cumulo.services.jobs import JobService
 
 router = APIRouter(prefix="/api/v1")
@@ -98,3 +99,62 @@ def list_events(
 @router.get("/nodes", response_model=list[NodeView], tags=["system"])
 def list_nodes(request: Request) -> list[NodeView]:
     return _cluster(request).nodes()
+
+
+# -- deployments -----------------------------------------------------------------------------------
+DEPLOYMENT_EXAMPLE = {"kind": "Deployment", "name": "digits", "service": "service.py:Digits", "workdir": "/abs/path",
+                      "replicas": 2}
+
+
+def _deployments(request: Request) -> DeploymentService:
+    return request.app.state.deployments
+
+
+@router.post("/deployments", response_model=DeploymentView, tags=["deployments"],
+             responses={201: {"model": DeploymentView, "description": "created"}})
+def deploy(request: Request, response: Response,
+           spec: Annotated[dict[str, Any], Body(examples=[DEPLOYMENT_EXAMPLE])]) -> DeploymentView:
+    """Create a deployment, or update it: a changed spec replaces its replicas one by one."""
+    view, created = _deployments(request).deploy(spec)
+    response.status_code = 201 if created else 200
+    return view
+
+
+@router.get("/deployments", response_model=list[DeploymentView], tags=["deployments"])
+def list_deployments(request: Request) -> list[DeploymentView]:
+    return _deployments(request).list()
+
+
+@router.get("/deployments/{name}", response_model=DeploymentView, tags=["deployments"])
+def get_deployment(request: Request, name: str) -> DeploymentView:
+    return _deployments(request).get(name)
+
+
+@router.post("/deployments/{name}/scale", response_model=DeploymentView, tags=["deployments"])
+def scale_deployment(request: Request, name: str, body: ScaleBody) -> DeploymentView:
+    return _deployments(request).scale(name, body.replicas)
+
+
+@router.delete("/deployments/{name}", response_model=DeploymentView, status_code=202, tags=["deployments"])
+def delete_deployment(request: Request, name: str) -> DeploymentView:
+    """Drain every replica, then remove the deployment (it shows as Deleting meanwhile)."""
+    return _deployments(request).delete(name)
+
+
+@router.get("/deployments/{name}/logs", response_model=LogChunk, tags=["deployments"])
+def deployment_logs(
+    request: Request, name: str,
+    replica: Annotated[int | None, Query(ge=1)] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> LogChunk:
+    return _deployments(request).logs(name, replica=replica, offset=offset)
+
+
+@router.get("/gateway/routes", response_model=Routes, tags=["gateway"])
+def gateway_routes(request: Request) -> Routes:
+    """Ready replicas of every deployment, for a gateway running on its own (`cumulo gateway`)."""
+    table = request.app.state.routes()
+    return Routes(deployments={
+        name: [RouteEndpoint(replica_id=str(o), host=h, port=p, ready=True) for o, h, p in eps]
+        for name, eps in table.items()
+    })

@@ -24,3 +24,20 @@ class MetricsBody(BaseModel):
 
 class Accepted(BaseModel):
     accepted: int
+
+
+class ScaleBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    replicas: int = Field(ge=0, le=256)
+
+
+class RouteEndpoint(BaseModel):
+    replica_id: str
+    host: str
+    port: int
+    ready: bool
+
+
+class Routes(BaseModel):
+    deployments: dict[str, list[RouteEndpoint]]

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from cumulo.cli import jobs, server
+from cumulo.cli import deployments, jobs, server
 from cumulo.cli.render import console, emit_json, err, events_table, nodes_table
 from cumulo.core.errors import CumuloError
 from cumulo.sdk.client import Client
@@ -21,6 +21,8 @@ app = typer.Typer(
 app.command()(server.up)
 app.command()(server.down)
 app.add_typer(jobs.app, name="job")
+app.command()(deployments.deploy)
+app.add_typer(deployments.app, name="deployment")
 app.command("sim")(sim_cli.sim)
 
 

@@ -18,12 +18,12 @@ from pathlib import Path
 
 from cumulo.core.specs import JobSpec
 from cumulo.core.states import AttemptState, JobState, ProcessPhase
-from cumulo.policy.capacity import Allocation, Capacity
+from cumulo.control.placement import Placement
+from cumulo.policy.capacity import Allocation
 from cumulo.policy.jobs import STOP_GRACE, Act, AttemptSnapshot, JobDecision, JobSnapshot, Observed, StopCause, decide_job
 from cumulo.runtimes.base import Handle, LaunchSpec, Observation, Runtime
 from cumulo.store import events, leases
 from cumulo.store import jobs as jobs_store
-from cumulo.store import nodes as nodes_store
 from cumulo.store.db import Database
 from cumulo.store.models import Attempt, Job
 
@@ -62,11 +62,12 @@ class JobReconciler:
         *,
         node: str,
         server_url: str,
+        placement: Placement | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
         self.runtime = runtime
-        self.node = node
+        self.placement = placement or Placement(node)
         self.server_url = server_url
         self.clock = clock
         self.wake: Callable[[str], None] = lambda key: None
@@ -101,9 +102,8 @@ class JobReconciler:
                 leases.release(s, Job, job_id, token)
                 return None
             current = jobs_store.attempt(s, job_id, job.attempts) if job.attempts else None
-            node = nodes_store.get(s, self.node)
-            capacity = Capacity(node.cpu, node.memory, tuple(node.gpus)) if node else None
-            used = tuple(Allocation.from_dict(a) for a in jobs_store.allocations_in_use(s))
+            capacity = self.placement.capacity(s)
+            used = self.placement.used(s)
             attempt_snap = handle = None
             if current is not None:
                 attempt_snap = AttemptSnapshot(
@@ -141,7 +141,10 @@ class JobReconciler:
             handle = self.runtime.handle_for(key)
             # record the attempt BEFORE launching: a crash in between leaves a launch that never
             # came up (abandoned later), never a process the store does not know
-            with self.db.tx() as s:
+            with self.placement.lock, self.db.tx() as s:
+                if not self.placement.confirm(s, [d.allocation]):
+                    leases.release(s, Job, job_id, token)
+                    return 0.0  # something else took the room meanwhile: decide again
                 if not leases.guarded_update(
                     s, Job, job_id, token, state=d.state.value, reason=d.reason, attempts=number,
                     next_attempt_at=None, **({"started_at": now} if number == 1 else {}),

@@ -96,7 +96,78 @@ class JobSpec(_Model):
         return self
 
 
-SPEC_KINDS: dict[str, type[_Model]] = {"Job": JobSpec}
+class Health(_Model):
+    """How the control plane decides a replica is ready, and when it is unhealthy."""
+
+    path: str | None = Field(None, description="GET path; default /readyz for a service, / for a command")
+    initial_delay: Duration = Field(0.0, ge=0, description="wait this long after start before the first check")
+    period: Duration = Field(2.0, gt=0)
+    timeout: Duration = Field(1.0, gt=0)
+    failure_threshold: int = Field(3, ge=1, description="consecutive failures before a ready replica is replaced")
+    startup_timeout: Duration = Field(300.0, gt=0, description="a replica not ready by then is replaced")
+
+    @field_validator("path")
+    @classmethod
+    def _abs_path(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("/"):
+            raise ValueError(f"{v!r} must start with '/'")
+        return v
+
+
+class Rollout(_Model):
+    """An update replaces replicas one by one: at most `max_surge` extra, `max_unavailable` missing."""
+
+    max_surge: int = Field(1, ge=0)
+    max_unavailable: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _can_progress(self) -> "Rollout":
+        if self.max_surge == 0 and self.max_unavailable == 0:
+            raise ValueError("max_surge and max_unavailable cannot both be 0: the rollout could never progress")
+        return self
+
+
+class DeploymentSpec(_Model):
+    """A long-running service with replicas behind the gateway (YAML ``kind: Deployment``)."""
+
+    kind: Literal["Deployment"] = "Deployment"
+    name: str = Field(description=f"unique among deployments: {NAME_HINT}")
+    service: str | None = Field(None, description="'path/to/file.py:ClassName', a cumulo.Service subclass")
+    command: str | list[str] | None = Field(None, description="any HTTP server; it must listen on $PORT")
+    workdir: str | None = None
+    env: Annotated[dict[str, str], BeforeValidator(_stringify_env)] = Field(default_factory=dict)
+    resources: Resources = Field(default_factory=Resources)
+    replicas: int = Field(1, ge=0, le=256)
+    health: Health = Field(default_factory=Health)
+    rollout: Rollout = Field(default_factory=Rollout)
+
+    _check_name = field_validator("name")(classmethod(lambda cls, v: validate_name(v)))
+    _env_names = field_validator("env")(classmethod(lambda cls, v: JobSpec._env_names(v)))
+
+    @field_validator("service")
+    @classmethod
+    def _service_target(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$", v):
+            raise ValueError(f"{v!r} is not 'path/to/file.py:ClassName'")
+        return v
+
+    @model_validator(mode="after")
+    def _one_entry_point(self) -> "DeploymentSpec":
+        if (self.service is None) == (self.command is None):
+            raise ValueError("give exactly one of 'service' (file.py:Class) or 'command' (listening on $PORT)")
+        return self
+
+    @property
+    def health_path(self) -> str:
+        return self.health.path or ("/readyz" if self.service else "/")
+
+    def rollout_fields(self) -> dict:
+        """What a running replica embodies: changing any of it rolls the replicas (replicas does not)."""
+        return self.model_dump(mode="json", exclude={"replicas"})
+
+
+SPEC_KINDS: dict[str, type[_Model]] = {"Job": JobSpec, "Deployment": DeploymentSpec}
+Spec = JobSpec | DeploymentSpec
 
 
 def field_errors(raw: list[dict], *, strip: tuple[str, ...] = ()) -> list[dict]:
@@ -106,7 +177,7 @@ def field_errors(raw: list[dict], *, strip: tuple[str, ...] = ()) -> list[dict]:
         parts = [str(p) for p in e.get("loc", ())]
         while parts and parts[0] in strip:
             parts.pop(0)
-        loc = ".".join(parts) or "(body)"
+        loc = ".".join(parts) or ("(body)" if strip else "(spec)")
         msg = e["msg"].removeprefix("Value error, ")
         if e.get("type") == "json_invalid":
             loc = "(body)"
@@ -123,7 +194,7 @@ def describe_errors(errors: list[dict]) -> str:
     return "; ".join(f"{e['field']}: {e['message']}" for e in errors)
 
 
-def parse_spec(data: Any, *, source: str = "spec", kind: str | None = None) -> JobSpec:
+def parse_spec(data: Any, *, source: str = "spec", kind: str | None = None) -> Any:
     """Validate a mapping as a spec of its ``kind:``. Raises InvalidSpec naming each bad field."""
     if not isinstance(data, dict):
         raise InvalidSpec(f"{source}: expected a mapping with 'kind:' and 'name:', got {type(data).__name__}")
@@ -141,7 +212,7 @@ def parse_spec(data: Any, *, source: str = "spec", kind: str | None = None) -> J
         raise InvalidSpec(f"{source}: {describe_errors(errors)}", errors=errors) from None
 
 
-def load_spec_text(text: str, *, source: str = "spec") -> JobSpec:
+def load_spec_text(text: str, *, source: str = "spec") -> Any:
     """Parse YAML text into a spec; YAML syntax errors name the line."""
     try:
         data = yaml.safe_load(text)

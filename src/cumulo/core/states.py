@@ -37,3 +37,23 @@ class ProcessPhase(StrEnum):
     RUNNING = "running"
     EXITED = "exited"  # every process ended and the exit status is recorded
     LOST = "lost"  # gone without a recorded exit status (or abandoned before it started)
+
+
+class DeploymentState(StrEnum):
+    PROGRESSING = "Progressing"  # replicas starting, or a rollout in progress
+    AVAILABLE = "Available"  # every desired replica ready on the current spec
+    DEGRADED = "Degraded"  # fewer ready replicas than desired, replacements under way
+    CRASH_LOOP = "CrashLoopBackOff"  # replicas keep failing; restarts are backing off
+    DELETING = "Deleting"  # draining replicas before the deployment is removed
+
+
+class ReplicaState(StrEnum):
+    STARTING = "Starting"  # launched, not ready yet: gets no traffic
+    READY = "Ready"  # passes its health check: gets traffic
+    DRAINING = "Draining"  # asked to stop; finishing in-flight requests
+    STOPPED = "Stopped"
+    FAILED = "Failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (ReplicaState.STOPPED, ReplicaState.FAILED)

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from cumulo.core.specs import JobSpec
+from cumulo.core.specs import DeploymentSpec, JobSpec
 from cumulo.core.states import AttemptState, JobState
 
 
@@ -100,3 +100,35 @@ class Health(_View):
     version: str
     database: str
     details: dict[str, Any] = {}
+
+
+class ReplicaView(_View):
+    id: int
+    state: str
+    generation: int
+    host: str
+    port: int
+    created_at: datetime
+    ready_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    reason: str = ""
+
+
+class DeploymentView(_View):
+    id: str
+    name: str
+    state: str
+    reason: str = ""
+    #: where clients call it: the gateway's URL for this deployment
+    url: str
+    generation: int
+    desired: int
+    ready: int
+    created_at: datetime
+    updated_at: datetime
+    spec: DeploymentSpec
+    #: live replicas (Starting, Ready, Draining)
+    replicas: list[ReplicaView] = []
+    #: recently ended replicas, newest last (crashes show here with their reason)
+    ended: list[ReplicaView] = []

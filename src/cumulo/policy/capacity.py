@@ -94,3 +94,15 @@ def allocate(request: Request, capacity: Capacity, used: list[Allocation]) -> Al
         tuple(free_gpus[i * request.gpu : (i + 1) * request.gpu]) for i in range(request.workers)
     )
     return Allocation(cpu=request.total_cpu, memory=request.total_memory, worker_gpus=worker_gpus)
+
+
+def still_fits(new: list[Allocation], capacity: Capacity, used: list[Allocation]) -> bool:
+    """Whether allocations decided earlier still fit beside what is used now (re-checked at commit)."""
+    held = [*used, *new]
+    gpus = [g for a in held for g in a.gpus]
+    return (
+        sum(a.cpu for a in held) <= capacity.cpu + 1e-9
+        and sum(a.memory for a in held) <= capacity.memory
+        and len(gpus) == len(set(gpus))
+        and set(gpus) <= set(capacity.gpus)
+    )

@@ -11,8 +11,9 @@ import httpx
 
 from cumulo.core import settings
 from cumulo.core.errors import CumuloError, ServerUnavailable, from_problem
-from cumulo.core.specs import JobSpec
-from cumulo.core.views import EventView, Health, JobView, LogChunk, MetricPoint, NodeView
+from cumulo.core.specs import DeploymentSpec, JobSpec
+from cumulo.core.views import DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeView
+from cumulo.sdk.handle import DeploymentHandle
 from cumulo.sdk.specs import load_spec
 
 
@@ -133,3 +134,45 @@ class Client:
     def job_metrics(self, name: str, metric: str | None = None) -> list[MetricPoint]:
         params = {"metric": metric} if metric else {}
         return [MetricPoint.model_validate(p) for p in self._call("GET", f"/jobs/{name}/metrics", params=params)]
+
+    # -- deployments -------------------------------------------------------------------------------
+    def deploy(self, spec: DeploymentSpec | dict | str | Path) -> DeploymentView:
+        """Create or update a deployment from a DeploymentSpec, a dict, or the path of a YAML file."""
+        if isinstance(spec, (str, Path)):
+            spec = load_spec(spec)
+        body = spec.model_dump(mode="json", exclude_defaults=True) if isinstance(spec, DeploymentSpec) else dict(spec)
+        body.setdefault("kind", "Deployment")
+        return DeploymentView.model_validate(self._call("POST", "/deployments", json=body))
+
+    def list_deployments(self) -> list[DeploymentView]:
+        return [DeploymentView.model_validate(d) for d in self._call("GET", "/deployments")]
+
+    def get_deployment(self, name: str) -> DeploymentView:
+        return DeploymentView.model_validate(self._call("GET", f"/deployments/{name}"))
+
+    def scale_deployment(self, name: str, replicas: int) -> DeploymentView:
+        return DeploymentView.model_validate(self._call("POST", f"/deployments/{name}/scale", json={"replicas": replicas}))
+
+    def delete_deployment(self, name: str) -> DeploymentView:
+        return DeploymentView.model_validate(self._call("DELETE", f"/deployments/{name}"))
+
+    def deployment_logs(self, name: str, *, replica: int | None = None, offset: int = 0) -> LogChunk:
+        params: dict[str, Any] = {"offset": offset}
+        if replica is not None:
+            params["replica"] = replica
+        return LogChunk.model_validate(self._call("GET", f"/deployments/{name}/logs", params=params))
+
+    def wait_deployment(self, name: str, *, timeout: float = 300.0, poll: float = 0.3) -> DeploymentView:
+        """Block until every desired replica is ready on the current spec (state Available)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            d = self.get_deployment(name)
+            if d.state == "Available":
+                return d
+            if time.monotonic() > deadline:
+                raise CumuloError(f"deployment {name!r} is {d.state} after {timeout:g}s: {d.reason}")
+            time.sleep(poll)
+
+    def deployment(self, name: str) -> DeploymentHandle:
+        """A handle whose methods call the deployment's handlers through the gateway: d.predict(pixels=[...])."""
+        return DeploymentHandle(f"{self.url}/d/{name}", name)

@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
-from cumulo.store.models import Job
+from typing import Any
 
 
-def claim(session: Session, model: type[Job], key: str, token: str, now: datetime, ttl: float) -> bool:
+def claim(session: Session, model: Any, key: str, token: str, now: datetime, ttl: float) -> bool:
     stmt = (
         update(model)
         .where(model.id == key, or_(model.lock_expires.is_(None), model.lock_expires < now))
@@ -24,7 +24,7 @@ def claim(session: Session, model: type[Job], key: str, token: str, now: datetim
     return session.execute(stmt).rowcount == 1
 
 
-def guarded_update(session: Session, model: type[Job], key: str, token: str, **values: object) -> bool:
+def guarded_update(session: Session, model: Any, key: str, token: str, **values: object) -> bool:
     """Write status columns only if we still hold the lease. Releases the lease. False if stale."""
     stmt = (
         update(model)
@@ -34,7 +34,7 @@ def guarded_update(session: Session, model: type[Job], key: str, token: str, **v
     return session.execute(stmt).rowcount == 1
 
 
-def release(session: Session, model: type[Job], key: str, token: str) -> None:
+def release(session: Session, model: Any, key: str, token: str) -> None:
     session.execute(
         update(model).where(model.id == key, model.lock_token == token).values(lock_token=None, lock_expires=None)
     )

@@ -115,3 +115,51 @@ class Node(Base):
     gpus: Mapped[list[Any]] = mapped_column(default=list)
     gpu_names: Mapped[list[Any]] = mapped_column(default=list)
     updated_at: Mapped[datetime]
+
+
+class Deployment(Base):
+    __tablename__ = "deployments"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    created_at: Mapped[datetime]
+    # spec (written by services); `generation` goes up whenever what replicas run changes
+    spec: Mapped[dict[str, Any]]
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime]
+    deleting: Mapped[bool] = mapped_column(Boolean, default=False)
+    workdir: Mapped[str] = mapped_column(Text)
+    # status (written by the deployment reconciler)
+    state: Mapped[str] = mapped_column(String(24))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    next_start_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    last_failure: Mapped[str] = mapped_column(Text, default="")
+    next_ordinal: Mapped[int] = mapped_column(Integer, default=1)
+    lock_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    lock_expires: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class Replica(Base):
+    """One process incarnation of a deployment's replica; a replacement is a new row."""
+
+    __tablename__ = "replicas"
+    __table_args__ = (Index("ix_replicas_deployment_ordinal", "deployment_id", "ordinal", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
+    ordinal: Mapped[int]
+    generation: Mapped[int]
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    created_at: Mapped[datetime]
+    ready_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int]
+    runtime: Mapped[str] = mapped_column(String(32))
+    handle: Mapped[dict[str, Any]]
+    allocation: Mapped[dict[str, Any]]
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    probe_failures: Mapped[int] = mapped_column(Integer, default=0)
+    stop_requested_at: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -1,0 +1,282 @@
+"""The deployment reconciler: observe and health-check replicas, decide (pure), act, apply.
+
+Replicas are processes on the local runtime, one per replica incarnation (a replacement is a new
+row and a new process). Health checks are HTTP GETs made here, outside any transaction. After a
+pass that changed which replicas are ready, the gateway's routes are republished.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from cumulo.control.placement import Placement
+from cumulo.core.specs import DeploymentSpec
+from cumulo.core.states import ProcessPhase, ReplicaState
+from cumulo.policy.capacity import Allocation
+from cumulo.policy.deployments import STOP_GRACE, DeploymentDecision, DeploymentSnapshot, ReplicaSnapshot, decide_deployment
+from cumulo.runtimes.base import Handle, LaunchSpec, Observation, Runtime
+from cumulo.store import deployments as store
+from cumulo.store import events, leases
+from cumulo.store.db import Database
+from cumulo.store.models import Deployment, Replica
+
+log = logging.getLogger(__name__)
+
+LEASE_TTL = 60.0
+HOST = "127.0.0.1"
+#: a starting replica is checked this often, so it gets traffic soon after it is ready
+STARTING_PROBE_PERIOD = 0.2
+LOG_TAIL_LINES = 5
+
+Routes = dict[str, list[tuple[int, str, int]]]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def log_tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
+    """The last non-empty lines of a log file, joined with ' | ' (for a one-line reason)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(f.tell() - 8192, 0))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    kept = [ln.strip() for ln in text.splitlines() if ln.strip()][-lines:]
+    return " | ".join(kept)
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    snapshot: DeploymentSnapshot
+    dep_id: str
+    name: str
+    workdir: str
+    next_ordinal: int
+    handles: dict[str, Handle]
+    ports: dict[str, int]
+
+
+class DeploymentReconciler:
+    name = "deployments"
+    resync = 10.0
+
+    def __init__(
+        self,
+        db: Database,
+        runtime: Runtime,
+        *,
+        placement: Placement,
+        server_url: str,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.db = db
+        self.runtime = runtime
+        self.placement = placement
+        self.server_url = server_url
+        self.clock = clock
+        self.publish: Callable[[Routes], None] = lambda routes: None
+        self._last_probe: dict[str, float] = {}
+        self._http = httpx.Client()
+
+    def keys(self) -> list[str]:
+        self.publish_routes()
+        with self.db.tx() as s:
+            return store.ids(s)
+
+    def publish_routes(self) -> None:
+        with self.db.tx() as s:
+            routes = store.ready_endpoints(s)
+        self.publish(routes)
+
+    # -- one pass ------------------------------------------------------------------------------
+    def reconcile(self, dep_id: str) -> float | None:
+        token = uuid.uuid4().hex
+        loaded = self._load(dep_id, token)
+        if loaded is None:
+            return None
+        if loaded is ...:
+            return 1.0
+        snap = self._observe(loaded)
+        decision = decide_deployment(snap)
+        return self._act_and_apply(loaded, snap, token, decision)
+
+    def _load(self, dep_id: str, token: str):
+        now = self.clock()
+        with self.db.tx() as s:
+            if not leases.claim(s, Deployment, dep_id, token, now, LEASE_TTL):
+                return ... if s.get(Deployment, dep_id) is not None else None
+            d = s.get(Deployment, dep_id)
+            assert d is not None
+            reps = store.live_replicas(s, dep_id)
+            snap = DeploymentSnapshot(
+                now=now,
+                spec=DeploymentSpec.model_validate(d.spec),
+                generation=d.generation,
+                replicas=tuple(
+                    ReplicaSnapshot(
+                        id=str(r.ordinal), generation=r.generation, state=ReplicaState(r.state),
+                        created_at=r.created_at, probe_failures=r.probe_failures,
+                        stop_requested_at=r.stop_requested_at,
+                    )
+                    for r in reps
+                ),
+                deleting=d.deleting,
+                failures=d.failures,
+                next_start_at=d.next_start_at,
+                last_failure=d.last_failure,
+                capacity=self.placement.capacity(s),
+                used=self.placement.used(s),
+            )
+            handles = {str(r.ordinal): Handle(r.runtime, r.handle) for r in reps}
+            ports = {str(r.ordinal): r.port for r in reps}
+            return _Loaded(snap, d.id, d.name, d.workdir, d.next_ordinal, handles, ports)
+
+    def _observe(self, loaded: _Loaded) -> DeploymentSnapshot:
+        snap = loaded.snapshot
+        spec = snap.spec
+        observed = []
+        mono = time.monotonic()
+        for r in snap.replicas:
+            handle = loaded.handles[r.id]
+            obs: Observation = self.runtime.observe(handle)
+            probe = None
+            detail = obs.detail
+            if obs.phase in (ProcessPhase.EXITED, ProcessPhase.LOST):
+                detail = log_tail(self.runtime.log_path(handle)) or detail
+            elif obs.phase == ProcessPhase.RUNNING and r.state in (ReplicaState.STARTING, ReplicaState.READY):
+                key = f"{loaded.dep_id}/{r.id}"
+                period = STARTING_PROBE_PERIOD if r.state == ReplicaState.STARTING else spec.health.period
+                age = (snap.now - r.created_at).total_seconds()
+                if age >= spec.health.initial_delay and mono - self._last_probe.get(key, 0.0) >= period:
+                    self._last_probe[key] = mono
+                    probe = self._probe(loaded.ports[r.id], spec)
+            observed.append(ReplicaSnapshot(
+                id=r.id, generation=r.generation, state=r.state, created_at=r.created_at, phase=obs.phase,
+                exit_code=obs.exit_code, detail=detail, probe_ok=probe, probe_failures=r.probe_failures,
+                stop_requested_at=r.stop_requested_at,
+            ))
+        return DeploymentSnapshot(**{**snap.__dict__, "replicas": tuple(observed)})
+
+    def _probe(self, port: int, spec: DeploymentSpec) -> bool:
+        try:
+            r = self._http.get(f"http://{HOST}:{port}{spec.health_path}", timeout=spec.health.timeout)
+            return r.status_code < 400
+        except httpx.HTTPError:
+            return False
+
+    def _act_and_apply(self, loaded: _Loaded, snap: DeploymentSnapshot, token: str, d: DeploymentDecision) -> float | None:
+        now = snap.now
+        for rid in d.stop:
+            self.runtime.stop(loaded.handles[rid])
+        for rid in d.kill:
+            self.runtime.kill(loaded.handles[rid])
+        launches: list[LaunchSpec] = []
+        routes_changed = False
+        with self.placement.lock, self.db.tx() as s:
+            values = dict(state=d.state.value, reason=d.reason, failures=d.failures, next_start_at=d.next_start_at,
+                          last_failure=d.last_failure)
+            if not leases.guarded_update(s, Deployment, loaded.dep_id, token, **values):
+                return 0.0  # stale: another worker owns this deployment now; nothing was written
+            dep = s.get(Deployment, loaded.dep_id)
+            if d.deleted:
+                s.delete(dep)
+                events.record(s, now=now, kind="Deployment", name=loaded.name, object_id=loaded.dep_id,
+                              type="Normal", reason="Deleted", message="every replica drained; deployment deleted")
+                routes_changed = True
+            else:
+                by_id = {str(r.ordinal): r for r in store.live_replicas(s, loaded.dep_id)}
+                for c in d.changes:
+                    routes_changed |= self._apply_change(by_id.get(c.id), c, now)
+                    if c.state.terminal:
+                        self._last_probe.pop(f"{loaded.dep_id}/{c.id}", None)
+                starts = list(d.start)
+                if starts and self.placement.confirm(s, starts):  # else: the room was taken; decide again
+                    for alloc in starts:
+                        launches.append(self._new_replica(s, loaded, snap, dep.next_ordinal, alloc, now))
+                        dep.next_ordinal += 1
+                for type_, reason, message in d.events:
+                    events.record(s, now=now, kind="Deployment", name=loaded.name, object_id=loaded.dep_id,
+                                  type=type_, reason=reason, message=message)
+        if routes_changed:
+            self.publish_routes()
+        for spec in launches:
+            try:
+                self.runtime.launch(spec)
+            except Exception:  # the next pass sees it as lost and replaces it by policy
+                log.exception("deployment %s: launch of %s failed", loaded.name, spec.key)
+                self.runtime.abandon(self.runtime.handle_for(spec.key))
+        return d.requeue_after
+
+    @staticmethod
+    def _apply_change(row: Replica | None, c, now: datetime) -> bool:
+        """Write one replica's change; True if it entered or left Ready (the routes change)."""
+        if row is None:
+            return False
+        moved = (row.state == ReplicaState.READY.value) != (c.state == ReplicaState.READY)
+        row.state = c.state.value
+        if c.reason:
+            row.reason = c.reason
+        if c.probe_failures is not None:
+            row.probe_failures = c.probe_failures
+        if c.exit_code is not None:
+            row.exit_code = c.exit_code
+        if c.state == ReplicaState.READY and row.ready_at is None:
+            row.ready_at = now
+        if c.state == ReplicaState.DRAINING and row.stop_requested_at is None:
+            row.stop_requested_at = now
+        if c.state.terminal:
+            row.finished_at = now
+        return moved
+
+    def _new_replica(self, s, loaded: _Loaded, snap: DeploymentSnapshot, ordinal: int, alloc: Allocation, now) -> LaunchSpec:
+        spec = snap.spec
+        port = _free_port()
+        key = f"{loaded.dep_id}/replica-{ordinal}"
+        handle = self.runtime.handle_for(key)
+        s.add(Replica(
+            deployment_id=loaded.dep_id, ordinal=ordinal, generation=snap.generation,
+            state=ReplicaState.STARTING.value, created_at=now, host=HOST, port=port,
+            runtime=handle.runtime, handle={**handle.data, "logs": [self.runtime.log_path(handle, 0)]},
+            allocation=alloc.to_dict(), reason="starting", probe_failures=0,
+        ))
+        events.record(s, now=now, kind="Deployment", name=loaded.name, object_id=loaded.dep_id, type="Normal",
+                      reason="ReplicaStarting", message=f"starting replica {ordinal} on port {port}")
+        if spec.service:
+            command: str | list[str] = [sys.executable, "-m", "cumulo.serving", spec.service,
+                                        "--host", HOST, "--port", str(port)]
+        else:
+            command = spec.command  # type: ignore[assignment]
+        env = dict(os.environ)
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        env.update(spec.env)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        gpus = alloc.worker_gpus[0] if alloc.worker_gpus else ()
+        env.update({
+            "PORT": str(port),
+            "CUMULO_DEPLOYMENT": spec.name,
+            "CUMULO_REPLICA": str(ordinal),
+            "CUMULO_URL": self.server_url,
+            "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)),
+        })
+        return LaunchSpec(key=key, command=command, workdir=loaded.workdir, env=env,
+                          stop_grace=STOP_GRACE.total_seconds() - 5)

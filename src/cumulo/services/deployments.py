@@ -1,0 +1,164 @@
+"""Deployments: create or update (deploy), read, scale, delete, logs."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cumulo.core.errors import Conflict, InvalidSpec, NotFound, Unschedulable
+from cumulo.core.specs import DeploymentSpec, parse_spec
+from cumulo.core.states import DeploymentState, ReplicaState
+from cumulo.core.views import DeploymentView, LogChunk, ReplicaView
+from cumulo.policy.capacity import Capacity, Request, never_fits
+from cumulo.store import deployments as store
+from cumulo.store import events
+from cumulo.store import nodes as nodes_store
+from cumulo.store.db import Database
+from cumulo.store.models import Deployment, Replica
+
+MAX_LOG_CHUNK = 1 << 20
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class DeploymentService:
+    def __init__(self, db: Database, *, node: str, base_url: str, wake: Callable[[str], None],
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.db = db
+        self.node = node
+        self.base_url = base_url
+        self.wake = wake
+        self.clock = clock
+
+    def deploy(self, data: Any) -> tuple[DeploymentView, bool]:
+        """Create the deployment, or update it (a changed spec rolls its replicas). True if created."""
+        spec = data if isinstance(data, DeploymentSpec) else parse_spec(data, source="deployment", kind="Deployment")
+        workdir = Path(spec.workdir) if spec.workdir else None
+        if workdir is None or not workdir.is_absolute() or not workdir.is_dir():
+            raise InvalidSpec(
+                f"workdir: {spec.workdir!r} must be an existing absolute directory (the CLI sets it to the spec file's folder)",
+                errors=[{"field": "workdir", "message": "must be an existing absolute directory"}],
+            )
+        if spec.service and not (workdir / spec.service.split(":")[0]).is_file():
+            raise InvalidSpec(
+                f"service: {spec.service.split(':')[0]!r} is not a file in {workdir}",
+                errors=[{"field": "service", "message": "file not found"}],
+            )
+        now = self.clock()
+        with self.db.tx() as s:
+            node = nodes_store.get(s, self.node)
+            if node is not None:
+                r = spec.resources
+                why = never_fits(Request(r.cpu, r.memory, r.gpu, 1), Capacity(node.cpu, node.memory, tuple(node.gpus)))
+                if why:
+                    raise Unschedulable(f"deployment {spec.name!r} can never run here: one replica {why}. Lower its resources.")
+            d = store.find(s, spec.name)
+            created = d is None
+            body = spec.model_dump(mode="json")
+            if d is None:
+                d = store.insert(s, Deployment(
+                    id=uuid.uuid4().hex[:16], name=spec.name, created_at=now, updated_at=now, spec=body,
+                    generation=1, deleting=False, workdir=str(workdir), state=DeploymentState.PROGRESSING.value,
+                    reason="starting replicas", failures=0, last_failure="", next_ordinal=1,
+                ))
+                events.record(s, now=now, kind="Deployment", name=spec.name, object_id=d.id, type="Normal",
+                              reason="Created", message=f"created with {spec.replicas} replicas")
+            else:
+                if d.deleting:
+                    raise Conflict(f"deployment {spec.name!r} is being deleted; wait until it is gone, then deploy again")
+                old = DeploymentSpec.model_validate(d.spec)
+                if old.rollout_fields() != spec.rollout_fields() or d.workdir != str(workdir):
+                    d.generation += 1
+                    d.failures, d.next_start_at = 0, None
+                    events.record(s, now=now, kind="Deployment", name=spec.name, object_id=d.id, type="Normal",
+                                  reason="RolloutStarted", message=f"rolling out version {d.generation}")
+                if old.replicas != spec.replicas:
+                    events.record(s, now=now, kind="Deployment", name=spec.name, object_id=d.id, type="Normal",
+                                  reason="Scaled", message=f"replicas {old.replicas} -> {spec.replicas}")
+                d.spec, d.workdir, d.updated_at = body, str(workdir), now
+            view = self._view(s, d)
+        self.wake(view.id)
+        return view, created
+
+    def scale(self, name: str, replicas: int) -> DeploymentView:
+        if not 0 <= replicas <= 256:
+            raise InvalidSpec("replicas must be between 0 and 256", errors=[{"field": "replicas", "message": "0..256"}])
+        with self.db.tx() as s:
+            d = store.by_name(s, name)
+            if d.deleting:
+                raise Conflict(f"deployment {name!r} is being deleted")
+            spec = DeploymentSpec.model_validate(d.spec)
+            if spec.replicas != replicas:
+                d.spec = {**d.spec, "replicas": replicas}
+                d.updated_at = self.clock()
+                events.record(s, now=d.updated_at, kind="Deployment", name=name, object_id=d.id, type="Normal",
+                              reason="Scaled", message=f"replicas {spec.replicas} -> {replicas}")
+            view = self._view(s, d)
+        self.wake(view.id)
+        return view
+
+    def delete(self, name: str) -> DeploymentView:
+        """Drain every replica, then remove the deployment."""
+        with self.db.tx() as s:
+            d = store.by_name(s, name)
+            if not d.deleting:
+                d.deleting = True
+                events.record(s, now=self.clock(), kind="Deployment", name=name, object_id=d.id, type="Normal",
+                              reason="Deleting", message="draining replicas")
+            view = self._view(s, d)
+        self.wake(view.id)
+        return view
+
+    def get(self, name: str) -> DeploymentView:
+        with self.db.tx() as s:
+            return self._view(s, store.by_name(s, name))
+
+    def list(self) -> list[DeploymentView]:
+        with self.db.tx() as s:
+            return [self._view(s, d) for d in store.listing(s)]
+
+    def logs(self, name: str, *, replica: int | None = None, offset: int = 0) -> LogChunk:
+        with self.db.tx() as s:
+            d = store.by_name(s, name)
+            if replica is None:
+                live = store.live_replicas(s, d.id) or store.replicas(s, d.id, limit=1)
+                if not live:
+                    return LogChunk(data="", offset=0, attempt=0, rank=0, complete=True)
+                row = live[0]
+            else:
+                row = store.replica(s, d.id, replica)
+                if row is None:
+                    raise NotFound(f"deployment {name!r} has no replica {replica}; `cumulo deployment status {name}` lists them")
+            path, ended, ordinal = row.handle["logs"][0], ReplicaState(row.state).terminal, row.ordinal
+        data = b""
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read(MAX_LOG_CHUNK)
+        except FileNotFoundError:
+            pass
+        return LogChunk(data=data.decode("utf-8", errors="replace"), offset=offset + len(data), attempt=ordinal,
+                        rank=0, complete=ended and len(data) < MAX_LOG_CHUNK)
+
+    def _view(self, s, d: Deployment) -> DeploymentView:
+        spec = DeploymentSpec.model_validate(d.spec)
+        live = store.live_replicas(s, d.id)
+        recent = [r for r in store.replicas(s, d.id, limit=len(live) + 5) if ReplicaState(r.state).terminal]
+        return DeploymentView(
+            id=d.id, name=d.name, state=d.state, reason=d.reason, url=f"{self.base_url}/d/{d.name}",
+            generation=d.generation, desired=spec.replicas,
+            ready=sum(1 for r in live if r.state == ReplicaState.READY.value and r.generation == d.generation),
+            created_at=d.created_at, updated_at=d.updated_at, spec=spec,
+            replicas=[_replica_view(r) for r in live], ended=[_replica_view(r) for r in recent],
+        )
+
+
+def _replica_view(r: Replica) -> ReplicaView:
+    return ReplicaView(id=r.ordinal, state=r.state, generation=r.generation, host=r.host, port=r.port,
+                       created_at=r.created_at, ready_at=r.ready_at, finished_at=r.finished_at,
+                       exit_code=r.exit_code, reason=r.reason)

@@ -1,0 +1,78 @@
+"""Reads and writes of deployments and their replicas."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cumulo.core.errors import Conflict, NotFound
+from cumulo.core.states import ReplicaState
+from cumulo.store.models import Deployment, Replica
+
+LIVE = (ReplicaState.STARTING.value, ReplicaState.READY.value, ReplicaState.DRAINING.value)
+
+
+def insert(session: Session, d: Deployment) -> Deployment:
+    session.add(d)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"a deployment named {d.name!r} already exists") from None
+    return d
+
+
+def by_name(session: Session, name: str) -> Deployment:
+    d = session.scalars(select(Deployment).where(Deployment.name == name)).one_or_none()
+    if d is None:
+        raise NotFound(f"no deployment named {name!r}; `cumulo deployment list` shows the deployments there are")
+    return d
+
+
+def find(session: Session, name: str) -> Deployment | None:
+    return session.scalars(select(Deployment).where(Deployment.name == name)).one_or_none()
+
+
+def listing(session: Session) -> list[Deployment]:
+    return list(session.scalars(select(Deployment).order_by(Deployment.name)))
+
+
+def ids(session: Session) -> list[str]:
+    return list(session.scalars(select(Deployment.id).order_by(Deployment.created_at)))
+
+
+def live_replicas(session: Session, deployment_id: str) -> list[Replica]:
+    return list(session.scalars(
+        select(Replica).where(Replica.deployment_id == deployment_id, Replica.state.in_(LIVE)).order_by(Replica.ordinal)
+    ))
+
+
+def replicas(session: Session, deployment_id: str, *, limit: int = 50) -> list[Replica]:
+    """The newest `limit` replicas, live or ended, oldest first."""
+    rows = session.scalars(
+        select(Replica).where(Replica.deployment_id == deployment_id).order_by(Replica.ordinal.desc()).limit(limit)
+    )
+    return list(reversed(list(rows)))
+
+
+def replica(session: Session, deployment_id: str, ordinal: int) -> Replica | None:
+    return session.scalars(
+        select(Replica).where(Replica.deployment_id == deployment_id, Replica.ordinal == ordinal)
+    ).one_or_none()
+
+
+def allocations_in_use(session: Session) -> list[dict]:
+    return list(session.scalars(select(Replica.allocation).where(Replica.state.in_(LIVE))))
+
+
+def ready_endpoints(session: Session) -> dict[str, list[tuple[int, str, int]]]:
+    """Deployment name -> [(ordinal, host, port)] of its ready replicas: the gateway's routes."""
+    rows = session.execute(
+        select(Deployment.name, Replica.ordinal, Replica.host, Replica.port)
+        .join(Replica, Replica.deployment_id == Deployment.id)
+        .where(Replica.state == ReplicaState.READY.value)
+    )
+    out: dict[str, list[tuple[int, str, int]]] = {name: [] for name in session.scalars(select(Deployment.name))}
+    for name, ordinal, host, port in rows:
+        out[name].append((ordinal, host, port))
+    return out
