@@ -161,16 +161,23 @@ class Gateway:
 
     async def _proxy(self, scope, receive, send) -> None:
         raw = scope.get("raw_path") or scope["path"].encode()
-        slash = raw.find(b"/", 3)
-        name_raw = raw[3:] if slash < 0 else raw[3:slash]
-        target = b"/" if slash < 0 else raw[slash:]
+        client = scope.get("client")
+        io = AsgiIO(receive, send)
+        await self.forward(io, scope["method"], raw, scope["query_string"], scope["headers"],
+                           client[0] if client else None, scope.get("scheme", "http"))
+
+    async def forward(self, io, method: str, raw_path: bytes, query: bytes, headers, client_ip: str | None,
+                      scheme: str = "http") -> None:
+        """Serve one /d/<name>/... request through `io` (AsgiIO, or the raw protocol's)."""
+        slash = raw_path.find(b"/", 3)
+        name_raw = raw_path[3:] if slash < 0 else raw_path[3:slash]
+        target = b"/" if slash < 0 else raw_path[slash:]
         name = unquote(name_raw.decode("latin-1")) if b"%" in name_raw else name_raw.decode("latin-1")
-        table = self._table
-        ready = table.ready(name)
+        ready = self._table.ready(name)
         if ready is None:
-            await _problem(send, 404, "Unknown deployment",
-                                  f"no deployment named {name!r} is served by this gateway; "
-                                  "`cumulo deployment list` shows the deployments")
+            await io.problem(404, "Unknown deployment",
+                             f"no deployment named {name!r} is served by this gateway; "
+                             "`cumulo deployment list` shows the deployments")
             return
         loop = self._loop
         if loop is None:
@@ -182,21 +189,19 @@ class Gateway:
         stats.started(t0)
         status = 500
         try:
-            status = await self._exchange(scope, receive, send, name, target, ready, loop, stats)
+            if query:
+                target = target + b"?" + query
+            status = await self._exchange(io, method, target, headers, client_ip, scheme, name, ready, loop, stats)
         finally:
             stats.finished(status, time.monotonic() - t0)
 
-    async def _exchange(self, scope, receive, send, name, target, ready, loop, stats) -> int:
-        method = scope["method"]
-        qs = scope["query_string"]
-        if qs:
-            target = target + b"?" + qs
+    async def _exchange(self, io, method, target, headers, client_ip, scheme, name, ready, loop, stats) -> int:
         # the request head, minus framing
         lines = [method.encode(), b" ", target, b" HTTP/1.1\r\n"]
         client_len = None
         xff = None
         conn_tokens = None
-        for k, v in scope["headers"]:
+        for k, v in headers:
             if k in _HOP_REQ:
                 if k == b"content-length":
                     client_len = v
@@ -209,17 +214,15 @@ class Gateway:
         if conn_tokens:  # headers named in Connection are hop-by-hop too
             named = {t.strip().lower() for t in conn_tokens.split(b",")}
             lines = _drop_named(lines, named)
-        client = scope.get("client")
-        ip = client[0].encode() if client else b"unknown"
+        ip = client_ip.encode() if client_ip else b"unknown"
         lines += (b"x-forwarded-for: ", xff + b", " + ip if xff else ip, b"\r\n",
-                  b"x-forwarded-proto: ", scope.get("scheme", "http").encode(), b"\r\n",
+                  b"x-forwarded-proto: ", scheme.encode(), b"\r\n",
                   b"x-forwarded-prefix: /d/", name.encode(), b"\r\n")
         # the first piece of the body decides the framing
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            return 499
-        body = msg.get("body", b"")
-        more = msg.get("more_body", False)
+        first = await io.read()
+        if first is None:
+            return 499  # the client went away
+        body, more = first
         if not more:
             if body or client_len is not None:
                 lines += (b"content-length: ", str(len(body)).encode(), b"\r\n\r\n", body)
@@ -250,18 +253,18 @@ class Gateway:
                 ep = pick(ready, outstanding, self._rng, tried)
             if ep is None:
                 if not tried:
-                    return await _problem(send, 503, "No ready replica",
-                                          f"deployment {name!r} has no ready replica right now; retry shortly "
-                                          "(`cumulo deployment status` shows why)",
-                                          headers=[(b"retry-after", str(self.retry_after).encode())])
-                return await _problem(send, 502, "Replicas unreachable",
-                                      f"could not reach a replica of {name!r}: {last_error}")
+                    return await io.problem(503, "No ready replica",
+                                            f"deployment {name!r} has no ready replica right now; retry shortly "
+                                            "(`cumulo deployment status` shows why)",
+                                            headers=[(b"retry-after", str(self.retry_after).encode())])
+                return await io.problem(502, "Replicas unreachable",
+                                        f"could not reach a replica of {name!r}: {last_error}")
             attempts += 1
             rid = ep.replica_id
             tried.add(rid)
             outstanding[rid] = outstanding.get(rid, 0) + 1
             try:
-                result = await self._attempt(ep, request, chunked, more, receive, send, scope, loop)
+                result = await self._attempt(io, ep, request, chunked, more, method == "HEAD", loop)
             except UpstreamError as exc:
                 last_error = exc
                 retry = attempts < self.max_attempts and (
@@ -270,16 +273,13 @@ class Gateway:
                 if exc.connect:
                     self._ejected[rid] = time.monotonic() + self.eject_seconds
                 if exc.timeout:
-                    return await _problem(send, 504, "Replica timed out",
-                                          f"a replica of {name!r} sent no response within {self.timeout:g} s")
+                    return await io.problem(504, "Replica timed out",
+                                            f"a replica of {name!r} sent no response within {self.timeout:g} s")
                 if retry:
                     stats.retries += 1
                     log.debug("retrying %s %s on another replica: %s", method, name, exc)
                     continue
-                if not exc.got_nothing:  # the response had started: nothing more can be said
-                    raise
-                return await _problem(send, 502, "Replica failed",
-                                      f"a replica of {name!r} failed before answering: {exc}")
+                return await io.problem(502, "Replica failed", f"a replica of {name!r} failed before answering: {exc}")
             finally:
                 outstanding[rid] -= 1
             if rid in self._ejected:
@@ -300,18 +300,18 @@ class Gateway:
             pool = self._pools[key] = Pool(ep.host, ep.port)
         return pool
 
-    async def _attempt(self, ep, request, chunked, more, receive, send, scope, loop) -> int:
+    async def _attempt(self, io, ep, request, chunked, more, head_only, loop) -> int:
         """One exchange with one replica; returns the status sent to the client."""
         pool = self._pool(ep)
         conn = await pool.acquire(loop, self.connect_timeout)
         stale = conn.reused and time.monotonic() - conn.idle_since > _STALE_IDLE
-        head = conn.begin(head_only=scope["method"] == "HEAD")
+        head = conn.begin(head_only=head_only)
         timer = _Timeout()
         th = loop.call_later(self.timeout, timer, conn)
         try:
             conn.write(request)
             if more:
-                await _pump_body(conn, receive, chunked)
+                await _pump_body(conn, io, chunked)
             try:
                 await head
             except UpstreamError as exc:
@@ -322,53 +322,90 @@ class Gateway:
             th.cancel()
         status = conn.status
         headers = [(k, v) for k, v in conn.headers if k not in _HOP_RESP]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
         if conn.done:  # the whole response is here: the common case for small responses
-            await send({"type": "http.response.body", "body": conn.take()})
+            await io.respond(status, headers, conn.take())
             conn.idle_since = time.monotonic()
             pool.release(conn)
             return status
-        await self._stream(conn, pool, receive, send, loop)
-        return status
-
-    async def _stream(self, conn: Connection, pool: Pool, receive, send, loop) -> None:
-        """Pass the body through chunk by chunk until it ends; abort if the client goes away."""
-        watcher = loop.create_task(_watch_disconnect(receive, conn))
+        await io.start(status, headers, conn)
         try:
             while True:
                 data = conn.take()
                 if conn.done:
-                    await send({"type": "http.response.body", "body": data})
+                    await io.end(data)
                     break
                 if data:
-                    await send({"type": "http.response.body", "body": data, "more_body": True})
+                    await io.chunk(data)
                     continue
                 timer = _Timeout()
                 th = loop.call_later(self.timeout, timer, conn)
                 try:
                     await conn.wait_body()
                 except UpstreamError as exc:
-                    # too late for a 504 or a retry: the client has the head. Returning without
-                    # finishing the response makes the server close the client's connection, so
-                    # the client sees a truncated body rather than a complete-looking one.
+                    # too late for a 504 or a retry: the client has the head. Closing the client's
+                    # connection makes it see a truncated body rather than a complete-looking one.
                     log.warning("response from %s:%s cut short: %s", pool.host, pool.port, exc)
-                    return
+                    io.cut()
+                    return status
                 finally:
                     th.cancel()
         finally:
-            watcher.cancel()
+            io.stop_watching()
         conn.idle_since = time.monotonic()
         pool.release(conn)
+        return status
 
 
-async def _pump_body(conn: Connection, receive, chunked: bool) -> None:
-    while True:
-        msg = await receive()
+class AsgiIO:
+    """The client side of one proxied request, over ASGI."""
+
+    __slots__ = ("receive", "send", "watcher")
+
+    def __init__(self, receive, send) -> None:
+        self.receive = receive
+        self.send = send
+        self.watcher: asyncio.Task | None = None
+
+    async def read(self) -> tuple[bytes, bool] | None:
+        msg = await self.receive()
         if msg["type"] == "http.disconnect":
+            return None
+        return msg.get("body", b""), msg.get("more_body", False)
+
+    async def respond(self, status: int, headers, body: bytes) -> None:
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body})
+
+    async def start(self, status: int, headers, conn: Connection) -> None:
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+        self.watcher = asyncio.get_running_loop().create_task(_watch_disconnect(self.receive, conn))
+
+    async def chunk(self, data: bytes) -> None:
+        await self.send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def end(self, data: bytes) -> None:
+        await self.send({"type": "http.response.body", "body": data})
+
+    def cut(self) -> None:
+        pass  # returning without finishing the response makes uvicorn close the connection
+
+    def stop_watching(self) -> None:
+        if self.watcher is not None:
+            self.watcher.cancel()
+
+    async def problem(self, status: int, title: str, detail: str, headers=()) -> int:
+        body, hdrs = _problem_parts(status, title, detail, headers)
+        await self.respond(status, hdrs, body)
+        return status
+
+
+async def _pump_body(conn: Connection, io, chunked: bool) -> None:
+    while True:
+        got = await io.read()
+        if got is None:
             conn.abort("the client went away while sending the body")
             raise UpstreamError("the client went away", got_nothing=False)
-        body = msg.get("body", b"")
-        more = msg.get("more_body", False)
+        body, more = got
         if chunked:
             out = (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + (b"" if more else b"0\r\n\r\n")
         else:
@@ -406,9 +443,16 @@ async def _respond(send, status: int, body: bytes, ctype: bytes, headers=()) -> 
     await send({"type": "http.response.body", "body": body})
 
 
-async def _problem(send, status: int, title: str, detail: str, headers=()) -> int:
+def _problem_parts(status: int, title: str, detail: str, headers=()):
     body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail}).encode()
-    await _respond(send, status, body, b"application/problem+json", headers)
+    return body, [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode()),
+                  *headers]
+
+
+async def _problem(send, status: int, title: str, detail: str, headers=()) -> int:
+    body, hdrs = _problem_parts(status, title, detail, headers)
+    await send({"type": "http.response.start", "status": status, "headers": hdrs})
+    await send({"type": "http.response.body", "body": body})
     return status
 
 
