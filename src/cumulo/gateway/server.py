@@ -233,6 +233,7 @@ def uvicorn_config(gateway: Gateway, fallback=None, *, host: str = "127.0.0.1", 
     """A uvicorn Config serving `gateway.asgi(fallback)` with the fast path."""
     kwargs.setdefault("log_level", "warning")
     kwargs.setdefault("access_log", False)
+    kwargs.setdefault("proxy_headers", False)  # the gateway adds X-Forwarded-For itself, from the real peer
     return uvicorn.Config(gateway.asgi(fallback), host=host, port=port, http=http_protocol(gateway),
                           loop="uvloop", lifespan="auto" if fallback is not None else "off", **kwargs)
 
