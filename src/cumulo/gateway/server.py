@@ -75,6 +75,11 @@ class RawIO:
     async def read(self):
         return self.body, False
 
+    def _write(self, data: bytes) -> None:
+        t = self.proto.transport
+        if not t.is_closing():  # the client may have gone while the replica answered
+            t.write(data)
+
     def _head(self, status: int, headers, extra: bytes) -> list[bytes]:
         out = [_status_line(status)]
         for k, v in self.proto.server_state.default_headers:  # date, server (as uvicorn sends them)
@@ -93,27 +98,25 @@ class RawIO:
         out = self._head(status, headers, extra)
         if not self.head_only:
             out.append(body)
-        self.proto.transport.write(b"".join(out))
+        self._write(b"".join(out))
 
     async def start(self, status: int, headers, conn: Connection) -> None:
         self.cycle.conn = conn
         has_len = any(k == b"content-length" for k, _ in headers)
         self.chunked = not has_len and not self.head_only and status not in (204, 304)
-        self.proto.transport.write(b"".join(self._head(status, headers,
-                                                       b"transfer-encoding: chunked\r\n" if self.chunked else b"")))
+        self._write(b"".join(self._head(status, headers, b"transfer-encoding: chunked\r\n" if self.chunked else b"")))
 
     async def chunk(self, data: bytes) -> None:
-        t = self.proto.transport
-        t.write(b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data)
+        self._write(b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data)
         flow = self.proto.flow
         if flow.write_paused:
             await flow.drain()
 
     async def end(self, data: bytes) -> None:
         if self.chunked:
-            self.proto.transport.write((b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)) if data else b"0\r\n\r\n")
+            self._write((b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)) if data else b"0\r\n\r\n")
         elif data:
-            self.proto.transport.write(data)
+            self._write(data)
 
     def cut(self) -> None:
         self.cycle.keep_alive = False
