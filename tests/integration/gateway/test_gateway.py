@@ -245,3 +245,47 @@ def test_standalone_gateway_follows_the_control_planes_routes(replicas, client):
         proc.terminate()
         proc.wait(10)
         cp.shutdown()
+
+
+def test_runs_in_front_of_the_control_planes_app_on_one_port(replicas, client):
+    """Inside `cumulo up`: /d/ is proxied, everything else (and the lifespan) reaches the app."""
+    from contextlib import asynccontextmanager
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    from cumulo.gateway.proxy import Gateway
+    from cumulo.gateway.server import uvicorn_config
+
+    started = []
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        started.append(True)
+        yield
+
+    api = FastAPI(lifespan=lifespan)
+
+    @api.get("/api/v1/health")
+    def health():
+        return {"status": "ok"}
+
+    (a,) = replicas(1)
+    gw = Gateway({"m": [a.endpoint()]}, metrics_path="/gateway/metrics")
+    port = free_port()
+    server = uvicorn.Server(uvicorn_config(gw, api, host="127.0.0.1", port=port))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    try:
+        wait_port(port)
+        url = f"http://127.0.0.1:{port}"
+        assert started == [True]
+        # one keep-alive connection mixing both kinds of request
+        for _ in range(3):
+            assert client.get(f"{url}/api/v1/health").json() == {"status": "ok"}
+            assert client.get(f"{url}/d/m/x").json()["replica"] == "r0"
+        assert client.get(f"{url}/nope").status_code == 404
+        assert "cumulo_gateway_requests_total" in client.get(f"{url}/gateway/metrics").text
+    finally:
+        server.should_exit = True
+        t.join(10)
