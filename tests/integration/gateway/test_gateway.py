@@ -9,11 +9,16 @@ import sys
 import threading
 import time
 from collections import Counter
+from contextlib import asynccontextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
+import uvicorn
+from fastapi import FastAPI
 
 from cumulo.gateway import Endpoint
+from cumulo.gateway.proxy import Gateway
+from cumulo.gateway.server import uvicorn_config
 
 from .conftest import ROOT, free_port, wait_port
 
@@ -249,14 +254,6 @@ def test_standalone_gateway_follows_the_control_planes_routes(replicas, client):
 
 def test_runs_in_front_of_the_control_planes_app_on_one_port(replicas, client):
     """Inside `cumulo up`: /d/ is proxied, everything else (and the lifespan) reaches the app."""
-    from contextlib import asynccontextmanager
-
-    import uvicorn
-    from fastapi import FastAPI
-
-    from cumulo.gateway.proxy import Gateway
-    from cumulo.gateway.server import uvicorn_config
-
     started = []
 
     @asynccontextmanager
