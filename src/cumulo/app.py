@@ -33,6 +33,9 @@ from cumulo.control.placement import Placement
 from cumulo.core import settings as env
 from cumulo.core.errors import CumuloError
 from cumulo.core.views import Health
+from cumulo.gateway import Endpoint
+from cumulo.gateway.proxy import Gateway
+from cumulo.gateway.server import uvicorn_config
 from cumulo.runtimes.local import LocalRuntime
 from cumulo.services.cluster import ClusterService
 from cumulo.services.deployments import DeploymentService
@@ -63,6 +66,7 @@ class ControlPlane:
     runtime: LocalRuntime
     loops: list[Loop]
     app: FastAPI
+    gateway: Gateway
 
     def start(self) -> None:
         register_local_node(self.db, self.runtime, utcnow())
@@ -87,6 +91,10 @@ def build(config: ServerConfig) -> ControlPlane:
     dep_reconciler = DeploymentReconciler(db, LocalRuntime(config.home / "deployments"), placement=placement,
                                           server_url=config.url)
     dep_loop = Loop(dep_reconciler)
+    gateway = Gateway(metrics_path="/metrics")
+    dep_reconciler.publish = lambda routes: gateway.update(
+        {name: [Endpoint(str(o), host, port) for o, host, port in eps] for name, eps in routes.items()}
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -95,6 +103,7 @@ def build(config: ServerConfig) -> ControlPlane:
             yield
         finally:
             plane.stop()
+            await gateway.aclose()
 
     app = FastAPI(
         title="cumulo",
@@ -113,11 +122,12 @@ def build(config: ServerConfig) -> ControlPlane:
             return deployments_store.ready_endpoints(s)
 
     app.state.routes = routes
+    app.state.gateway = gateway
     app.state.health = lambda: Health(
         status="ok", version=version("cumulo"), database=db.backend,
         details={"home": str(config.home), "passes": job_loop.passes},
     )
-    plane = ControlPlane(config, db, runtime, [job_loop, dep_loop], app)
+    plane = ControlPlane(config, db, runtime, [job_loop, dep_loop], app, gateway)
     return plane
 
 
@@ -168,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     lock.write(json.dumps({"pid": os.getpid(), "url": config.url}))
     lock.flush()
     log.info("cumulo %s serving %s (state in %s, database %s)", version("cumulo"), config.url, home, plane.db.backend)
-    uvicorn.run(plane.app, host=config.host, port=config.port, log_level="warning", access_log=False)
+    # one port: /d/<deployment>/... is proxied by the gateway's fast path, the rest is the API
+    uvicorn.Server(uvicorn_config(plane.gateway, plane.app, host=config.host, port=config.port)).run()
     return 0
 
 

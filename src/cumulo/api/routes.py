@@ -158,3 +158,10 @@ def gateway_routes(request: Request) -> Routes:
         name: [RouteEndpoint(replica_id=str(o), host=h, port=p, ready=True) for o, h, p in eps]
         for name, eps in table.items()
     })
+
+
+@router.get("/deployments/{name}/metrics", tags=["deployments"])
+def deployment_metrics(request: Request, name: str) -> dict:
+    """Load the gateway sees for this deployment: request rate, in-flight, latency, status codes."""
+    _deployments(request).get(name)  # 404 for an unknown name
+    return request.app.state.gateway.stats(name)

@@ -10,6 +10,7 @@ from cumulo.cli import deployments, jobs, server
 from cumulo.cli.render import console, emit_json, err, events_table, nodes_table
 from cumulo.core.errors import CumuloError
 from cumulo.sdk.client import Client
+from cumulo.gateway import cli as gateway_cli
 from cumulo.sim import cli as sim_cli
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app.add_typer(jobs.app, name="job")
 app.command()(deployments.deploy)
 app.add_typer(deployments.app, name="deployment")
 app.command("sim")(sim_cli.sim)
+app.command("gateway")(gateway_cli.gateway)
 
 
 @app.command()

@@ -1,0 +1,154 @@
+"""Per-deployment request metrics: counted with plain integers on the hot path, turned into
+Prometheus text (prometheus-client) only when scraped.
+
+`DeploymentStats.snapshot()` is the load signal the autoscaler reads: request rate, requests in
+flight, latency percentiles and status codes.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+# seconds; the upper bounds of the latency histogram's buckets (+Inf is implied)
+BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)
+RATE_WINDOW = 10  # seconds of arrivals the request rate is averaged over
+
+
+class DeploymentStats:
+    """Counters for one deployment. Updated only from the gateway's event loop thread; read from
+    any thread (a reader may see a request counted in one field and not yet in another)."""
+
+    __slots__ = ("name", "requests", "in_flight", "codes", "buckets", "latency_sum", "retries",
+                 "_sec", "_window", "_clock")
+
+    def __init__(self, name: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = name
+        self.requests = 0  # finished requests
+        self.in_flight = 0
+        self.codes: dict[int, int] = {}
+        self.buckets = [0] * (len(BUCKETS) + 1)
+        self.latency_sum = 0.0
+        self.retries = 0
+        self._clock = clock
+        self._sec = int(clock())
+        self._window = [0] * RATE_WINDOW  # arrivals per second, a ring indexed by second
+
+    def started(self, now: float) -> None:
+        self.in_flight += 1
+        sec = int(now)
+        if sec != self._sec:
+            self._advance(sec)
+        self._window[sec % RATE_WINDOW] += 1
+
+    def finished(self, status: int, seconds: float) -> None:
+        self.in_flight -= 1
+        self.requests += 1
+        codes = self.codes
+        codes[status] = codes.get(status, 0) + 1
+        self.buckets[bisect_left(BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
+
+    def _advance(self, sec: int) -> None:
+        w = self._window
+        gap = sec - self._sec
+        if gap >= RATE_WINDOW or gap < 0:
+            for i in range(RATE_WINDOW):
+                w[i] = 0
+        else:
+            for s in range(self._sec + 1, sec + 1):
+                w[s % RATE_WINDOW] = 0
+        self._sec = sec
+
+    def rate(self) -> float:
+        """Arrivals per second over the last RATE_WINDOW full seconds plus the current partial one."""
+        now = self._clock()
+        sec = int(now)
+        if sec != self._sec:
+            self._advance(sec)
+        span = (RATE_WINDOW - 1) + (now - sec)
+        return sum(self._window) / span if span > 0 else 0.0
+
+    def quantile(self, q: float) -> float | None:
+        """Latency quantile estimated from the histogram (linear within a bucket)."""
+        counts = list(self.buckets)
+        total = sum(counts)
+        if total == 0:
+            return None
+        rank = q * total
+        seen = 0
+        lower = 0.0
+        for i, c in enumerate(counts):
+            upper = BUCKETS[i] if i < len(BUCKETS) else BUCKETS[-1]
+            if seen + c >= rank and c > 0:
+                return lower + (upper - lower) * ((rank - seen) / c)
+            seen += c
+            lower = upper
+        return BUCKETS[-1]
+
+    def snapshot(self) -> dict:
+        count = sum(self.buckets)
+        return {
+            "deployment": self.name,
+            "requests_total": self.requests,
+            "in_flight": self.in_flight,
+            "request_rate": round(self.rate(), 3),
+            "status_codes": {str(k): v for k, v in sorted(self.codes.items())},
+            "errors_total": sum(v for k, v in self.codes.items() if k >= 500),
+            "retries_total": self.retries,
+            "latency_seconds": {
+                "count": count,
+                "sum": self.latency_sum,
+                "mean": self.latency_sum / count if count else None,
+                "p50": self.quantile(0.5),
+                "p90": self.quantile(0.9),
+                "p99": self.quantile(0.99),
+                "buckets": {("+Inf" if i == len(BUCKETS) else repr(BUCKETS[i])): c
+                            for i, c in enumerate(self.buckets)},
+            },
+        }
+
+
+class GatewayCollector(Collector):
+    """Prometheus families built from the stats at scrape time."""
+
+    def __init__(self, stats: Callable[[], list[DeploymentStats]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator:
+        stats = self._stats()
+        req = CounterMetricFamily("cumulo_gateway_requests", "Requests proxied, by deployment and status code",
+                                  labels=["deployment", "code"])
+        inflight = GaugeMetricFamily("cumulo_gateway_requests_in_flight", "Requests being proxied now",
+                                     labels=["deployment"])
+        rate = GaugeMetricFamily("cumulo_gateway_request_rate", f"Request arrivals per second over {RATE_WINDOW} s",
+                                 labels=["deployment"])
+        retries = CounterMetricFamily("cumulo_gateway_retries", "Requests retried on another replica "
+                                      "after a connection failure", labels=["deployment"])
+        lat = HistogramMetricFamily("cumulo_gateway_request_duration_seconds",
+                                    "Time from request arrival to the end of the response", labels=["deployment"])
+        for s in stats:
+            for code, n in sorted(s.codes.items()):
+                req.add_metric([s.name, str(code)], n)
+            inflight.add_metric([s.name], s.in_flight)
+            rate.add_metric([s.name], s.rate())
+            retries.add_metric([s.name], s.retries)
+            cum, out = 0, []
+            for i, c in enumerate(list(s.buckets)):
+                cum += c
+                out.append(("+Inf" if i == len(BUCKETS) else repr(BUCKETS[i]), cum))
+            lat.add_metric([s.name], out, s.latency_sum)
+        yield from (req, inflight, rate, retries, lat)
+
+
+def exposition(stats: Callable[[], list[DeploymentStats]]) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GatewayCollector(stats))
+    return generate_latest(registry)
