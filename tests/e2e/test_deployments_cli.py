@@ -146,3 +146,69 @@ def test_bad_deployment_specs_are_rejected_with_the_field(server, tmp_path):
     assert r.returncode == 1 and "'missing.py' is not a file" in r.stderr
     r = server.cli("deployment", "status", "ghost")
     assert r.returncode == 1 and "no deployment named 'ghost'" in r.stderr
+
+
+class Load:
+    """`clients` threads calling a URL back to back until stopped; counts what failed."""
+
+    def __init__(self, url: str, clients: int = 4) -> None:
+        import threading
+
+        self.url, self.ok, self.failed, self.errors = url, 0, 0, []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=10) as c:
+            while not self._stop.is_set():
+                try:
+                    r = c.get(self.url)
+                    good, err = r.status_code == 200, f"HTTP {r.status_code}"
+                except httpx.HTTPError as exc:
+                    good, err = False, repr(exc)
+                with self._lock:
+                    self.ok += good
+                    if not good:
+                        self.failed += 1
+                        self.errors.append(err)
+
+    def __enter__(self) -> "Load":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(15)
+
+
+def test_an_update_under_continuous_load_fails_no_request(server, tmp_path):
+    server.cli("deploy", str(spec_file(tmp_path, "live", version="1")), check=True)
+    with Load(f"{server.url}/d/live/") as load:
+        wait_until(lambda: load.ok > 20, what="load to flow")
+        r = server.cli("deploy", str(spec_file(tmp_path, "live", version="2")))
+        assert r.returncode == 0, r.stderr
+        wait_until(lambda: all(x["generation"] == 2 for x in status(server, "live")["replicas"]), what="old drained")
+        seen = load.ok
+        wait_until(lambda: load.ok > seen + 20, what="load after the rollout")
+    assert load.failed == 0, load.errors[:5]
+    assert load.ok > 60
+
+
+def test_kill_9_under_load_is_routed_around_and_the_replica_comes_back(server, tmp_path):
+    server.cli("deploy", str(spec_file(tmp_path, "sturdy", replicas=3)), check=True)
+    victim = status(server, "sturdy")["replicas"][0]
+    clients = 4
+    with Load(f"{server.url}/d/sturdy/", clients=clients) as load:
+        wait_until(lambda: load.ok > 20, what="load to flow")
+        os.kill(replica_pid(victim["port"]), signal.SIGKILL)
+        seen = load.ok
+        wait_until(lambda: load.ok > seen + 100, what="load after the kill")
+        wait_until(lambda: (x := status(server, "sturdy"))["ready"] == 3
+                   and victim["id"] not in [r["id"] for r in x["replicas"]], timeout=30, what="replacement")
+    # at most the requests that were in flight to the victim when it died
+    assert load.failed <= clients, load.errors
+    metrics = httpx.get(f"{server.url}/api/v1/deployments/sturdy/metrics").json()
+    assert metrics["requests_total"] >= load.ok and metrics["status_codes"].get("200", 0) >= load.ok

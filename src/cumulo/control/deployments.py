@@ -186,8 +186,6 @@ class DeploymentReconciler:
 
     def _act_and_apply(self, loaded: _Loaded, snap: DeploymentSnapshot, token: str, d: DeploymentDecision) -> float | None:
         now = snap.now
-        for rid in d.stop:
-            self.runtime.stop(loaded.handles[rid])
         for rid in d.kill:
             self.runtime.kill(loaded.handles[rid])
         launches: list[LaunchSpec] = []
@@ -219,6 +217,9 @@ class DeploymentReconciler:
                                   type=type_, reason=reason, message=message)
         if routes_changed:
             self.publish_routes()
+        # stop only once the gateway no longer routes to them: in-flight requests finish, none arrive
+        for rid in d.stop:
+            self.runtime.stop(loaded.handles[rid])
         for spec in launches:
             try:
                 self.runtime.launch(spec)
