@@ -25,6 +25,7 @@ from sqlalchemy.exc import OperationalError
 
 from cumulo.api import errors as api_errors
 from cumulo.api.routes import router
+from cumulo.control.autoscaler import AutoscalerReconciler, LoadSample
 from cumulo.control.deployments import DeploymentReconciler
 from cumulo.control.jobs import JobReconciler, utcnow
 from cumulo.control.loop import Loop
@@ -92,8 +93,15 @@ def build(config: ServerConfig) -> ControlPlane:
                                           server_url=config.url)
     dep_loop = Loop(dep_reconciler)
     gateway = Gateway(metrics_path="/metrics")
-    dep_reconciler.publish = lambda routes: gateway.update(
-        {name: [Endpoint(str(o), host, port) for o, host, port in eps] for name, eps in routes.items()}
+
+    def load_of(name: str) -> LoadSample:
+        st = gateway.stats(name)
+        return LoadSample(st["requests_total"], st["in_flight"], st["latency_seconds"]["mean"] or 0.0)
+
+    autoscaler = AutoscalerReconciler(db, load=load_of, wake_deployment=dep_loop.enqueue)
+    autoscale_loop = Loop(autoscaler)
+    dep_reconciler.publish = lambda routes, hold: gateway.update(
+        {name: [Endpoint(str(o), host, port) for o, host, port in eps] for name, eps in routes.items()}, hold
     )
 
     @asynccontextmanager
@@ -115,7 +123,11 @@ def build(config: ServerConfig) -> ControlPlane:
     app.include_router(router)
     app.state.jobs = JobService(db, config.home, node=LOCAL_NODE, wake=job_loop.enqueue)
     app.state.cluster = ClusterService(db)
-    app.state.deployments = DeploymentService(db, node=LOCAL_NODE, base_url=config.url, wake=dep_loop.enqueue)
+    def wake_deployment(dep_id: str) -> None:
+        dep_loop.enqueue(dep_id)
+        autoscale_loop.enqueue(dep_id)
+
+    app.state.deployments = DeploymentService(db, node=LOCAL_NODE, base_url=config.url, wake=wake_deployment)
 
     def routes() -> dict:
         with db.tx() as s:
@@ -127,7 +139,7 @@ def build(config: ServerConfig) -> ControlPlane:
         status="ok", version=version("cumulo"), database=db.backend,
         details={"home": str(config.home), "passes": job_loop.passes},
     )
-    plane = ControlPlane(config, db, runtime, [job_loop, dep_loop], app, gateway)
+    plane = ControlPlane(config, db, runtime, [job_loop, dep_loop, autoscale_loop], app, gateway)
     return plane
 
 

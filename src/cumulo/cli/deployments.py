@@ -79,6 +79,10 @@ def _detail(d: DeploymentView) -> None:
     console.print(f"[dim]url[/]      {d.url}")
     target = d.spec.service or (d.spec.command if isinstance(d.spec.command, str) else " ".join(d.spec.command or []))
     console.print(f"[dim]runs[/]     {target}  (version {d.generation}, {d.ready}/{d.desired} ready)")
+    if d.spec.autoscaling is not None:
+        a = d.spec.autoscaling
+        console.print(f"[dim]scaling[/]  {a.policy}, {a.min}-{a.max} replicas, target {a.target:g} in flight each"
+                      + (f": {d.autoscaling}" if d.autoscaling else ""))
     t = Table(box=None, header_style="bold", title="replicas", title_justify="left")
     for col in ("#", "STATE", "VERSION", "PORT", "STARTED", "REASON"):
         t.add_column(col, overflow="fold" if col == "REASON" else "ellipsis")
@@ -89,13 +93,21 @@ def _detail(d: DeploymentView) -> None:
 
 @app.command()
 def status(name: str, json_: bool = JSON) -> None:
-    """A deployment's state, URL, replicas (with why any failed) and recent scaling events."""
+    """A deployment's state, URL, replicas (with why any failed) and recent events."""
     with Client() as client:
         d = client.get_deployment(name)
+        recent = [] if json_ else client.events(kind="Deployment", name=name, limit=8)
     if json_:
         emit_json(d)
-    else:
-        _detail(d)
+        return
+    _detail(d)
+    if recent:
+        t = Table(box=None, header_style="bold", title="recent events", title_justify="left")
+        for col in ("AGE", "REASON", "MESSAGE"):
+            t.add_column(col, overflow="fold" if col == "MESSAGE" else "ellipsis")
+        for e in recent:
+            t.add_row(ago(e.time), e.reason, e.message)
+        console.print(t)
 
 
 @app.command()

@@ -94,7 +94,8 @@ class DeploymentReconciler:
         self.placement = placement
         self.server_url = server_url
         self.clock = clock
-        self.publish: Callable[[Routes], None] = lambda routes: None
+        #: routes, and the deployments whose requests the gateway holds while a first replica starts
+        self.publish: Callable[[Routes, set[str]], None] = lambda routes, hold: None
         self._last_probe: dict[str, float] = {}
         self._http = httpx.Client()
 
@@ -106,7 +107,8 @@ class DeploymentReconciler:
     def publish_routes(self) -> None:
         with self.db.tx() as s:
             routes = store.ready_endpoints(s)
-        self.publish(routes)
+            hold = store.scale_from_zero_names(s)
+        self.publish(routes, hold)
 
     # -- one pass ------------------------------------------------------------------------------
     def reconcile(self, dep_id: str) -> float | None:
@@ -128,9 +130,14 @@ class DeploymentReconciler:
             d = s.get(Deployment, dep_id)
             assert d is not None
             reps = store.live_replicas(s, dep_id)
+            spec = DeploymentSpec.model_validate(d.spec)
+            desired = None
+            if spec.autoscaling is not None:
+                desired = d.desired_replicas if d.desired_replicas is not None else spec.initial_replicas()
             snap = DeploymentSnapshot(
                 now=now,
-                spec=DeploymentSpec.model_validate(d.spec),
+                spec=spec,
+                desired=desired,
                 generation=d.generation,
                 replicas=tuple(
                     ReplicaSnapshot(

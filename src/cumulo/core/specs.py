@@ -127,6 +127,32 @@ class Rollout(_Model):
         return self
 
 
+AUTOSCALING_POLICIES = ("kpa", "hpa", "rayserve", "skyserve", "predictive")
+
+
+class Autoscaling(_Model):
+    """Replicas follow load: the gateway's request rate and in-flight requests feed a policy."""
+
+    policy: Literal["kpa", "hpa", "rayserve", "skyserve", "predictive"] = "kpa"
+    target: float = Field(4.0, gt=0, description="requests in flight one replica should carry")
+    target_rps: float | None = Field(None, gt=0, description="requests/s one replica should carry "
+                                     "(skyserve, predictive); default: target / observed latency")
+    min: int = Field(1, ge=0, le=256)
+    max: int = Field(10, ge=1, le=256)
+    scale_to_zero_after: Duration | None = Field(None, gt=0, description="idle this long -> 0 replicas (needs min: 0)")
+    cold_start: Duration = Field(10.0, ge=0, description="how long a new replica takes to be ready")
+    options: dict[str, float] = Field(default_factory=dict, description="the policy's own settings, e.g. "
+                                      "{stable_window: 30} for kpa (names as in cumulo.policy.autoscaling)")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "Autoscaling":
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        if self.scale_to_zero_after is not None and self.min != 0:
+            raise ValueError("scale_to_zero_after needs min: 0")
+        return self
+
+
 class DeploymentSpec(_Model):
     """A long-running service with replicas behind the gateway (YAML ``kind: Deployment``)."""
 
@@ -140,6 +166,7 @@ class DeploymentSpec(_Model):
     replicas: int = Field(1, ge=0, le=256)
     health: Health = Field(default_factory=Health)
     rollout: Rollout = Field(default_factory=Rollout)
+    autoscaling: Autoscaling | None = Field(None, description="if set, `replicas` is only the initial count")
 
     _check_name = field_validator("name")(classmethod(lambda cls, v: validate_name(v)))
     _env_names = field_validator("env")(classmethod(lambda cls, v: JobSpec._env_names(v)))
@@ -163,7 +190,11 @@ class DeploymentSpec(_Model):
 
     def rollout_fields(self) -> dict:
         """What a running replica embodies: changing any of it rolls the replicas (replicas does not)."""
-        return self.model_dump(mode="json", exclude={"replicas"})
+        return self.model_dump(mode="json", exclude={"replicas", "autoscaling"})
+
+    def initial_replicas(self) -> int:
+        a = self.autoscaling
+        return self.replicas if a is None else max(a.min, min(a.max, self.replicas))
 
 
 SPEC_KINDS: dict[str, type[_Model]] = {"Job": JobSpec, "Deployment": DeploymentSpec}

@@ -123,8 +123,11 @@ class DeploymentView(_View):
     #: where clients call it: the gateway's URL for this deployment
     url: str
     generation: int
+    #: replicas wanted now (the autoscaler's choice when autoscaling is on)
     desired: int
     ready: int
+    #: the autoscaler's latest reason, when autoscaling is on
+    autoscaling: str = ""
     created_at: datetime
     updated_at: datetime
     spec: DeploymentSpec

@@ -76,8 +76,14 @@ class Gateway:
         eject_seconds: float = 2.0,
         seed: int | None = None,
         metrics_path: str | None = "/metrics",
+        hold_timeout: float = 60.0,
+        hold_limit: int = 256,
     ) -> None:
         self.timeout = timeout
+        self.hold_timeout = hold_timeout
+        self.hold_limit = hold_limit
+        self._hold: frozenset[str] = frozenset()
+        self._held: dict[str, int] = {}
         self.connect_timeout = connect_timeout
         self.max_attempts = max(1, max_attempts)
         self.retry_after = retry_after
@@ -96,11 +102,17 @@ class Gateway:
 
     # -- control plane side -------------------------------------------------------------------
 
-    def update(self, routes: Mapping[str, Iterable[Endpoint]]) -> None:
-        """Replace the whole route table (thread-safe; takes effect for the next request)."""
+    def update(self, routes: Mapping[str, Iterable[Endpoint]], hold: Iterable[str] = ()) -> None:
+        """Replace the whole route table (thread-safe; takes effect for the next request).
+
+        Requests to a deployment named in `hold` that has no ready replica wait (bounded: at most
+        `hold_limit` of them, `hold_timeout` seconds each) for one to start, instead of a 503: it
+        may scale from zero, and a waiting request is the demand that wakes it.
+        """
         table = RouteTable(routes)
         with self._lock:
             self._table = table
+            self._hold = frozenset(hold)
             for name in table.names():
                 if name not in self._stats:
                     self._stats[name] = DeploymentStats(name)
@@ -189,11 +201,29 @@ class Gateway:
         stats.started(t0)
         status = 500
         try:
+            if not ready and name in self._hold:
+                ready = await self._wait_for_replica(name)
             if query:
                 target = target + b"?" + query
             status = await self._exchange(io, method, target, headers, client_ip, scheme, name, ready, loop, stats)
         finally:
             stats.finished(status, time.monotonic() - t0)
+
+    async def _wait_for_replica(self, name: str):
+        """Hold a request while a deployment scaled to zero starts its first replica."""
+        held = self._held.get(name, 0)
+        if held >= self.hold_limit:
+            return self._table.ready(name) or ()
+        self._held[name] = held + 1
+        try:
+            deadline = time.monotonic() + self.hold_timeout
+            ready = self._table.ready(name) or ()
+            while not ready and time.monotonic() < deadline and name in self._hold:
+                await asyncio.sleep(0.05)
+                ready = self._table.ready(name) or ()
+            return ready
+        finally:
+            self._held[name] -= 1
 
     async def _exchange(self, io, method, target, headers, client_ip, scheme, name, ready, loop, stats) -> int:
         # the request head, minus framing

@@ -50,6 +50,8 @@ class DeploymentSnapshot:
     last_failure: str = ""
     capacity: Capacity | None = None
     used: tuple[Allocation, ...] = ()
+    #: replicas the autoscaler wants; None: the spec's count
+    desired: int | None = None
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,7 @@ def decide_deployment(s: DeploymentSnapshot) -> DeploymentDecision:
         )
 
     # 3. rollout and scaling
-    desired = spec.replicas
+    desired = spec.replicas if s.desired is None else s.desired
     cur = [r for r in live if r.generation == s.generation]
     old = [r for r in live if r.generation != s.generation]
     ready = [r for r in live if state_of[r.id] == ReplicaState.READY]

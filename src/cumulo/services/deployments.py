@@ -12,6 +12,7 @@ from cumulo.core.errors import Conflict, InvalidSpec, NotFound, Unschedulable
 from cumulo.core.specs import DeploymentSpec, parse_spec
 from cumulo.core.states import DeploymentState, ReplicaState
 from cumulo.core.views import DeploymentView, LogChunk, ReplicaView
+from cumulo.policy.autoscaling import configure
 from cumulo.policy.capacity import Capacity, Request, never_fits
 from cumulo.store import deployments as store
 from cumulo.store import events
@@ -49,6 +50,9 @@ class DeploymentService:
                 f"service: {spec.service.split(':')[0]!r} is not a file in {workdir}",
                 errors=[{"field": "service", "message": "file not found"}],
             )
+        if spec.autoscaling is not None:  # unknown policy options are an error now, not at the first tick
+            a = spec.autoscaling
+            configure(a.policy, a.options, scale_to_zero_after=a.scale_to_zero_after)
         now = self.clock()
         with self.db.tx() as s:
             node = nodes_store.get(s, self.node)
@@ -81,6 +85,11 @@ class DeploymentService:
                     events.record(s, now=now, kind="Deployment", name=spec.name, object_id=d.id, type="Normal",
                                   reason="Scaled", message=f"replicas {old.replicas} -> {spec.replicas}")
                 d.spec, d.workdir, d.updated_at = body, str(workdir), now
+                a = spec.autoscaling
+                if a is None:
+                    d.desired_replicas = None
+                elif d.desired_replicas is not None:
+                    d.desired_replicas = max(a.min, min(a.max, d.desired_replicas))
             view = self._view(s, d)
         self.wake(view.id)
         return view, created
@@ -93,6 +102,11 @@ class DeploymentService:
             if d.deleting:
                 raise Conflict(f"deployment {name!r} is being deleted")
             spec = DeploymentSpec.model_validate(d.spec)
+            if spec.autoscaling is not None:
+                raise Conflict(
+                    f"deployment {name!r} is autoscaled ({spec.autoscaling.policy}, {spec.autoscaling.min}-"
+                    f"{spec.autoscaling.max} replicas); change autoscaling.min/max in its spec and deploy it again"
+                )
             if spec.replicas != replicas:
                 d.spec = {**d.spec, "replicas": replicas}
                 d.updated_at = self.clock()
@@ -151,7 +165,10 @@ class DeploymentService:
         recent = [r for r in store.replicas(s, d.id, limit=len(live) + 5) if ReplicaState(r.state).terminal]
         return DeploymentView(
             id=d.id, name=d.name, state=d.state, reason=d.reason, url=f"{self.base_url}/d/{d.name}",
-            generation=d.generation, desired=spec.replicas,
+            generation=d.generation,
+            desired=spec.replicas if spec.autoscaling is None else
+            (d.desired_replicas if d.desired_replicas is not None else spec.initial_replicas()),
+            autoscaling=d.autoscale_reason,
             ready=sum(1 for r in live if r.state == ReplicaState.READY.value and r.generation == d.generation),
             created_at=d.created_at, updated_at=d.updated_at, spec=spec,
             replicas=[_replica_view(r) for r in live], ended=[_replica_view(r) for r in recent],

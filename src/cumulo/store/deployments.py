@@ -76,3 +76,14 @@ def ready_endpoints(session: Session) -> dict[str, list[tuple[int, str, int]]]:
     for name, ordinal, host, port in rows:
         out[name].append((ordinal, host, port))
     return out
+
+
+def scale_from_zero_names(session: Session) -> set[str]:
+    """Deployments whose autoscaling may take them to zero replicas (the gateway holds their requests)."""
+    rows = session.execute(select(Deployment.name, Deployment.spec))
+    return {name for name, spec in rows if (spec.get("autoscaling") or {}).get("min", 1) == 0}
+
+
+def autoscaled_ids(session: Session) -> list[str]:
+    rows = session.execute(select(Deployment.id, Deployment.spec).where(Deployment.deleting.is_(False)))
+    return [i for i, spec in rows if spec.get("autoscaling")]

@@ -136,6 +136,9 @@ class Deployment(Base):
     next_start_at: Mapped[datetime | None] = mapped_column(nullable=True)
     last_failure: Mapped[str] = mapped_column(Text, default="")
     next_ordinal: Mapped[int] = mapped_column(Integer, default=1)
+    #: set by the autoscaler (status); None: the spec's replicas count
+    desired_replicas: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    autoscale_reason: Mapped[str] = mapped_column(Text, default="")
     lock_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
     lock_expires: Mapped[datetime | None] = mapped_column(nullable=True)
 

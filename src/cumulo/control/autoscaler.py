@@ -1,0 +1,141 @@
+"""The autoscaler reconciler: sample each autoscaled deployment's load, ask its policy, set replicas.
+
+Every second it samples the gateway (requests served so far, requests in flight, mean latency) into
+a window per deployment; at the policy's own period it calls the pure policy with that window and
+the policy's previous state, and records a changed replica count (Status: `desired_replicas`) with
+an event giving the policy's reason. The deployment reconciler then starts or drains replicas.
+
+Load windows and policy state live in memory: after a control-plane restart they start empty,
+and the policies fall back to their reactive behaviour until history builds up again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from cumulo.core.specs import Autoscaling, DeploymentSpec
+from cumulo.core.states import ReplicaState
+from cumulo.policy.autoscaling import POLICIES, AutoscaleInput, LoadWindow, configure, period
+from cumulo.store import deployments as store
+from cumulo.store import events
+from cumulo.store.db import Database
+from cumulo.store.models import Deployment
+
+log = logging.getLogger(__name__)
+
+#: samples kept per deployment (one a second): enough for every policy's windows
+WINDOW = 3600
+STEP = 1.0
+
+
+@dataclass(frozen=True)
+class LoadSample:
+    """What the gateway has seen of one deployment so far."""
+
+    requests_total: float
+    in_flight: float
+    mean_latency: float  # seconds; 0 when nothing was served yet
+
+
+@dataclass
+class _Track:
+    times: deque = field(default_factory=lambda: deque(maxlen=WINDOW + 1))
+    totals: deque = field(default_factory=lambda: deque(maxlen=WINDOW + 1))
+    in_flight: deque = field(default_factory=lambda: deque(maxlen=WINDOW + 1))
+    state: Any = None
+    last_decision: float = -1e18
+    policy: str = ""
+
+
+class AutoscalerReconciler:
+    name = "autoscaler"
+    resync = 5.0
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        load: Callable[[str], LoadSample],
+        wake_deployment: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.db = db
+        self.load = load
+        self.wake_deployment = wake_deployment
+        self.clock = clock
+        self.wall = wall
+        self._tracks: dict[str, _Track] = {}
+
+    def keys(self) -> list[str]:
+        with self.db.tx() as s:
+            ids = store.autoscaled_ids(s)
+        for gone in set(self._tracks) - set(ids):
+            del self._tracks[gone]
+        return ids
+
+    def reconcile(self, dep_id: str) -> float | None:
+        now = self.clock()
+        with self.db.tx() as s:
+            d = s.get(Deployment, dep_id)
+            if d is None or d.deleting:
+                self._tracks.pop(dep_id, None)
+                return None
+            spec = DeploymentSpec.model_validate(d.spec)
+            a = spec.autoscaling
+            if a is None:
+                self._tracks.pop(dep_id, None)
+                return None
+            live = store.live_replicas(s, dep_id)
+            ready = sum(1 for r in live if r.state == ReplicaState.READY.value)
+            starting = sum(1 for r in live if r.state == ReplicaState.STARTING.value)
+            current = d.desired_replicas if d.desired_replicas is not None else spec.initial_replicas()
+            name = d.name
+        track = self._tracks.setdefault(dep_id, _Track())
+        if track.policy != a.policy:  # a new policy starts from no state
+            track.state, track.last_decision, track.policy = None, -1e18, a.policy
+        sample = self.load(name)
+        track.times.append(now)
+        track.totals.append(sample.requests_total)
+        track.in_flight.append(sample.in_flight)
+        cfg = configure(a.policy, a.options, scale_to_zero_after=a.scale_to_zero_after)
+        if now - track.last_decision < period(cfg) or len(track.times) < 2:
+            return STEP
+        track.last_decision = now
+        decision = POLICIES[a.policy][1](self._input(track, a, sample, now, ready, starting), cfg)
+        track.state = decision.state
+        desired = decision.desired
+        if desired == 0 and sample.in_flight > 0:
+            desired = 1  # requests are waiting at the gateway: never leave them with nothing
+        if desired != current:
+            with self.db.tx() as s:
+                d = s.get(Deployment, dep_id)
+                if d is None:
+                    return None
+                d.desired_replicas, d.autoscale_reason = desired, decision.reason
+                events.record(s, now=self.wall(), kind="Deployment", name=name, object_id=dep_id, type="Normal",
+                              reason="Autoscaled", message=f"{current} -> {desired} replicas ({a.policy}): {decision.reason}")
+            self.wake_deployment(dep_id)
+        return STEP
+
+    @staticmethod
+    def _input(track: _Track, a: Autoscaling, sample: LoadSample, now: float, ready: int, starting: int) -> AutoscaleInput:
+        times = np.fromiter(track.times, float)
+        totals = np.fromiter(track.totals, float)
+        dt = np.maximum(np.diff(times), 1e-3)
+        rates = np.maximum(np.diff(totals), 0) / dt
+        concurrency = np.fromiter(track.in_flight, float)[1:]
+        target_rps = a.target_rps or (a.target / sample.mean_latency if sample.mean_latency > 0 else a.target)
+        return AutoscaleInput(
+            now=now, load=LoadWindow(step=STEP, rates=rates, concurrency=concurrency), ready=ready,
+            starting=starting, target_concurrency=a.target, target_rps=target_rps, min_replicas=a.min,
+            max_replicas=a.max, cold_start=a.cold_start, state=track.state,
+        )
