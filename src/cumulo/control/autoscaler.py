@@ -98,7 +98,7 @@ class AutoscalerReconciler:
             ready = sum(1 for r in live if r.state == ReplicaState.READY.value)
             starting = sum(1 for r in live if r.state == ReplicaState.STARTING.value)
             current = d.desired_replicas if d.desired_replicas is not None else spec.initial_replicas()
-            name = d.name
+            name, last_reason = d.name, d.autoscale_reason
         track = self._tracks.setdefault(dep_id, _Track())
         if track.policy != a.policy:  # a new policy starts from no state
             track.state, track.last_decision, track.policy = None, -1e18, a.policy
@@ -115,15 +115,18 @@ class AutoscalerReconciler:
         desired = decision.desired
         if desired == 0 and sample.in_flight > 0:
             desired = 1  # requests are waiting at the gateway: never leave them with nothing
-        if desired != current:
+        if desired != current or decision.reason != last_reason:
             with self.db.tx() as s:
                 d = s.get(Deployment, dep_id)
                 if d is None:
                     return None
-                d.desired_replicas, d.autoscale_reason = desired, decision.reason
-                events.record(s, now=self.wall(), kind="Deployment", name=name, object_id=dep_id, type="Normal",
-                              reason="Autoscaled", message=f"{current} -> {desired} replicas ({a.policy}): {decision.reason}")
-            self.wake_deployment(dep_id)
+                d.desired_replicas, d.autoscale_reason = desired, decision.reason  # shown by deployment status
+                if desired != current:  # a scaling decision: an event with the policy's reason
+                    events.record(s, now=self.wall(), kind="Deployment", name=name, object_id=dep_id, type="Normal",
+                                  reason="Autoscaled",
+                                  message=f"{current} -> {desired} replicas ({a.policy}): {decision.reason}")
+            if desired != current:
+                self.wake_deployment(dep_id)
         return STEP
 
     @staticmethod
