@@ -29,15 +29,11 @@ log = logging.getLogger("cumulo.serving")
 DRAIN_TIMEOUT_S = 20.0
 
 
-class TargetError(Exception):
-    """The FILE:Class target is malformed or does not name a Service."""
-
-
 def load_target(target: str, cwd: Path | None = None) -> type[Service]:
     """Import `FILE.py:ClassName` (FILE relative to cwd) and return the Service class."""
     file_part, sep, cls_name = target.rpartition(":")
     if not sep or not file_part or not cls_name:
-        raise TargetError(f"expected FILE.py:ClassName, got {target!r}")
+        raise ValueError(f"expected FILE.py:ClassName, got {target!r}")
     path = ((cwd or Path.cwd()) / file_part).resolve()
     if not path.is_file():
         raise FileNotFoundError(f"service file not found: {file_part} (looked at {path})")
@@ -47,7 +43,7 @@ def load_target(target: str, cwd: Path | None = None) -> type[Service]:
     name = path.stem if path.stem not in sys.modules else f"cumulo_service_{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
-        raise TargetError(f"cannot import {file_part}: not a Python file")
+        raise ImportError(f"cannot import {file_part}: not a Python file")
     module: ModuleType = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
@@ -57,9 +53,9 @@ def load_target(target: str, cwd: Path | None = None) -> type[Service]:
         raise
     cls = getattr(module, cls_name, None)
     if cls is None:
-        raise TargetError(f"{file_part} has no attribute {cls_name}")
+        raise AttributeError(f"{file_part} has no class {cls_name}")
     if not (isinstance(cls, type) and issubclass(cls, Service)):
-        raise TargetError(f"{file_part}:{cls_name} is not a cumulo.Service subclass")
+        raise TypeError(f"{file_part}:{cls_name} is not a cumulo.Service subclass")
     return cls
 
 
