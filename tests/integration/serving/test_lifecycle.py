@@ -230,3 +230,10 @@ def test_cumulo_serve_command_runs_the_replica_entry_point(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_importing_the_service_api_stays_light():
+    code = ("import sys, cumulo.serving, cumulo.serving.cli; "
+            "heavy = [m for m in ('fastapi', 'uvicorn', 'prometheus_client', 'pydantic') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], env=replica_env(), check=True, timeout=30)
