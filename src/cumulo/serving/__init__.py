@@ -9,24 +9,12 @@
             return text
 
 Run it: `cumulo serve service.py:Echo` (or `python -m cumulo.serving service.py:Echo --port 8000`).
-`import cumulo.serving` stays light; `create_app` (FastAPI, Prometheus) loads on first use.
+`import cumulo.serving` stays light (standard library only). The HTTP side is
+`cumulo.serving.app.create_app(ServiceClass)` (FastAPI, Prometheus) and `cumulo.serving.runner`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from cumulo.serving.service import Batch, HandlerConfig, Service, handler
 
-__all__ = ["Batch", "HandlerConfig", "Service", "create_app", "handler"]
-
-if TYPE_CHECKING:
-    from cumulo.serving.app import create_app
-
-
-def __getattr__(name: str) -> Any:
-    if name == "create_app":
-        from cumulo.serving.app import create_app
-
-        return create_app
-    raise AttributeError(f"module 'cumulo.serving' has no attribute {name!r}")
+__all__ = ["Batch", "HandlerConfig", "Service", "handler"]

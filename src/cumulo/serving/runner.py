@@ -22,6 +22,9 @@ import traceback
 from pathlib import Path
 from types import FrameType, ModuleType
 
+import uvicorn
+
+from cumulo.serving.app import create_app
 from cumulo.serving.service import Service
 
 log = logging.getLogger("cumulo.serving")
@@ -91,10 +94,6 @@ def run(target: str, host: str = "127.0.0.1", port: int = 8000, *,
                         stream=sys.stderr)
     try:
         cls = load_target(target)
-        import uvicorn  # after the user's import: its failure must be the last thing reported
-
-        from cumulo.serving.app import create_app
-
         failure: list[BaseException] = []
         server: uvicorn.Server | None = None
 
