@@ -11,6 +11,7 @@ from cumulo.cli.render import console, emit_json, err, events_table, nodes_table
 from cumulo.core.errors import CumuloError
 from cumulo.sdk.client import Client
 from cumulo.gateway import cli as gateway_cli
+from cumulo.serving import cli as serving_cli
 from cumulo.sim import cli as sim_cli
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app.command()(deployments.deploy)
 app.add_typer(deployments.app, name="deployment")
 app.command("sim")(sim_cli.sim)
 app.command("gateway")(gateway_cli.gateway)
+app.command("serve")(serving_cli.serve)
 
 
 @app.command()

@@ -1,0 +1,3 @@
+from cumulo.serving.runner import main
+
+main()
