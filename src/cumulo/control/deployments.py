@@ -37,7 +37,7 @@ LEASE_TTL = 60.0
 HOST = "127.0.0.1"
 #: a starting replica is checked this often, so it gets traffic soon after it is ready
 STARTING_PROBE_PERIOD = 0.2
-LOG_TAIL_LINES = 5
+LOG_TAIL_LINES = 1  # the error's last line; `cumulo deployment logs` has the rest
 
 Routes = dict[str, list[tuple[int, str, int]]]
 

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from cumulo.core.errors import CumuloError, ServerUnavailable, from_problem
+from cumulo.core.specs import describe_errors, field_errors
 
 
 class DeploymentHandle:
@@ -40,7 +41,11 @@ class DeploymentHandle:
                 body = r.json()
             except ValueError:
                 body = {"detail": r.text}
-            if isinstance(body, dict) and "detail" in body and not isinstance(body["detail"], str):
+            if isinstance(body, dict) and isinstance(body.get("detail"), list):  # a replica's 422: name the fields
+                errors = field_errors(body["detail"], strip=("body", "query"))
+                body = {"title": "Invalid request", "detail": f"{self.name}{path}: {describe_errors(errors)}",
+                        "errors": errors}
+            elif isinstance(body, dict) and "detail" in body and not isinstance(body["detail"], str):
                 body = {"detail": str(body["detail"])}
             raise from_problem(r.status_code, body if isinstance(body, dict) else {"detail": str(body)})
         return r
