@@ -19,8 +19,8 @@ app = typer.Typer(help="Training and batch jobs.", no_args_is_help=True)
 JSON = typer.Option(False, "--json", help="print JSON for scripts")
 
 
-def _follow(client: Client, name: str, attempt: int | None = None, rank: int = 0) -> None:
-    for text in client.follow_logs(name, attempt=attempt, rank=rank):
+def _follow(client: Client, name: str, attempt: int | None = None, rank: int = 0, from_first: bool = False) -> None:
+    for text in client.follow_logs(name, attempt=attempt, rank=rank, from_first=from_first):
         sys.stdout.write(text)
         sys.stdout.flush()
 
@@ -57,7 +57,7 @@ def submit(
         err.print(f"job [bold]{job.name}[/] submitted ({state(job.state)})")
         if not follow:
             return
-        _follow(client, job.name)
+        _follow(client, job.name, from_first=True)
         job = client.wait_job(job.name)
         if json_:
             emit_json(job)

@@ -96,13 +96,25 @@ class Client:
             params["attempt"] = attempt
         return LogChunk.model_validate(self._call("GET", f"/jobs/{name}/logs", params=params))
 
-    def follow_logs(self, name: str, *, attempt: int | None = None, rank: int = 0, poll: float = 0.3) -> Iterator[str]:
-        """Yield log text as it is written, across retries, until the job ends.
+    def follow_logs(
+        self, name: str, *, attempt: int | None = None, rank: int = 0, from_first: bool = False, poll: float = 0.3
+    ) -> Iterator[str]:
+        """Yield log text as it is written until the job ends, moving on to each retry.
 
-        With `attempt` given, only that attempt's log, until it ends.
+        Starts at the latest attempt, or at attempt 1 with `from_first` (what `submit --follow`
+        shows: every attempt, even one that ended before following began). With `attempt` given,
+        only that attempt's log, until it ends.
         """
         current, offset = attempt, 0
         while True:
+            if current is None and from_first:
+                job = self.get_job(name)
+                if job.attempts == 0:
+                    if job.state.terminal:
+                        return
+                    time.sleep(poll)
+                    continue
+                current = 1
             chunk = self.job_logs(name, attempt=current, rank=rank, offset=offset)
             if chunk.data:
                 yield chunk.data
@@ -112,7 +124,7 @@ class Client:
             if chunk.complete:
                 job = self.get_job(name)
                 if attempt is None and job.attempts > (current or 0):
-                    current, offset = job.attempts, 0  # a retry started: follow it
+                    current, offset = (current or 0) + 1, 0  # the next retry: follow it
                     yield f"--- attempt {current} ---\n"
                     continue
                 if attempt is not None or job.state.terminal:
