@@ -14,14 +14,12 @@ from cumulo.core.states import DeploymentState, ReplicaState
 from cumulo.core.views import DeploymentView, LogChunk, ReplicaView
 from cumulo.policy.autoscaling import configure
 from cumulo.policy.capacity import Capacity, Request, never_fits
+from cumulo.services.logs import read_chunk
 from cumulo.store import deployments as store
 from cumulo.store import events
 from cumulo.store import nodes as nodes_store
 from cumulo.store.db import Database
 from cumulo.store.models import Deployment, Replica
-
-MAX_LOG_CHUNK = 1 << 20
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -149,15 +147,8 @@ class DeploymentService:
                 if row is None:
                     raise NotFound(f"deployment {name!r} has no replica {replica}; `cumulo deployment status {name}` lists them")
             path, ended, ordinal = row.handle["logs"][0], ReplicaState(row.state).terminal, row.ordinal
-        data = b""
-        try:
-            with open(path, "rb") as f:
-                f.seek(offset)
-                data = f.read(MAX_LOG_CHUNK)
-        except FileNotFoundError:
-            pass
-        return LogChunk(data=data.decode("utf-8", errors="replace"), offset=offset + len(data), attempt=ordinal,
-                        rank=0, complete=ended and len(data) < MAX_LOG_CHUNK)
+        text, new_offset, more = read_chunk(path, offset)
+        return LogChunk(data=text, offset=new_offset, attempt=ordinal, rank=0, complete=ended and not more)
 
     def _view(self, s, d: Deployment) -> DeploymentView:
         spec = DeploymentSpec.model_validate(d.spec)

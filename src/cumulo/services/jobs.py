@@ -15,14 +15,12 @@ from cumulo.core.specs import JobSpec, parse_spec
 from cumulo.core.states import AttemptState, JobState
 from cumulo.core.views import AttemptView, JobView, LogChunk, MetricPoint, WorkerView
 from cumulo.policy.capacity import Capacity, Request, never_fits
+from cumulo.services.logs import read_chunk
 from cumulo.store import events
 from cumulo.store import jobs as store
 from cumulo.store import nodes as nodes_store
 from cumulo.store.db import Database
 from cumulo.store.models import Attempt, Job
-
-MAX_LOG_CHUNK = 1 << 20
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -156,18 +154,8 @@ class JobService:
             if not 0 <= rank < len(paths):
                 raise NotFound(f"job {name!r} has no rank {rank}; its ranks are 0..{max(len(paths) - 1, 0)}")
             ended = AttemptState(att.state).terminal
-        data = b""
-        try:
-            with open(paths[rank], "rb") as f:
-                f.seek(max(offset, 0))
-                data = f.read(MAX_LOG_CHUNK)
-        except FileNotFoundError:
-            pass
-        new_offset = max(offset, 0) + len(data)
-        return LogChunk(
-            data=data.decode("utf-8", errors="replace"), offset=new_offset, attempt=number, rank=rank,
-            complete=ended and len(data) < MAX_LOG_CHUNK,
-        )
+        text, new_offset, more = read_chunk(paths[rank], offset)
+        return LogChunk(data=text, offset=new_offset, attempt=number, rank=rank, complete=ended and not more)
 
     # -- views -----------------------------------------------------------------------------------
     def _view(self, s, job: Job, *, metrics: dict[str, float] | None = None) -> JobView:
