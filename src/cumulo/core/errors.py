@@ -62,3 +62,34 @@ def from_problem(status: int, problem: dict) -> CumuloError:
     err = cls(problem.get("detail") or problem.get("title") or f"HTTP {status}", errors=problem.get("errors"))
     err.status = status
     return err
+
+
+class ProviderError(CumuloError):
+    """A provider refused or failed a call. `scope` says what the failure rules out for failover:
+    "zone", "region" or "provider" (or None when it rules out nothing, e.g. a bad request)."""
+
+    status = 502
+    title = "Provider error"
+
+    def __init__(self, message: str, *, scope: str | None = None, errors: list[dict] | None = None) -> None:
+        super().__init__(message, errors=errors)
+        self.scope = scope
+
+
+class CapacityError(ProviderError):
+    """No capacity for that instance type there right now (e.g. InsufficientInstanceCapacity)."""
+
+    title = "No capacity"
+
+
+class QuotaError(ProviderError):
+    """An account limit was hit (e.g. VcpuLimitExceeded, MaxSpotInstanceCountExceeded)."""
+
+    title = "Quota exceeded"
+
+
+class CredentialsError(ProviderError):
+    """Missing or wrong credentials for a provider."""
+
+    status = 401
+    title = "Provider credentials"
