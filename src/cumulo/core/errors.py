@@ -53,15 +53,6 @@ class ServerUnavailable(CumuloError):
     title = "Control plane unreachable"
 
 
-_BY_STATUS_TITLE = {cls.title: cls for cls in (InvalidSpec, NotFound, Conflict, Unschedulable, ServerUnavailable)}
-
-
-def from_problem(status: int, problem: dict) -> CumuloError:
-    """Rebuild the error a server sent as problem+json."""
-    cls = _BY_STATUS_TITLE.get(problem.get("title", ""), CumuloError)
-    err = cls(problem.get("detail") or problem.get("title") or f"HTTP {status}", errors=problem.get("errors"))
-    err.status = status
-    return err
 
 
 class ProviderError(CumuloError):
@@ -93,3 +84,17 @@ class CredentialsError(ProviderError):
 
     status = 401
     title = "Provider credentials"
+
+
+_BY_STATUS_TITLE = {cls.title: cls for cls in (
+    InvalidSpec, NotFound, Conflict, Unschedulable, ServerUnavailable, ProviderError, CapacityError, QuotaError,
+    CredentialsError,
+)}
+
+
+def from_problem(status: int, problem: dict) -> CumuloError:
+    """Rebuild the error a server sent as problem+json."""
+    cls = _BY_STATUS_TITLE.get(problem.get("title", ""), CumuloError)
+    err = cls(problem.get("detail") or problem.get("title") or f"HTTP {status}", errors=problem.get("errors"))
+    err.status = status
+    return err
