@@ -17,13 +17,14 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Batch", "Client", "JobSpec", "Service", "handler", "load_spec", "report"]
+__all__ = ["Batch", "Client", "JobSpec", "ResourceManager", "Service", "handler", "load_spec", "report"]
 
 _LAZY = {
     "Client": "cumulo.sdk.client",
     "report": "cumulo.sdk.report",
     "load_spec": "cumulo.sdk.specs",
     "JobSpec": "cumulo.core.specs",
+    "ResourceManager": "cumulo.sdk.resources",
     "Service": "cumulo.serving",
     "handler": "cumulo.serving",
     "Batch": "cumulo.serving",
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from cumulo.serving import Batch, Service, handler
     from cumulo.sdk.client import Client
     from cumulo.sdk.report import report
+    from cumulo.sdk.resources import ResourceManager
     from cumulo.sdk.specs import load_spec
 
 

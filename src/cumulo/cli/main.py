@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from cumulo.cli import deployments, jobs, server
+from cumulo.cli import deployments, jobs, resources, server
 from cumulo.cli.render import console, emit_json, err, events_table, nodes_table
 from cumulo.core.errors import CumuloError
 from cumulo.sdk.client import Client
@@ -25,6 +25,7 @@ app.command()(server.down)
 app.add_typer(jobs.app, name="job")
 app.command()(deployments.deploy)
 app.add_typer(deployments.app, name="deployment")
+app.add_typer(resources.app, name="resources")
 app.command("sim")(sim_cli.sim)
 app.command("gateway")(gateway_cli.gateway)
 app.command("serve")(serving_cli.serve)

@@ -57,3 +57,16 @@ class ReplicaState(StrEnum):
     @property
     def terminal(self) -> bool:
         return self in (ReplicaState.STOPPED, ReplicaState.FAILED)
+
+
+class NodeState(StrEnum):
+    PROVISIONING = "Provisioning"
+    READY = "Ready"
+    TERMINATING = "Terminating"
+    TERMINATED = "Terminated"
+    FAILED = "Failed"
+    PREEMPTED = "Preempted"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (NodeState.TERMINATED, NodeState.FAILED, NodeState.PREEMPTED)

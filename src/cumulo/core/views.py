@@ -135,3 +135,33 @@ class DeploymentView(_View):
     replicas: list[ReplicaView] = []
     #: recently ended replicas, newest last (crashes show here with their reason)
     ended: list[ReplicaView] = []
+
+
+class NodeDetail(_View):
+    """A provisioned machine (`cumulo resources list`)."""
+
+    id: str
+    pool: str | None = None
+    provider: str
+    region: str | None = None
+    zone: str | None = None
+    instance_type: str | None = None
+    spot: bool = False
+    state: str
+    reason: str = ""
+    machine_id: str | None = None
+    price_per_hour: float = 0.0
+    #: what it has cost so far: price x hours since it was launched (until it ended)
+    cost: float = 0.0
+    created_at: datetime | None = None
+    ready_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class PoolView(_View):
+    id: str
+    state: str  # Provisioning | Ready | Failed | Released
+    reason: str = ""
+    nodes: list[NodeDetail]
+    price_per_hour: float
+    cost: float

@@ -103,7 +103,8 @@ class Metric(Base):
 
 
 class Node(Base):
-    """A machine workloads run on, with what it has. The local node registers itself at start."""
+    """A machine workloads run on, with what it has. The local node registers itself at start;
+    cloud nodes are provisioned in pools (`cumulo resources create`)."""
 
     __tablename__ = "nodes"
 
@@ -115,6 +116,36 @@ class Node(Base):
     gpus: Mapped[list[Any]] = mapped_column(default=list)
     gpu_names: Mapped[list[Any]] = mapped_column(default=list)
     updated_at: Mapped[datetime]
+    # cloud nodes (None for the local node)
+    pool_id: Mapped[str | None] = mapped_column(ForeignKey("pools.id", ondelete="SET NULL"), nullable=True, index=True)
+    region: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    zone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    instance_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    spot: Mapped[bool] = mapped_column(Boolean, default=False)
+    price: Mapped[float] = mapped_column(Float, default=0.0)  # $/hour
+    machine_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    ready_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    release_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: locations (provider/region/zone) that failed for capacity or quota: skipped on the next try
+    blocked: Mapped[list[Any]] = mapped_column(default=list)
+    lock_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    lock_expires: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class Pool(Base):
+    """One `create_resources` request: N nodes placed together, rolled back together."""
+
+    __tablename__ = "pools"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime]
+    #: the placement request (spec): instance type or cpu/memory/accelerators, spot, providers, ...
+    request: Mapped[dict[str, Any]]
+    count: Mapped[int]
+    idle_ttl: Mapped[float | None] = mapped_column(Float, nullable=True)  # seconds; None: never
 
 
 class Deployment(Base):
