@@ -132,7 +132,8 @@ def map_error(err: Exception, *, action: str, region: str | None = None, zone: s
     if code == "OptInRequired":
         return ProviderError(f"the AWS account is not enabled for {region} ({detail}); enable the region or "
                              "use another", scope="region")
-    if code in BAD_TYPE_CODES or (code == "InvalidParameterValue" and "instancetype" in message.lower().replace(" ", "")):
+    about_type = "instancetype" in message.lower().replace(" ", "")
+    if code in BAD_TYPE_CODES or (code == "InvalidParameterValue" and about_type):
         return InvalidSpec(f"unknown instance type {instance_type!r} for aws in {region} ({detail})",
                            errors=[{"field": "instance_type", "message": message}])
     if code == "InvalidParameterValue" and "availability zone" in message.lower():
@@ -313,7 +314,8 @@ class AWSProvider:
         check_launch_args(self.name, offering, count, tags, client_token)
         region, zone = offering.region, offering.zone
         if not region:
-            raise InvalidSpec("the offering names no region", errors=[{"field": "offering.region", "message": "required"}])
+            raise InvalidSpec("the offering names no region",
+                              errors=[{"field": "offering.region", "message": "required"}])
         self._used.add(region)
         existing = self._by_token(region, client_token)
         if existing:  # a retry of a launch that already happened: the same machines, never more

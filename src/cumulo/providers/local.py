@@ -100,7 +100,8 @@ class LocalProvider:
             if offering.vcpus > mine.vcpus or offering.memory_gib > mine.memory_gib \
                     or offering.accelerator_count > mine.accelerator_count:
                 raise CapacityError(
-                    f"this machine has {mine.vcpus:g} vCPUs, {mine.memory_gib:g} GiB and {mine.accelerator_count} GPUs; "
+                    f"this machine has {mine.vcpus:g} vCPUs, {mine.memory_gib:g} GiB and "
+                    f"{mine.accelerator_count} GPUs; "
                     f"the offering asks for {offering.vcpus:g}, {offering.memory_gib:g} GiB and "
                     f"{offering.accelerator_count}", scope="provider")
             if claim and claim["state"] == MachineState.RUNNING:

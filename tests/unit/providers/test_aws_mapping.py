@@ -31,8 +31,8 @@ def ec2_error(code: str, message: str, operation: str = "RunInstances") -> bx.Cl
 
 def instance(state: str, *, spot: bool, reason_code: str | None = None, reason_message: str | None = None,
              transition: str = "") -> dict:
-    lifecycle = "<instanceLifecycle>spot</instanceLifecycle><spotInstanceRequestId>sir-8x2k9d3m</spotInstanceRequestId>" \
-        if spot else ""
+    lifecycle = ("<instanceLifecycle>spot</instanceLifecycle>"
+                 "<spotInstanceRequestId>sir-8x2k9d3m</spotInstanceRequestId>") if spot else ""
     reason = f"<stateReason><code>{reason_code}</code><message>{reason_message}</message></stateReason>" \
         if reason_code else ""
     codes = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48, "stopping": 64, "stopped": 80}
