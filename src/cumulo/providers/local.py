@@ -21,7 +21,7 @@ import psutil
 import pynvml  # nvidia-ml-py: loads libnvidia-ml.so only when nvmlInit() is called
 
 from cumulo.core import settings
-from cumulo.core.errors import CapacityError
+from cumulo.core.errors import CapacityError, InvalidSpec
 from cumulo.core.offerings import Machine, MachineState, Offering
 from cumulo.providers.base import LAUNCH_TOKEN_TAG, check_launch_args, matches_tags
 
@@ -89,6 +89,9 @@ class LocalProvider:
     def launch(self, offering: Offering, count: int, *, spot: bool, tags: dict[str, str],
                user_data: str | None, client_token: str) -> list[Machine]:
         check_launch_args(self.name, offering, count, tags, client_token)
+        if spot:
+            raise InvalidSpec("this machine has no spot market: launch it with spot=False",
+                              errors=[{"field": "spot", "message": "not offered by the local provider"}])
         with self._lock:
             claim = self._read()
             if claim and claim["token"] == client_token:

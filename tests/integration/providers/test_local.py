@@ -71,6 +71,8 @@ def test_bad_input(provider):
         launch(provider, offering=dataclasses.replace(provider.offering, provider="aws"))
     with pytest.raises(InvalidSpec, match="client_token"):
         launch(provider, token="")
+    with pytest.raises(InvalidSpec, match="no spot market"):
+        provider.launch(provider.offering, 1, spot=True, tags=TAGS, user_data=None, client_token="t-1")
     with pytest.raises(InvalidSpec, match="set by the provider"):
         launch(provider, tags={LAUNCH_TOKEN_TAG: "x"})
     assert provider.describe() == []
