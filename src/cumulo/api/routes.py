@@ -6,11 +6,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, Response
 
-from cumulo.api.schemas import Accepted, MetricsBody, RouteEndpoint, Routes, ScaleBody
-from cumulo.core.views import DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeView
+from cumulo.api.schemas import Accepted, MetricsBody, ReleaseBody, RouteEndpoint, Routes, ScaleBody
+from cumulo.core.views import (
+    DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeDetail, NodeView, PoolView,
+)
 from cumulo.services.cluster import ClusterService
 from cumulo.services.deployments import DeploymentService
 from cumulo.services.jobs import JobService
+from cumulo.services.resources import ResourceService
 
 router = APIRouter(prefix="/api/v1")
 
@@ -165,3 +168,31 @@ def deployment_metrics(request: Request, name: str) -> dict:
     """Load the gateway sees for this deployment: request rate, in-flight, latency, status codes."""
     _deployments(request).get(name)  # 404 for an unknown name
     return request.app.state.gateway.stats(name)
+
+
+# -- resources -------------------------------------------------------------------------------------
+def _resources(request: Request) -> ResourceService:
+    return request.app.state.resources
+
+
+@router.post("/resources", response_model=PoolView, status_code=201, tags=["resources"])
+def create_resources(request: Request, body: Annotated[dict[str, Any], Body(examples=[
+        {"nodes": [{"instance_type": "g4dn.xlarge"}] * 2, "providers": ["aws"], "spot": False}])]) -> PoolView:
+    """Provision machines, each placed at the lowest price that fits (with failover); a pool that
+    fails part way is rolled back."""
+    return _resources(request).create(body)
+
+
+@router.get("/resources", response_model=list[NodeDetail], tags=["resources"])
+def list_resources(request: Request, all: bool = False) -> list[NodeDetail]:  # noqa: A002
+    return _resources(request).list(include_ended=all)
+
+
+@router.get("/pools/{pool_id}", response_model=PoolView, tags=["resources"])
+def get_pool(request: Request, pool_id: str) -> PoolView:
+    return _resources(request).pool(pool_id)
+
+
+@router.post("/resources/release", response_model=list[NodeDetail], tags=["resources"])
+def release_resources(request: Request, body: ReleaseBody) -> list[NodeDetail]:
+    return _resources(request).release(body.ids)

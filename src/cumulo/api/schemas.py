@@ -41,3 +41,9 @@ class RouteEndpoint(BaseModel):
 
 class Routes(BaseModel):
     deployments: dict[str, list[RouteEndpoint]]
+
+
+class ReleaseBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[str] = Field(min_length=1, max_length=1000)

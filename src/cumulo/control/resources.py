@@ -1,0 +1,219 @@
+"""The node reconciler: provision cloud machines with failover, follow them, release them, sweep orphans.
+
+One pass over one node: load it (lease), ask its provider what the machine looks like, decide with
+the pure `policy.nodes`, act (launch / terminate, no transaction open), apply. A launch walks the
+placement ranking: capacity or quota errors block the zone/region/provider the error implies and
+the next best offering is tried. Launch tokens are derived from the node id and the number of
+blocked locations, so a pass repeated after a crash gets the same machine back, never a second one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cumulo.core.errors import CapacityError, CumuloError, ProviderError, QuotaError
+from cumulo.core.offerings import Machine, MachineState, Offering
+from cumulo.core.resources import NodeRequest, ResourcesRequest
+from cumulo.core.states import NodeState
+from cumulo.policy.nodes import NodeAct, NodeDecision, NodeSnapshot, decide_node
+from cumulo.policy.placement import PlacementRequest, block, parse_accelerator, rank
+from cumulo.providers.base import MANAGED_TAG, NODE_ID_TAG, POOL_TAG, Provider
+from cumulo.store import events, leases
+from cumulo.store import resources as store
+from cumulo.store.db import Database
+from cumulo.store.models import Node, Pool
+
+log = logging.getLogger(__name__)
+
+LEASE_TTL = 120.0
+INSTALL_TAG = "cumulo:install"
+MAX_FAILOVERS = 8
+SWEEP_EVERY = 30.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def placement_request(node: NodeRequest, pool: ResourcesRequest, providers: list[str]) -> PlacementRequest:
+    """The pure placement request for one node of a pool, limited to providers that have a driver."""
+    accel, count = parse_accelerator(node.accelerators) if node.accelerators else (None, 0)
+    return PlacementRequest(
+        cpu=node.cpu or 0.0, memory_gib=node.memory_gib or 0.0, accelerator=accel, accelerator_count=count,
+        instance_type=node.instance_type, spot=pool.spot, providers=tuple(pool.providers or providers),
+        regions=tuple(pool.regions), max_price=pool.max_price,
+    )
+
+
+@dataclass(frozen=True)
+class _Launched:
+    offering: Offering
+    spot: bool
+    price: float
+    machine: Machine | None
+    blocked: frozenset
+    error: str = ""
+
+
+class NodeReconciler:
+    name = "nodes"
+    resync = 10.0
+
+    def __init__(
+        self,
+        db: Database,
+        providers: dict[str, Provider],
+        *,
+        offerings: Callable[[], list[Offering]],
+        install_id: str,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.db = db
+        self.providers = providers
+        self.offerings = offerings
+        self.install_id = install_id
+        self.clock = clock
+        self.wake: Callable[[str], None] = lambda key: None
+        self._last_sweep = 0.0
+
+    def keys(self) -> list[str]:
+        if time.monotonic() - self._last_sweep >= SWEEP_EVERY:
+            self._last_sweep = time.monotonic()
+            try:
+                self.sweep_orphans()
+            except Exception:
+                log.exception("orphan sweep failed; will retry")
+        with self.db.tx() as s:
+            return store.live_ids(s)
+
+    def tags(self, node: Node) -> dict[str, str]:
+        return {NODE_ID_TAG: node.name, POOL_TAG: node.pool_id or "", MANAGED_TAG: "true", INSTALL_TAG: self.install_id}
+
+    # -- one pass --------------------------------------------------------------------------------
+    def reconcile(self, node_id: str) -> float | None:
+        token = uuid.uuid4().hex
+        now = self.clock()
+        with self.db.tx() as s:
+            if not leases.claim(s, Node, node_id, token, now, LEASE_TTL):
+                return 1.0 if s.get(Node, node_id) is not None else None
+            node = s.get(Node, node_id)
+            assert node is not None
+            if NodeState(node.state).terminal:
+                leases.release(s, Node, node_id, token)
+                return None
+            pool = s.get(Pool, node.pool_id)
+            siblings = store.pool_nodes(s, node.pool_id) if node.pool_id else []
+            pool_failed = any(n.state == NodeState.FAILED.value for n in siblings if n.name != node_id)
+            s.expunge(node)
+            request = ResourcesRequest.model_validate(pool.request) if pool else None
+            idle_ttl = pool.idle_ttl if pool else None
+            index = int(node.name.rsplit("-", 1)[1]) if "-" in node.name else 0
+        machine = self._observe(node)
+        d = decide_node(NodeSnapshot(
+            now=now, state=NodeState(node.state), created_at=node.created_at or now, machine_id=node.machine_id,
+            machine=machine, release_requested=node.release_requested, pool_failed=pool_failed,
+            ready_at=node.ready_at, idle_ttl=idle_ttl,
+        ))
+        values: dict = {"state": d.state.value, "reason": d.reason, "updated_at": now}
+        if d.act == NodeAct.LAUNCH and request is not None:
+            launched = self._launch(node, request, index)
+            values.update(blocked=[list(b) for b in launched.blocked])
+            if launched.machine is None:
+                values.update(state=NodeState.FAILED.value, reason=launched.error, finished_at=now)
+            else:
+                o = launched.offering
+                values.update(machine_id=launched.machine.id, provider=o.provider, region=o.region, zone=o.zone,
+                              instance_type=o.instance_type, spot=launched.spot, price=launched.price,
+                              cpu=o.vcpus, memory=int(o.memory_gib * 2**30),
+                              reason=f"launched {launched.machine.id} in {o.zone or o.region}")
+        elif d.act == NodeAct.TERMINATE and node.machine_id:
+            try:
+                self.providers[node.provider].terminate([node.machine_id], region=node.region or "")
+            except ProviderError as exc:
+                values["reason"] = f"terminating: {exc}"
+        if d.state == NodeState.READY and node.ready_at is None:
+            values["ready_at"] = now
+        if NodeState(values["state"]).terminal:
+            values["finished_at"] = now
+        with self.db.tx() as s:
+            if not leases.guarded_update(s, Node, node_id, token, **values):
+                return 0.0
+            if values["state"] != node.state:
+                events.record(s, now=now, kind="Node", name=node_id, object_id=node_id,
+                              type="Warning" if values["state"] in ("Failed", "Preempted") else "Normal",
+                              reason=values["state"], message=values["reason"])
+        if values["state"] == NodeState.FAILED.value:
+            for sibling in self._siblings(node):
+                self.wake(sibling)  # roll the rest of the pool back
+        return None if NodeState(values["state"]).terminal else d.requeue_after
+
+    def _siblings(self, node: Node) -> list[str]:
+        with self.db.tx() as s:
+            return [n.name for n in store.pool_nodes(s, node.pool_id) if n.name != node.name] if node.pool_id else []
+
+    def _observe(self, node: Node) -> Machine | None:
+        if not node.machine_id:
+            return None
+        provider = self.providers.get(node.provider)
+        if provider is None:
+            return None
+        found = provider.describe(region=node.region, tags={NODE_ID_TAG: node.name})
+        mine = [m for m in found if m.id == node.machine_id]
+        return mine[0] if mine else None
+
+    def _launch(self, node: Node, request: ResourcesRequest, index: int) -> _Launched:
+        blocked = frozenset(tuple(b) for b in (node.blocked or []))
+        preq = placement_request(request.nodes[index], request, sorted(self.providers))
+        offerings = self.offerings()
+        for _ in range(MAX_FAILOVERS):
+            try:
+                best = rank(preq, offerings, blocked)[0]
+            except CumuloError as exc:
+                return _Launched(node_offering(node), node.spot, node.price, None, blocked, str(exc))
+            o = best.offering
+            provider = self.providers[o.provider]
+            try:
+                machines = provider.launch(o, 1, spot=best.spot, tags=self.tags(node), user_data=None,
+                                           client_token=f"{node.name}-{len(blocked)}")
+            except (CapacityError, QuotaError) as exc:
+                log.info("node %s: %s in %s; trying the next offering", node.name, exc, o.zone or o.region)
+                blocked = block(blocked, o, exc.scope or "zone")
+                continue
+            except CumuloError as exc:
+                return _Launched(o, best.spot, best.hourly, None, blocked, str(exc))
+            return _Launched(o, best.spot, best.hourly, machines[0], blocked)
+        return _Launched(node_offering(node), node.spot, node.price, None, blocked,
+                         f"gave up after {MAX_FAILOVERS} locations without capacity")
+
+    # -- orphans ---------------------------------------------------------------------------------
+    def sweep_orphans(self) -> list[str]:
+        """Terminate machines tagged by this installation that no live node owns."""
+        with self.db.tx() as s:
+            live = set(store.live_ids(s))
+            locations = store.known_locations(s)
+        killed = []
+        for provider_name, region in sorted(locations):
+            provider = self.providers.get(provider_name)
+            if provider is None:
+                continue
+            for m in provider.describe(region=region, tags={MANAGED_TAG: "true", INSTALL_TAG: self.install_id}):
+                if m.state in (MachineState.TERMINATED, MachineState.PREEMPTED, MachineState.TERMINATING):
+                    continue
+                if m.tags.get(NODE_ID_TAG) not in live:
+                    provider.terminate([m.id], region=region)
+                    killed.append(m.id)
+                    with self.db.tx() as s:
+                        events.record(s, now=self.clock(), kind="Node", name=m.tags.get(NODE_ID_TAG, m.id),
+                                      object_id=m.id, type="Warning", reason="OrphanTerminated",
+                                      message=f"{m.id} in {region} is tagged by this cumulo but no live node owns it")
+        return killed
+
+
+def node_offering(node: Node) -> Offering:
+    return Offering(provider=node.provider, region=node.region or "", zone=node.zone, instance_type=node.instance_type or "",
+                    vcpus=node.cpu, memory_gib=node.memory / 2**30, price=node.price)

@@ -1,0 +1,136 @@
+"""Resources: create machines (placed at the lowest price that fits), list them, release them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from cumulo.control.resources import placement_request
+from cumulo.core.errors import InvalidSpec, NotFound
+from cumulo.core.offerings import Offering
+from cumulo.core.resources import ResourcesRequest
+from cumulo.core.specs import describe_errors, field_errors
+from cumulo.core.states import NodeState
+from cumulo.core.views import NodeDetail, PoolView
+from cumulo.policy.placement import rank
+from cumulo.store import events
+from cumulo.store import resources as store
+from cumulo.store.db import Database
+from cumulo.store.models import Node, Pool
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ResourceService:
+    def __init__(
+        self, db: Database, *, offerings: Callable[[], list[Offering]], providers: list[str],
+        find_instance_type: Callable[[str, str], Any], wake: Callable[[str], None],
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.db = db
+        self.offerings = offerings
+        self.providers = providers  # providers with a driver
+        self.find_instance_type = find_instance_type
+        self.wake = wake
+        self.clock = clock
+
+    def create(self, body: Any) -> PoolView:
+        try:
+            req = body if isinstance(body, ResourcesRequest) else ResourcesRequest.model_validate(body)
+        except ValidationError as exc:
+            errors = field_errors(exc.errors())
+            raise InvalidSpec(describe_errors(errors), errors=errors) from None
+        for p in req.providers:
+            if p not in self.providers:
+                raise InvalidSpec(
+                    f"providers: {p!r} has no driver here (drivers: {', '.join(self.providers)}); "
+                    "GCP and Azure are in the catalog (`cumulo offers`) but cannot be provisioned yet",
+                    errors=[{"field": "providers", "message": f"no driver for {p!r}"}],
+                )
+        allowed = list(req.providers or [p for p in self.providers if p != "local"])
+        offerings = self.offerings()
+        plans = []
+        for i, n in enumerate(req.nodes):
+            if n.instance_type and not any(o.instance_type == n.instance_type and o.provider in allowed for o in offerings):
+                self.find_instance_type(allowed[0], n.instance_type)  # raises NotFound with "did you mean"
+                raise NotFound(f"nodes.{i}.instance_type: {n.instance_type!r} is not offered by {', '.join(allowed)}")
+            plans.append(rank(placement_request(n, req, allowed), offerings)[0])  # Unschedulable says why
+        now = self.clock()
+        pool_id = uuid.uuid4().hex[:12]
+        body_json = req.model_dump(mode="json")
+        body_json["providers"] = allowed
+        with self.db.tx() as s:
+            s.add(Pool(id=pool_id, created_at=now, request=body_json, count=len(req.nodes), idle_ttl=req.idle_ttl))
+            s.flush()
+            for i, c in enumerate(plans):
+                o = c.offering
+                s.add(Node(
+                    name=f"{pool_id}-{i}", provider=o.provider, state=NodeState.PROVISIONING.value, cpu=o.vcpus,
+                    memory=int(o.memory_gib * 2**30), gpus=list(range(o.accelerator_count)),
+                    gpu_names=[o.accelerator] * o.accelerator_count if o.accelerator else [], updated_at=now,
+                    pool_id=pool_id, region=o.region, zone=o.zone, instance_type=o.instance_type, spot=c.spot,
+                    price=c.hourly, reason=f"placed on {o.provider} {o.zone or o.region} at ${c.hourly:.3f}/h",
+                    created_at=now, blocked=[],
+                ))
+            events.record(s, now=now, kind="Pool", name=pool_id, object_id=pool_id, type="Normal", reason="Created",
+                          message=f"{len(plans)} nodes requested")
+        for i in range(len(plans)):
+            self.wake(f"{pool_id}-{i}")
+        return self.pool(pool_id)
+
+    def pool(self, pool_id: str) -> PoolView:
+        with self.db.tx() as s:
+            store.pool(s, pool_id)
+            nodes = [self._detail(n) for n in store.pool_nodes(s, pool_id)]
+        states = {n.state for n in nodes}
+        failed = [n for n in nodes if n.state == NodeState.FAILED.value]
+        if failed:
+            state, reason = "Failed", f"node {failed[0].id}: {failed[0].reason}"
+        elif states == {NodeState.READY.value}:
+            state, reason = "Ready", f"{len(nodes)} nodes ready"
+        elif all(NodeState(n.state).terminal for n in nodes):
+            state, reason = "Released", "every node has ended"
+        else:
+            ready = sum(n.state == NodeState.READY.value for n in nodes)
+            state, reason = "Provisioning", f"{ready}/{len(nodes)} ready"
+        return PoolView(id=pool_id, state=state, reason=reason, nodes=nodes,
+                        price_per_hour=round(sum(n.price_per_hour for n in nodes if n.state == "Ready"), 4),
+                        cost=round(sum(n.cost for n in nodes), 6))
+
+    def list(self, *, include_ended: bool = False) -> list[NodeDetail]:
+        with self.db.tx() as s:
+            return [self._detail(n) for n in store.cloud_nodes(s, include_ended=include_ended)]
+
+    def release(self, ids: list[str]) -> list[NodeDetail]:
+        if not ids:
+            raise InvalidSpec("give at least one node id", errors=[{"field": "ids", "message": "empty"}])
+        with self.db.tx() as s:
+            nodes = [store.node(s, i) for i in ids]  # 404 before anything changes
+            for n in nodes:
+                if not n.release_requested and not NodeState(n.state).terminal:
+                    n.release_requested = True
+                    events.record(s, now=self.clock(), kind="Node", name=n.name, object_id=n.name, type="Normal",
+                                  reason="ReleaseRequested", message="release requested")
+            out = [self._detail(n) for n in nodes]
+        for i in ids:
+            self.wake(i)
+        return out
+
+    def _detail(self, n: Node) -> NodeDetail:
+        end = n.finished_at or self.clock()
+        hours = (end - n.ready_at).total_seconds() / 3600 if n.ready_at else 0.0
+        return NodeDetail(
+            id=n.name, pool=n.pool_id, provider=n.provider, region=n.region, zone=n.zone,
+            instance_type=n.instance_type, spot=n.spot, state=n.state, reason=n.reason, machine_id=n.machine_id,
+            price_per_hour=n.price, cost=round(max(hours, 0.0) * n.price, 6), created_at=n.created_at,
+            ready_at=n.ready_at, finished_at=n.finished_at,
+        )
+
+
+__all__ = ["ResourceService"]
