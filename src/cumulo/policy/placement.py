@@ -614,8 +614,7 @@ def _solve(table: _Table, reps: list[PlacementRequest], counts: np.ndarray, mach
                 qj.append(at[nz])
                 qv.append(a[nz])
                 limits.append(limit)
-    # The cheapest choice of every class (the first of its variables, which are in cost order
-    # within the class? not necessarily: pick it explicitly).
+    # Start from the cheapest choice of every class (ties: the earlier row).
     x = np.zeros(nv)
     order = np.lexsort((vr, cost, vc))
     first = order[np.r_[True, vc[order][1:] != vc[order][:-1]]]
