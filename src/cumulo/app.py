@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,22 +26,27 @@ from sqlalchemy.exc import OperationalError
 
 from cumulo.api import errors as api_errors
 from cumulo.api.routes import router
+from cumulo.catalog import find_instance_type, load_catalog
 from cumulo.control.autoscaler import AutoscalerReconciler, LoadSample
 from cumulo.control.deployments import DeploymentReconciler
 from cumulo.control.jobs import JobReconciler, utcnow
 from cumulo.control.loop import Loop
 from cumulo.control.nodes import LOCAL_NODE, register_local_node
 from cumulo.control.placement import Placement
+from cumulo.control.resources import NodeReconciler
 from cumulo.core import settings as env
 from cumulo.core.errors import CumuloError
 from cumulo.core.views import Health
 from cumulo.gateway import Endpoint
 from cumulo.gateway.proxy import Gateway
 from cumulo.gateway.server import uvicorn_config
+from cumulo.providers.aws import AWSProvider
+from cumulo.providers.local import LocalProvider
 from cumulo.runtimes.local import LocalRuntime
 from cumulo.services.cluster import ClusterService
 from cumulo.services.deployments import DeploymentService
 from cumulo.services.jobs import JobService
+from cumulo.services.resources import ResourceService
 from cumulo.store import deployments as deployments_store
 from cumulo.store.db import Database
 from cumulo.store.migrate import upgrade
@@ -100,6 +106,10 @@ def build(config: ServerConfig) -> ControlPlane:
 
     autoscaler = AutoscalerReconciler(db, load=load_of, wake_deployment=dep_loop.enqueue)
     autoscale_loop = Loop(autoscaler)
+    providers = {"aws": AWSProvider(), "local": LocalProvider(config.home / "providers" / "local.json")}
+    nodes = NodeReconciler(db, providers, offerings=load_catalog, install_id=install_id(config.home))
+    node_loop = Loop(nodes)
+    nodes.wake = node_loop.enqueue
     dep_reconciler.publish = lambda routes, hold: gateway.update(
         {name: [Endpoint(str(o), host, port) for o, host, port in eps] for name, eps in routes.items()}, hold
     )
@@ -139,8 +149,18 @@ def build(config: ServerConfig) -> ControlPlane:
         status="ok", version=version("cumulo"), database=db.backend,
         details={"home": str(config.home), "passes": job_loop.passes},
     )
-    plane = ControlPlane(config, db, runtime, [job_loop, dep_loop, autoscale_loop], app, gateway)
+    app.state.resources = ResourceService(db, offerings=load_catalog, providers=sorted(providers),
+                                          find_instance_type=find_instance_type, wake=node_loop.enqueue)
+    plane = ControlPlane(config, db, runtime, [job_loop, dep_loop, autoscale_loop, node_loop], app, gateway)
     return plane
+
+
+def install_id(home: Path) -> str:
+    """This installation's id, tagged on every cloud machine it launches (the orphan sweep's key)."""
+    path = home / "install-id"
+    if not path.exists():
+        path.write_text(uuid.uuid4().hex[:16])
+    return path.read_text().strip()
 
 
 def _lock_home(home: Path):

@@ -10,6 +10,7 @@ from cumulo.cli import deployments, jobs, resources, server
 from cumulo.cli.render import console, emit_json, err, events_table, nodes_table
 from cumulo.core.errors import CumuloError
 from cumulo.sdk.client import Client
+from cumulo.catalog import cli as catalog_cli
 from cumulo.gateway import cli as gateway_cli
 from cumulo.serving import cli as serving_cli
 from cumulo.sim import cli as sim_cli
@@ -26,6 +27,10 @@ app.add_typer(jobs.app, name="job")
 app.command()(deployments.deploy)
 app.add_typer(deployments.app, name="deployment")
 app.add_typer(resources.app, name="resources")
+app.command("offers")(catalog_cli.offers)
+catalog_app = typer.Typer(help="The offerings catalog (instance types and prices).", no_args_is_help=True)
+catalog_app.command("refresh")(catalog_cli.refresh)
+app.add_typer(catalog_app, name="catalog")
 app.command("sim")(sim_cli.sim)
 app.command("gateway")(gateway_cli.gateway)
 app.command("serve")(serving_cli.serve)

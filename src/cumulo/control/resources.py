@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 LEASE_TTL = 120.0
 INSTALL_TAG = "cumulo:install"
 MAX_FAILOVERS = 8
-SWEEP_EVERY = 30.0
+SWEEP_EVERY = 10.0
 
 
 def utcnow() -> datetime:

@@ -15,10 +15,14 @@ from sqlalchemy.orm import Session
 from typing import Any
 
 
+def _pk(model: Any):
+    return model.__mapper__.primary_key[0]
+
+
 def claim(session: Session, model: Any, key: str, token: str, now: datetime, ttl: float) -> bool:
     stmt = (
         update(model)
-        .where(model.id == key, or_(model.lock_expires.is_(None), model.lock_expires < now))
+        .where(_pk(model) == key, or_(model.lock_expires.is_(None), model.lock_expires < now))
         .values(lock_token=token, lock_expires=now + timedelta(seconds=ttl))
     )
     return session.execute(stmt).rowcount == 1
@@ -28,7 +32,7 @@ def guarded_update(session: Session, model: Any, key: str, token: str, **values:
     """Write status columns only if we still hold the lease. Releases the lease. False if stale."""
     stmt = (
         update(model)
-        .where(model.id == key, model.lock_token == token)
+        .where(_pk(model) == key, model.lock_token == token)
         .values(lock_token=None, lock_expires=None, **values)
     )
     return session.execute(stmt).rowcount == 1
@@ -36,5 +40,5 @@ def guarded_update(session: Session, model: Any, key: str, token: str, **values:
 
 def release(session: Session, model: Any, key: str, token: str) -> None:
     session.execute(
-        update(model).where(model.id == key, model.lock_token == token).values(lock_token=None, lock_expires=None)
+        update(model).where(_pk(model) == key, model.lock_token == token).values(lock_token=None, lock_expires=None)
     )

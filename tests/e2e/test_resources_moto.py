@@ -1,0 +1,88 @@
+"""Resources end to end against moto's EC2 server: the design's ResourceManager example, release,
+a machine gone from the cloud, orphan clean-up, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+
+from cumulo.core.errors import InvalidSpec, NotFound, Unschedulable
+from cumulo.sdk.client import Client
+from cumulo.sdk.resources import ResourceManager
+from tests.helpers import Server, kill_leftovers, wait_until
+
+
+@pytest.fixture
+def server(tmp_path, aws_env):
+    s = Server(tmp_path / "home", f"sqlite:///{tmp_path / 'cumulo.db'}").start()
+    yield s
+    s.kill()
+    kill_leftovers(s.home)
+
+
+def ec2(region="us-east-1"):
+    return boto3.client("ec2", region_name=region)
+
+
+def instances(region, **filters):
+    flt = [{"Name": f"tag:{k}", "Values": [v]} for k, v in filters.items()]
+    out = []
+    for r in ec2(region).describe_instances(Filters=flt)["Reservations"]:
+        out += r["Instances"]
+    return out
+
+
+def test_the_design_example_provisions_four_g4dn_and_releases_them(server):
+    rm = ResourceManager(Client(server.url))
+    resources = rm.create_resources(["g4dn.xlarge"] * 4, timeout=90)
+    assert len(resources) == 4 and {n.state for n in resources} == {"Ready"}
+    assert {n.instance_type for n in resources} == {"g4dn.xlarge"} and all(n.machine_id for n in resources)
+    region = resources[0].region
+    running = instances(region, **{"cumulo:pool": resources[0].pool})
+    assert sorted(i["InstanceId"] for i in running) == sorted(n.machine_id for n in resources)
+    assert all(i["State"]["Name"] == "running" and i["InstanceType"] == "g4dn.xlarge" for i in running)
+    listed = json.loads(server.cli("resources", "list", "--json", check=True).stdout)
+    assert len(listed) == 4 and all(n["price_per_hour"] > 0 for n in listed)
+    rm.release(*[n.id for n in resources])
+    wait_until(lambda: {n.state for n in rm.list(all=True)} == {"Terminated"}, timeout=60, what="terminated")
+    states = {i["State"]["Name"] for i in instances(region, **{"cumulo:pool": resources[0].pool})}
+    assert states <= {"terminated", "shutting-down"}
+    assert rm.list() == []
+
+
+def test_g4dn_medium_is_refused_with_the_types_that_exist(server):
+    rm = ResourceManager(Client(server.url))
+    with pytest.raises(NotFound, match=r"unknown instance type 'g4dn.medium' for aws; did you mean g4dn.xlarge"):
+        rm.create_resources(["g4dn.medium"] * 4)
+    assert rm.list(all=True) == []
+    with pytest.raises(Unschedulable, match="H100"):
+        rm.create_resources({"nodes": [{"accelerators": "H100:64"}]})
+    with pytest.raises(InvalidSpec, match="gcp"):
+        rm.create_resources(["n1-standard-4"], provider="gcp")
+    r = server.cli("resources", "create", "g4dn.xlarge", "--count", "0")
+    assert r.returncode != 0
+    assert rm.list(all=True) == []
+
+
+def test_a_machine_gone_from_the_cloud_is_marked_and_an_orphan_is_terminated(server):
+    rm = ResourceManager(Client(server.url))
+    node = rm.create_resources("g4dn.xlarge")[0]
+    ec2(node.region).terminate_instances(InstanceIds=[node.machine_id])
+    gone = wait_until(lambda: (n := [x for x in rm.list(all=True) if x.id == node.id][0]).state == "Terminated" and n,
+                      timeout=30, what="gone")
+    assert gone.reason == "the machine is gone from the cloud"
+    # a machine tagged by this installation that no node owns (e.g. left by a crash mid-launch)
+    install = (server.home / "install-id").read_text().strip()
+    image = ec2(node.region).describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    orphan = ec2(node.region).run_instances(
+        ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [
+            {"Key": "cumulo:managed", "Value": "true"}, {"Key": "cumulo:install", "Value": install},
+            {"Key": "cumulo:node-id", "Value": "ghost-0"}]}],
+    )["Instances"][0]["InstanceId"]
+    wait_until(lambda: ec2(node.region).describe_instances(InstanceIds=[orphan])["Reservations"][0]["Instances"][0]
+               ["State"]["Name"] in ("terminated", "shutting-down"), timeout=40, what="orphan sweep")
+    events = json.loads(server.cli("events", "--json", "--limit", "200", check=True).stdout)
+    assert any(e["reason"] == "OrphanTerminated" and orphan in e["message"] for e in events)
