@@ -16,13 +16,17 @@ NODE_STYLE = {"Provisioning": "cyan", "Ready": "green", "Terminating": "magenta"
 
 
 def _table(nodes: list[NodeDetail]) -> Table:
+    show_reason = any(n.state != "Ready" for n in nodes)
     t = Table(box=None, header_style="bold")
-    for col in ("ID", "STATE", "PROVIDER", "TYPE", "REGION/ZONE", "MARKET", "$/H", "COST $", "MACHINE", "AGE", "REASON"):
-        t.add_column(col, overflow="fold" if col == "REASON" else "ellipsis")
+    cols = ["ID", "STATE", "PROVIDER", "TYPE", "ZONE", "MARKET", "$/H", "COST $", "MACHINE", "AGE"]
+    for col in cols + (["REASON"] if show_reason else []):
+        t.add_column(col, overflow="fold" if col == "REASON" else "ellipsis",
+                     no_wrap=col in ("ID", "TYPE", "ZONE", "MACHINE"))
     for n in nodes:
-        t.add_row(n.id, f"[{NODE_STYLE.get(n.state, 'white')}]{n.state}[/]", n.provider, n.instance_type or "-",
-                  n.zone or n.region or "-", "spot" if n.spot else "on-demand", f"{n.price_per_hour:.3f}",
-                  f"{n.cost:.4f}", n.machine_id or "-", ago(n.created_at), n.reason)
+        row = [n.id, f"[{NODE_STYLE.get(n.state, 'white')}]{n.state}[/]", n.provider, n.instance_type or "-",
+               n.zone or n.region or "-", "spot" if n.spot else "on-demand", f"{n.price_per_hour:.3f}",
+               f"{n.cost:.4f}", n.machine_id or "-", ago(n.created_at)]
+        t.add_row(*row, *([n.reason] if show_reason else []))
     return t
 
 
