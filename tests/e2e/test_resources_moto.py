@@ -86,3 +86,28 @@ def test_a_machine_gone_from_the_cloud_is_marked_and_an_orphan_is_terminated(ser
                ["State"]["Name"] in ("terminated", "shutting-down"), timeout=40, what="orphan sweep")
     events = json.loads(server.cli("events", "--json", "--limit", "200", check=True).stdout)
     assert any(e["reason"] == "OrphanTerminated" and orphan in e["message"] for e in events)
+
+
+def test_a_pool_that_fails_part_way_is_rolled_back(server):
+    """moto 5.2.1 refuses p3 instance types (its type list lacks them): a real refusal from the
+    emulator, which fails one node of the pool; the node already launched must be terminated."""
+    rm = ResourceManager(Client(server.url))
+    with pytest.raises(Exception, match="could not be provisioned and were rolled back"):
+        rm.create_resources({"nodes": [{"instance_type": "g4dn.xlarge"}, {"instance_type": "p3.2xlarge"}],
+                             "providers": ["aws"]}, timeout=60)
+    nodes = wait_until(lambda: (ns := rm.list(all=True)) and all(n.state in ("Terminated", "Failed") for n in ns) and ns,
+                       timeout=60, what="rollback")
+    assert sorted(n.state for n in nodes) == ["Failed", "Terminated"]
+    launched = [n for n in nodes if n.machine_id]
+    for n in launched:
+        state = ec2(n.region).describe_instances(InstanceIds=[n.machine_id])["Reservations"][0]["Instances"][0]["State"]
+        assert state["Name"] in ("terminated", "shutting-down")
+    assert rm.list() == []
+
+
+def test_an_idle_node_is_released_after_its_ttl(server):
+    rm = ResourceManager(Client(server.url))
+    node = rm.create_resources("t3.medium", idle_ttl=2)[0]
+    done = wait_until(lambda: (n := [x for x in rm.list(all=True) if x.id == node.id][0]).state == "Terminated" and n,
+                      timeout=40, what="idle release")
+    assert done.reason in ("terminated", "idle for more than 2s") and done.cost >= 0
