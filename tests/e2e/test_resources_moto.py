@@ -111,3 +111,19 @@ def test_an_idle_node_is_released_after_its_ttl(server):
     done = wait_until(lambda: (n := [x for x in rm.list(all=True) if x.id == node.id][0]).state == "Terminated" and n,
                       timeout=40, what="idle release")
     assert done.reason in ("terminated", "idle for more than 2s") and done.cost >= 0
+
+
+def test_resources_through_the_cli(server):
+    r = server.cli("resources", "create", "g4dn.xlarge", "--count", "2", "--spot", "--json")
+    assert r.returncode == 0, r.stderr + server.log()
+    nodes = json.loads(r.stdout)
+    assert [n["state"] for n in nodes] == ["Ready", "Ready"] and all(n["spot"] for n in nodes)
+    table = server.cli("resources", "list", check=True)
+    assert "g4dn.xlarge" in table.stdout and "spot" in table.stdout
+    server.cli("resources", "release", *[n["id"] for n in nodes], check=True)
+    wait_until(lambda: json.loads(server.cli("resources", "list", "--json").stdout) == [], timeout=30, what="release")
+    r = server.cli("resources", "release", "nope-0")
+    assert r.returncode == 1 and "no node 'nope-0'" in r.stderr
+    offers = json.loads(server.cli("offers", "--gpu", "A100:8", "--json", check=True).stdout)
+    assert offers and all(o["accelerator_count"] == 8 for o in offers)
+    assert offers == sorted(offers, key=lambda o: o["hourly"])
