@@ -227,6 +227,9 @@ class DeploymentReconciler:
         # stop only once the gateway no longer routes to them: in-flight requests finish, none arrive
         for rid in d.stop:
             self.runtime.stop(loaded.handles[rid])
+        for c in d.changes:
+            if c.state.terminal and c.id in loaded.handles:
+                self.runtime.forget(loaded.handles[c.id])
         for spec in launches:
             try:
                 self.runtime.launch(spec)

@@ -191,7 +191,7 @@ class JobReconciler:
                 self._apply_attempt(s, job_id, snap, obs, d, now)
             self._events(s, loaded, d, now)
         if finished:
-            if handle is not None and hasattr(self.runtime, "forget"):
+            if handle is not None:
                 self.runtime.forget(handle)
             self._wake_pending()
         return d.requeue_after

@@ -76,5 +76,8 @@ class Runtime(Protocol):
 
     def log_path(self, handle: Handle, rank: int = 0) -> str: ...
 
+    def forget(self, handle: Handle) -> None:
+        """Drop whatever the runtime cached about a launch that has ended."""
+
     def handle_for(self, key: str) -> Handle:
         """The handle a launch of `key` will have, known before launching (recorded first)."""
