@@ -31,7 +31,8 @@ import numpy as np  # noqa: E402
 import scipy  # noqa: E402
 
 from cumulo.catalog import load_catalog  # noqa: E402
-from cumulo.policy.placement import PlacementRequest, place_batch, rank  # noqa: E402
+from cumulo.policy.placement import PlacementRequest, rank  # noqa: E402
+from cumulo.policy.placement_batch import place_batch  # noqa: E402
 
 SHAPES = ([{"accelerator": a} for a in ("T4", "T4:4", "L4", "L4:8", "A10G", "A10G:4", "V100:8", "A100", "A100:8",
                                          "A100-80GB:8", "H100:8")]

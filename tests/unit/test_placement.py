@@ -11,15 +11,8 @@ from hypothesis import strategies as st
 
 from cumulo.core.errors import InvalidSpec, NotFound, Unschedulable
 from cumulo.core.offerings import Offering
-from cumulo.policy.placement import (
-    PlacementRequest,
-    block,
-    is_blocked,
-    parse_accelerator,
-    place_batch,
-    quota_usage,
-    rank,
-)
+from cumulo.policy.placement import PlacementRequest, block, is_blocked, parse_accelerator, rank
+from cumulo.policy.placement_batch import place_batch, quota_usage
 
 
 def off(provider="aws", region="r1", zone="r1a", itype="t.small", vcpus=4, mem=16, acc=None, n=0, price=1.0, spot=None):
