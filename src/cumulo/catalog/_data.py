@@ -13,6 +13,7 @@ from pathlib import Path
 
 from cumulo.core.errors import InvalidSpec, NotFound
 from cumulo.core.offerings import Offering
+from cumulo.core.offerings import parse_accelerator as _parse_accelerator
 from cumulo.core.settings import home
 
 PROVIDERS = ("aws", "gcp", "azure", "local")
@@ -202,20 +203,11 @@ def _suggest(name: str, offerings: Sequence[Offering], limit: int = 4) -> str:
     return f"did you mean {', '.join(same[:limit])}{more}?"
 
 
-_ACC = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9_-]*)\s*(?::\s*(\d+)\s*)?$")
 
 
 def parse_accelerator(text: str) -> tuple[str, int | None]:
     """'A100:8' -> ('A100', 8); 'T4' -> ('T4', None) (any count)."""
-    m = _ACC.match(text or "")
-    if not m:
-        raise InvalidSpec(f"accelerator {text!r} must look like NAME or NAME:COUNT (e.g. A100:8)",
-                          errors=[{"field": "gpu", "message": "expected NAME[:COUNT]"}])
-    count = int(m.group(2)) if m.group(2) is not None else None
-    if count is not None and count <= 0:
-        raise InvalidSpec(f"accelerator count must be at least 1, got {count}",
-                          errors=[{"field": "gpu", "message": "count must be >= 1"}])
-    return m.group(1), count
+    return _parse_accelerator(text, field="gpu")
 
 
 def filter_offerings(

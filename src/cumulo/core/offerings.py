@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from cumulo.core.errors import InvalidSpec
+
+_ACCELERATOR = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9_-]*)\s*(?::\s*(\d+)\s*)?$")
+
+
+def parse_accelerator(text: str, *, field: str = "accelerators", min_count: int = 1) -> tuple[str, int | None]:
+    """'A100:8' -> ('A100', 8); 'T4' -> ('T4', None): no count given. Errors name `field`; a count
+    below `min_count` is one of them (a caller that checks counts itself passes 0)."""
+    m = _ACCELERATOR.match(text or "")
+    if not m:
+        raise InvalidSpec(f"{field}: {text!r} must look like NAME or NAME:COUNT (e.g. A100:8)",
+                          errors=[{"field": field, "message": "expected NAME[:COUNT]"}])
+    count = int(m.group(2)) if m.group(2) is not None else None
+    if count is not None and count < min_count:
+        raise InvalidSpec(f"{field}: the count must be at least 1, got {count}",
+                          errors=[{"field": field, "message": "count must be >= 1"}])
+    return m.group(1), count
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cumulo.core.errors import InvalidSpec
+from cumulo.core.offerings import parse_accelerator
 from cumulo.core.specs import Duration
-
-ACCEL_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9-]*)(?::([0-9]+))?$")
-
 
 class NodeRequest(BaseModel):
     """One machine: an instance type, or the resources it must have."""
@@ -24,8 +21,11 @@ class NodeRequest(BaseModel):
     @field_validator("accelerators")
     @classmethod
     def _accel(cls, v: str | None) -> str | None:
-        if v is not None and not ACCEL_RE.match(v):
-            raise ValueError(f"{v!r} is not NAME or NAME:COUNT, e.g. 'A100:8'")
+        if v is not None:
+            try:
+                parse_accelerator(v)
+            except InvalidSpec:
+                raise ValueError(f"{v!r} is not NAME or NAME:COUNT, e.g. 'A100:8'") from None
         return v
 
     @model_validator(mode="after")

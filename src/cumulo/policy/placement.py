@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import difflib
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -22,6 +21,7 @@ from types import MappingProxyType
 
 from cumulo.core.errors import InvalidSpec, NotFound, Unschedulable
 from cumulo.core.offerings import Offering
+from cumulo.core.offerings import parse_accelerator as _parse_accelerator
 
 __all__ = [
     "DEFAULT_SPEEDS", "OBJECTIVES", "SCOPES", "Blocked", "Candidate", "PlacementRequest",
@@ -40,16 +40,12 @@ CPU_SPEED_PER_VCPU = 0.02  # a CPU-only machine under objective "time": 50 vCPUs
 
 Blocked = frozenset  # of ("provider", p) | ("region", p, r) | ("zone", p, r, z)
 
-_ACC = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9_-]*)\s*(?::\s*(\d+)\s*)?$")
 
 
 def parse_accelerator(text: str) -> tuple[str, int]:
     """'A100:8' -> ('A100', 8); 'T4' -> ('T4', 1)."""
-    m = _ACC.match(text or "")
-    if not m:
-        raise InvalidSpec(f"accelerator {text!r} must look like NAME or NAME:COUNT (e.g. A100:8)",
-                          errors=[{"field": "accelerator", "message": "expected NAME[:COUNT]"}])
-    return m.group(1), int(m.group(2)) if m.group(2) is not None else 1
+    name, count = _parse_accelerator(text, field="accelerator", min_count=0)  # counts are checked below
+    return name, 1 if count is None else count
 
 
 def _tuple(value: Sequence[str] | str | None) -> tuple[str, ...]:
