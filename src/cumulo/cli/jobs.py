@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 
 from cumulo.cli.render import console, emit_json, err, job_detail, jobs_table, state
-from cumulo.core.errors import NotFound
+from cumulo.core.errors import InvalidSpec, NotFound
+from cumulo.core.specs import JobSpec
 from cumulo.core.states import JobState
 from cumulo.sdk.client import Client
 from cumulo.sdk.specs import load_spec
@@ -40,6 +41,8 @@ def submit(
 ) -> None:
     """Submit a job from a YAML file."""
     spec = load_spec(file)
+    if not isinstance(spec, JobSpec):
+        raise InvalidSpec(f"{file}: kind: {spec.kind}; `cumulo job submit` takes kind: Job (use `cumulo deploy` for a Deployment)")
     if name:
         spec = spec.model_copy(update={"name": name})
     with Client() as client:
