@@ -45,6 +45,31 @@ def test_never_below_what_the_reactive_rule_asks_now():
     assert d.desired >= 20
 
 
+def test_a_backlog_the_replicas_up_drain_in_time_asks_for_nothing_more():
+    # 100 req/s on 15 replicas of 10 req/s: a one-second spike left 500 requests queued; the 50 req/s
+    # to spare drain them long before a new replica (30 s cold start) could help
+    conc = [100.0] * 599 + [600.0]
+    d = predictive.decide(inp(10.0, rate=100.0, conc=conc, ready=15, target_rps=10.0), PredictiveConfig())
+    assert d.desired == 10
+    old = predictive.decide(inp(10.0, rate=100.0, conc=conc, ready=15, target_rps=10.0), PredictiveConfig(floor="concurrency"))
+    assert old.desired == 13  # the old floor counted the queue as concurrency (mean over 20 s)
+
+
+def test_a_backlog_that_outlasts_the_cold_start_is_drained_over_the_horizon():
+    # no capacity to spare and 4000 queued: drain them over cold start + tick (40 s) = +100 req/s
+    conc = [100.0] * 599 + [4100.0]
+    d = predictive.decide(inp(10.0, rate=100.0, conc=conc, ready=10, target_rps=10.0), PredictiveConfig())
+    assert d.desired == 20
+    assert "reactive" in d.reason
+
+
+def test_floor_options_are_validated():
+    with pytest.raises(Exception, match="floor"):
+        PredictiveConfig(floor="queue")
+    with pytest.raises(Exception, match="drain_horizon"):
+        PredictiveConfig(drain_horizon=0.0)
+
+
 def test_learns_a_daily_step_and_scales_ahead_of_it():
     # 4 days: 10 req/s, jumping to 100 req/s at 12:00 for two hours every day
     days = 4

@@ -13,8 +13,14 @@
 towards the no-forecast answer ``(1, 0, 0)`` with the weight of ``ridge`` average samples, so an untrained policy acts like a reactive one.
 The forecast is raised by ``z`` times the exponentially-averaged relative error of past forecasts
 (headroom for what the model misses) and turned into replicas with ``target_rps``; the answer is
-never below what a reactive rule asks now (the rate over ``reactive_window`` and the concurrency
-against ``target_concurrency``), so a surprise burst is never ignored. A scale-down happens only
+never below what a reactive rule asks now, so a surprise burst is never ignored. The rule
+(``floor="drain"``) asks for the arrival rate over ``reactive_window`` plus the queue that will
+still be there when a new replica is ready (what the replicas up or starting cannot drain within
+``h``), drained over ``drain_horizon``; while a queue is forming it also trusts the last few
+seconds' rate. It does not count queued requests as concurrency: a one-second spike that the
+replicas up drain by themselves asks for nothing, where the old rule (``floor="concurrency"``:
+in-flight requests, queue included, against ``target_concurrency``) asked for hundreds of replicas
+that arrived after the queue had drained. A scale-down happens only
 when every recommendation of the last ``downscale_window`` asked for it (no flapping). With
 ``min_replicas == 0`` and ``scale_to_zero_after`` set, an idle deployment goes to zero.
 """
@@ -32,6 +38,8 @@ __all__ = ["PredictiveConfig", "PredictiveState", "decide", "coefficients"]
 
 WEEK = 7 * 86400.0
 DAY = 86400.0
+#: seconds of arrivals that show a rate change once a queue forms
+SHORT_WINDOW = 5.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,10 @@ class PredictiveConfig:
     z: float = 2.0
     error_half_life: float = 6 * 3600.0
     downscale_window: float | None = None  # default: max(60 s, cold start)
+    #: reactive floor: "drain" (arrival rate + the backlog left at t + h drained over ``drain_horizon``)
+    #: or "concurrency" (the old rule: in-flight requests, queue included, against target_concurrency)
+    floor: str = "drain"
+    drain_horizon: float | None = None  # default: cold start + tick
     scale_to_zero_after: float | None = None
 
     def __post_init__(self) -> None:
@@ -57,6 +69,8 @@ class PredictiveConfig:
         require(self.half_life > 0, "half_life", "must be > 0")
         require(self.ridge >= 0, "ridge", "must be >= 0")
         require(self.z >= 0, "z", "must be >= 0")
+        require(self.floor in ("drain", "concurrency"), "floor", "must be 'drain' or 'concurrency'")
+        require(self.drain_horizon is None or self.drain_horizon > 0, "drain_horizon", "must be > 0")
         require(self.scale_to_zero_after is None or self.scale_to_zero_after >= 0, "scale_to_zero_after", "must be >= 0")
 
 
@@ -141,6 +155,32 @@ def _learn_profile(st: PredictiveState, now: float, rate: float, seconds: float,
     )
 
 
+def _drain_floor(inp: AutoscaleInput, rate_now: float, h: float, drain: float) -> float:
+    """Replicas for the arrival rate now plus the backlog still queued when new replicas are ready.
+
+    The queue is the last sample's in-flight requests beyond what the arrival rate keeps in service
+    (Little: rate x service time, the service time being target_concurrency / target_rps). Until
+    ``t + h`` the replicas up or starting (at ``target_rps`` each, so conservatively) drain it with
+    what they carry beyond the arrival rate, or it keeps growing by the shortfall; what is left at
+    ``t + h`` is drained over ``drain`` seconds. While there is a queue the arrival rate is the
+    higher of the ``reactive_window`` mean and the last ``SHORT_WINDOW`` seconds' (a step up in load
+    shows there first). A one-second spike that the replicas up absorb asks for nothing; a step up
+    that outruns them asks for the new rate and the queue built up until new replicas are ready.
+    Without a queue the rule is the arrival rate alone.
+    """
+    load = inp.load
+    service = inp.target_concurrency / inp.target_rps
+    queued = 0.0
+    if len(load.concurrency):
+        queued = max(0.0, float(load.concurrency[-1]) - float(load.rates[-1]) * service)
+    if queued <= 1e-6:
+        return rate_now / inp.target_rps
+    rate = max(rate_now, load.mean_rate(SHORT_WINDOW))
+    net = inp.current * inp.target_rps - rate  # < 0: the queue keeps growing until new replicas are up
+    left = max(0.0, queued - net * h)
+    return (rate + left / drain) / inp.target_rps
+
+
 def decide(inp: AutoscaleInput, config: PredictiveConfig = PredictiveConfig()) -> Decision:
     validate_input(inp)
     cfg = config
@@ -196,7 +236,10 @@ def decide(inp: AutoscaleInput, config: PredictiveConfig = PredictiveConfig()) -
 
     rate_now = load.mean_rate(cfg.reactive_window)
     conc_now = load.mean_concurrency(cfg.reactive_window)
-    reactive = max(rate_now / inp.target_rps, conc_now / inp.target_concurrency)
+    if cfg.floor == "concurrency":
+        reactive = max(rate_now / inp.target_rps, conc_now / inp.target_concurrency)
+    else:
+        reactive = _drain_floor(inp, rate_now, h, cfg.drain_horizon if cfg.drain_horizon is not None else h)
     predicted = upper / inp.target_rps
     want = math.ceil(max(reactive, predicted) - 1e-9)
     source = "forecast" if predicted >= reactive else "reactive rule"
