@@ -6,7 +6,7 @@ import pytest
 
 import httpx
 
-from cumulo.core.errors import Conflict, InvalidSpec, NotFound, Unschedulable
+from cumulo.core.errors import Conflict, NotFound, Unschedulable
 from cumulo.sdk.client import Client
 from tests.helpers import Server, kill_leftovers, wait_until
 

@@ -9,7 +9,6 @@ from cumulo.core.specs import parse_spec
 from cumulo.core.states import DeploymentState, ProcessPhase, ReplicaState
 from cumulo.policy.capacity import Capacity
 from cumulo.policy.deployments import (
-    CRASH_LOOP_AFTER,
     STOP_GRACE,
     DeploymentSnapshot,
     ReplicaSnapshot,

@@ -20,7 +20,7 @@ from cumulo.core.errors import CapacityError, CumuloError, ProviderError, QuotaE
 from cumulo.core.offerings import Machine, MachineState, Offering
 from cumulo.core.resources import NodeRequest, ResourcesRequest
 from cumulo.core.states import NodeState
-from cumulo.policy.nodes import NodeAct, NodeDecision, NodeSnapshot, decide_node
+from cumulo.policy.nodes import NodeAct, NodeSnapshot, decide_node
 from cumulo.policy.placement import PlacementRequest, block, parse_accelerator, rank
 from cumulo.providers.base import MANAGED_TAG, NODE_ID_TAG, POOL_TAG, Provider
 from cumulo.store import events, leases

@@ -272,6 +272,7 @@ class Gateway:
         outstanding = self._outstanding
         tried: set[str] = set()
         attempts = 0
+        last_error: Exception | None = None
         while True:
             exclude = tried
             if self._ejected:

@@ -29,7 +29,6 @@ import numpy as np
 from cumulo.core.errors import InvalidSpec
 from cumulo.policy.autoscaling import POLICIES, period
 from cumulo.policy.autoscaling.base import AutoscaleInput, LoadWindow
-from cumulo.policy.autoscaling.oracle import OracleConfig
 from cumulo.sim.load import Load
 
 __all__ = ["ReplicaModel", "SimResult", "simulate", "make_config"]

@@ -7,7 +7,6 @@ Create Date: 2026-11-27 18:19:23.351220
 
 from alembic import op
 import sqlalchemy as sa
-import cumulo.store.models
 
 
 revision = '0003'
