@@ -163,9 +163,11 @@ def test_sigterm_stops_accepting_finishes_in_flight_and_exits_0(start_replica):
     for t in threads:
         t.start()
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:  # all four in flight
-        if 'cumulo_serving_in_flight_requests{handler="work_sync"} 2.0' in httpx.get(r.url + "/metrics").text:
+    while True:  # all four in flight before the signal, or the test would race the drain
+        text = httpx.get(r.url + "/metrics").text
+        if all(f'cumulo_serving_in_flight_requests{{handler="{h}"}} 2.0' in text for h in ("work", "work_sync")):
             break
+        assert time.monotonic() < deadline, "the four requests never were in flight together"
         time.sleep(0.02)
     sent = time.monotonic()
     r.proc.send_signal(signal.SIGTERM)
