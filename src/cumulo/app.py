@@ -53,6 +53,10 @@ from cumulo.store.migrate import upgrade
 
 log = logging.getLogger("cumulo")
 
+#: job reconciler threads; more help when the database is across a network (each pass waits on
+#: ~10 round trips); on one 2-core machine with PostgreSQL beside it they only trade places (bench/jobs.py)
+JOB_WORKERS = int(os.environ.get("CUMULO_JOB_WORKERS", "1"))
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -93,7 +97,7 @@ def build(config: ServerConfig) -> ControlPlane:
     runtime = LocalRuntime(config.home / "jobs")
     placement = Placement(LOCAL_NODE)
     reconciler = JobReconciler(db, runtime, node=LOCAL_NODE, server_url=config.url, placement=placement)
-    job_loop = Loop(reconciler)
+    job_loop = Loop(reconciler, workers=JOB_WORKERS)
     reconciler.wake = job_loop.enqueue
     dep_reconciler = DeploymentReconciler(db, LocalRuntime(config.home / "deployments"), placement=placement,
                                           server_url=config.url)

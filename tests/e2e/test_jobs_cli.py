@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from datetime import datetime
 from pathlib import Path
 
 import psutil
@@ -162,7 +163,11 @@ def test_a_job_waits_in_pending_while_the_machine_is_full(server, tmp_path):
     assert job["state"] == "Pending" and job["reason"].startswith("waiting for resources: needs 1 CPU")
     done = wait_until(lambda: (j := job_json(server, "small"))["state"] == "Succeeded" and j, timeout=30,
                       what="small to run after hog")
-    assert done["started_at"] >= job_json(server, "hog")["finished_at"]
+    hog_finished = job_json(server, "hog")["finished_at"]
+    assert done["started_at"] >= hog_finished
+    # woken by hog's end, not found by the periodic pass 10 s later
+    waited = datetime.fromisoformat(done["started_at"]) - datetime.fromisoformat(hog_finished)
+    assert waited.total_seconds() < 5
 
 
 def test_cancel_stops_a_running_job(server, tmp_path):

@@ -43,6 +43,7 @@ class _Loaded:
     job_name: str
     artifacts: str
     handle: Handle | None
+    created_at: datetime
 
 
 def _free_port() -> int:
@@ -71,6 +72,8 @@ class JobReconciler:
         self.server_url = server_url
         self.clock = clock
         self.wake: Callable[[str], None] = lambda key: None
+        #: pending jobs that did not fit when last looked at (the periodic resync covers a restart)
+        self._waiting: dict[str, datetime] = {}
 
     def keys(self) -> list[str]:
         with self.db.tx() as s:
@@ -81,6 +84,7 @@ class JobReconciler:
         token = uuid.uuid4().hex
         loaded = self._load(job_id, token)
         if loaded is None:
+            self._waiting.pop(job_id, None)
             return None
         if loaded is ...:
             return 1.0  # leased by another worker
@@ -89,6 +93,10 @@ class JobReconciler:
         if observation is not None:
             snap = _with_observation(snap, observation)
         decision = decide_job(snap)
+        if decision.state == JobState.PENDING and decision.act == Act.NONE and decision.requeue_after is None:
+            self._waiting[job_id] = loaded.created_at  # waits for room: woken when something finishes
+        else:
+            self._waiting.pop(job_id, None)
         return self._act_and_apply(job_id, token, loaded, observation, decision)
 
     def _load(self, job_id: str, token: str):
@@ -102,8 +110,10 @@ class JobReconciler:
                 leases.release(s, Job, job_id, token)
                 return None
             current = jobs_store.attempt(s, job_id, job.attempts) if job.attempts else None
-            capacity = self.placement.capacity(s)
-            used = self.placement.used(s)
+            capacity, used = None, ()
+            if job.state == JobState.PENDING.value or current is None or AttemptState(current.state).terminal:
+                # only a job that may start next needs what is free on the node
+                capacity, used = self.placement.capacity(s), self.placement.used(s)
             attempt_snap = handle = None
             if current is not None:
                 attempt_snap = AttemptSnapshot(
@@ -127,7 +137,7 @@ class JobReconciler:
                 capacity=capacity,
                 used=used,
             )
-            return _Loaded(snapshot, job.id, job.name, job.artifacts_dir, handle)
+            return _Loaded(snapshot, job.id, job.name, job.artifacts_dir, handle, job.created_at)
 
     def _act_and_apply(
         self, job_id: str, token: str, loaded: _Loaded, obs: Observation | None, d: JobDecision
@@ -225,10 +235,8 @@ class JobReconciler:
                           type=type_, reason=reason, message=message)
 
     def _wake_pending(self) -> None:
-        with self.db.tx() as s:
-            pending = jobs_store.listing(s, states=[JobState.PENDING.value])
-            ids = [j.id for j in sorted(pending, key=lambda j: j.created_at)]
-        for job_id in ids:
+        """Something finished: the jobs waiting for room get another look, oldest first."""
+        for job_id, _ in sorted(self._waiting.items(), key=lambda item: item[1]):
             self.wake(job_id)
 
     def _launch_spec(self, key: str, spec: JobSpec, loaded: _Loaded, number: int, alloc: Allocation) -> LaunchSpec:

@@ -1,8 +1,11 @@
-"""The reconcile loop: a work queue of keys, one worker thread, resync, and backoff on errors.
+"""The reconcile loop: a work queue of keys, worker threads, resync, and backoff on errors.
 
 Like kubernetes/sample-controller: a key is queued when an API write hints at it (`enqueue`),
 when a reconcile asks to be looked at again (`requeue_after`), and on every periodic resync. A
-key is never in the queue twice; a failing key backs off exponentially and never stops the loop.
+key is never in the queue twice and never reconciled by two workers at once (a key enqueued while
+a worker has it is queued again when that worker is done, as client-go's workqueue does); a
+failing key backs off exponentially and never stops the loop. More than one worker pays off when
+a pass mostly waits on the database (PostgreSQL) or on the runtime.
 """
 
 from __future__ import annotations
@@ -32,22 +35,33 @@ class Reconciler(Protocol):
 
 
 class Loop:
-    def __init__(self, reconciler: Reconciler, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, reconciler: Reconciler, *, workers: int = 1, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if workers < 1:
+            raise ValueError("a loop needs at least one worker")
         self.reconciler = reconciler
+        self.workers = workers
         self.clock = clock
         self._heap: list[tuple[float, int, str]] = []
-        self._due: dict[str, float] = {}
+        self._due: dict[str, float] = {}  # queued keys -> when they are due
+        self._processing: set[str] = set()  # keys a worker has now
+        self._dirty: dict[str, float] = {}  # keys enqueued while a worker had them
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._failures: dict[str, int] = {}
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._last_resync = float("-inf")
         self.passes = 0
 
     # -- queue -------------------------------------------------------------------------------
     def enqueue(self, key: str, after: float = 0.0) -> None:
         due = self.clock() + max(after, 0.0)
         with self._cond:
+            if key in self._processing:  # queued again once the worker that has it is done
+                self._dirty[key] = min(due, self._dirty.get(key, due))
+                return
             if key in self._due and self._due[key] <= due:
                 return
             self._due[key] = due
@@ -67,6 +81,7 @@ class Loop:
                 if self._heap and wait <= 0:
                     _, _, key = heapq.heappop(self._heap)
                     del self._due[key]
+                    self._processing.add(key)
                     return key
                 if wait > 0:
                     self._cond.wait(min(wait, self.reconciler.resync))
@@ -76,15 +91,19 @@ class Loop:
 
     # -- running -----------------------------------------------------------------------------
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"reconcile-{self.reconciler.name}", daemon=True)
-        self._thread.start()
+        for i in range(self.workers):
+            name = f"reconcile-{self.reconciler.name}" + (f"-{i}" if self.workers > 1 else "")
+            thread = threading.Thread(target=self._run, name=name, daemon=True)
+            self._threads.append(thread)
+            thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(deadline - time.monotonic(), 0.0))
 
     def _resync(self) -> None:
         try:
@@ -92,30 +111,48 @@ class Loop:
         except Exception:
             log.exception("%s: listing keys failed; will retry", self.reconciler.name)
 
+    def _resync_due(self) -> bool:
+        """Whether this worker should resync now (only one of them does, once per period)."""
+        with self._cond:
+            now = self.clock()
+            if now - self._last_resync < self.reconciler.resync:
+                return False
+            self._last_resync = now
+            return True
+
     def _run(self) -> None:
-        self._resync()
-        last_resync = self.clock()
         while not self._stop.is_set():
-            if self.clock() - last_resync >= self.reconciler.resync:
+            if self._resync_due():
                 self._resync()
-                last_resync = self.clock()
             key = self._next()
             if key is None:
                 continue
             self.step(key)
 
     def step(self, key: str) -> None:
-        """Reconcile one key now and queue it again as it asks (or with backoff if it failed)."""
-        self.passes += 1
+        """Reconcile a key this worker took from the queue; queue it again as it asks (or with
+        backoff if it failed)."""
+        with self._cond:
+            self.passes += 1
+        again: float | None
         try:
             again = self.reconciler.reconcile(key)
         except Exception:
-            n = self._failures.get(key, 0) + 1
-            self._failures[key] = n
-            delay = backoff_delay(n, initial=0.5, maximum=30.0)
-            log.exception("%s %s: reconcile failed (%d in a row); retrying in %.1fs", self.reconciler.name, key, n, delay)
-            self.enqueue(key, delay)
-            return
-        self._failures.pop(key, None)
-        if again is not None:
-            self.enqueue(key, again)
+            with self._cond:
+                n = self._failures[key] = self._failures.get(key, 0) + 1
+            again = backoff_delay(n, initial=0.5, maximum=30.0)
+            log.exception("%s %s: reconcile failed (%d in a row); retrying in %.1fs", self.reconciler.name, key, n, again)
+        else:
+            with self._cond:
+                self._failures.pop(key, None)
+        self._done(key, again)
+
+    def _done(self, key: str, again: float | None) -> None:
+        with self._cond:
+            self._processing.discard(key)
+            dirty = self._dirty.pop(key, None)
+            after = [] if again is None else [again]
+            if dirty is not None:
+                after.append(dirty - self.clock())
+            if after:
+                self.enqueue(key, min(after))

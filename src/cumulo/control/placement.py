@@ -2,6 +2,11 @@
 
 Each reconciler decides on a snapshot; before it records new allocations it takes `lock`,
 re-reads what is held and re-checks the fit, so two reconcilers never over-commit the node.
+
+Which attempts and replicas hold resources is read from the store every time (the store is the
+truth); what each one holds never changes once its row is written, so it is decoded once and
+remembered. With hundreds of jobs running, decoding every allocation on every pass had been the
+control plane's largest cost.
 """
 
 from __future__ import annotations
@@ -20,14 +25,26 @@ class Placement:
     def __init__(self, node: str) -> None:
         self.node = node
         self.lock = threading.Lock()
+        self._known: dict[tuple[str, str, int], Allocation] = {}
 
     def capacity(self, s: Session) -> Capacity | None:
         node = nodes_store.get(s, self.node)
         return Capacity(node.cpu, node.memory, tuple(node.gpus)) if node else None
 
     def used(self, s: Session) -> tuple[Allocation, ...]:
-        held = [*jobs_store.allocations_in_use(s), *deployments_store.allocations_in_use(s)]
-        return tuple(Allocation.from_dict(a) for a in held)
+        known = self._known
+        held: list[tuple[str, str, int]] = []
+        for kind, store in (("job", jobs_store), ("replica", deployments_store)):
+            keys = store.holders(s)
+            held += [(kind, *k) for k in keys]
+            missing = [k for k in keys if (kind, *k) not in known]
+            if missing:
+                for k, a in store.allocations_of(s, missing).items():
+                    known[(kind, *k)] = Allocation.from_dict(a)
+        # forget what no longer holds anything (a new dict: the other reconciler may be reading)
+        fresh = {k: known[k] for k in held if k in known}
+        self._known = fresh
+        return tuple(fresh.values())
 
     def confirm(self, s: Session, new: list[Allocation]) -> bool:
         """Call with `lock` held, in the transaction that records `new`."""

@@ -200,7 +200,7 @@ class LocalRuntime:
     def forget(self, handle: Handle) -> None:
         """Drop cached process objects of a finished launch."""
         self._children.pop(handle.data["dir"], None)
-        self._procs = {k: p for k, p in self._procs.items() if p.is_running()}
+        self._procs = {k: p for k, p in list(self._procs.items()) if p.is_running()}
 
 
 def _write_nul(path: Path, items: list[str]) -> None:
