@@ -1,3 +1,3 @@
 """The real moto server (EC2 emulation) for the resources end-to-end tests."""
 
-from tests.integration.providers.conftest import aws_env, moto_server  # noqa: F401 - fixtures
+from tests.integration.providers.conftest import aws_env, ec2_faults, moto_server  # noqa: F401 - fixtures

@@ -8,7 +8,9 @@ import json
 import boto3
 import pytest
 
+from cumulo.catalog import load_catalog
 from cumulo.core.errors import InvalidSpec, NotFound, Unschedulable
+from cumulo.policy.placement import PlacementRequest, rank
 from cumulo.sdk.client import Client
 from cumulo.sdk.resources import ResourceManager
 from tests.helpers import Server, kill_leftovers, wait_until
@@ -127,3 +129,77 @@ def test_resources_through_the_cli(server):
     offers = json.loads(server.cli("offers", "--gpu", "A100:8", "--json", check=True).stdout)
     assert offers and all(o["accelerator_count"] == 8 for o in offers)
     assert offers == sorted(offers, key=lambda o: o["hourly"])
+
+
+# -- failover and preemption: EC2's refusals through the fault-injecting proxy (tests/ec2_faults.py)
+
+@pytest.fixture
+def faulty_server(tmp_path, ec2_faults):
+    s = Server(tmp_path / "home", f"sqlite:///{tmp_path / 'cumulo.db'}").start()
+    yield s, ec2_faults
+    s.kill()
+    kill_leftovers(s.home)
+
+
+def choices(instance_type: str, spot: bool = False):
+    """cumulo's own ranking of the catalog for this type on AWS (what the control plane will try)."""
+    return rank(PlacementRequest(instance_type=instance_type, spot=spot, providers=("aws",)), load_catalog("aws"))
+
+
+def test_no_capacity_in_the_best_zone_fails_over_to_the_next(faulty_server):
+    server, faults = faulty_server
+    first = choices("g4dn.xlarge")[0].offering
+    rule = faults.fail("InsufficientInstanceCapacity", f"We currently do not have sufficient g4dn.xlarge capacity "
+                       f"in the Availability Zone you requested ({first.zone}).", zone=first.zone)
+    rm = ResourceManager(Client(server.url))
+    (node,) = rm.create_resources("g4dn.xlarge", timeout=60)
+    assert node.state == "Ready" and node.zone != first.zone
+    blocked_once = choices("g4dn.xlarge")
+    assert rule.hits >= 1
+    # it took the next best offering once that zone was blocked, and says so
+    expected = next(c.offering for c in blocked_once if c.offering.zone != first.zone)
+    assert (node.region, node.zone) == (expected.region, expected.zone)
+    events = json.loads(server.cli("events", "--json", "--limit", "200", check=True).stdout)
+    failover = [e for e in events if e["kind"] == "Node" and e["reason"] == "FailedOver"]
+    assert len(failover) == 1 and f"no EC2 capacity for g4dn.xlarge in {first.zone}" in failover[0]["message"]
+    assert f"blocked zone {first.zone}" in failover[0]["message"]
+    # the machine is where cumulo says, and nothing was left in the refused zone
+    assert [i["Placement"]["AvailabilityZone"] for i in instances(node.region, **{"cumulo:node-id": node.id})
+            if i["State"]["Name"] == "running"] == [node.zone]
+
+
+def test_an_account_limit_blocks_the_whole_region(faulty_server):
+    server, faults = faulty_server
+    first = choices("t3.medium")[0].offering
+    faults.fail("VcpuLimitExceeded", "You have requested more vCPU capacity than your current vCPU limit of 0 "
+                "allows.", region=first.region)
+    (node,) = ResourceManager(Client(server.url)).create_resources("t3.medium", timeout=60)
+    assert node.state == "Ready" and node.region != first.region
+    assert all(r != first.region for _, r, _ in [(a, r, p) for a, r, p in faults.seen if a == "RunInstances"][1:])
+
+
+def test_no_capacity_anywhere_fails_with_every_refusal_named(faulty_server):
+    server, faults = faulty_server
+    faults.fail("InsufficientInstanceCapacity", "We currently do not have sufficient capacity.")
+    rm = ResourceManager(Client(server.url))
+    with pytest.raises(Exception, match="could not be provisioned"):
+        rm.create_resources({"nodes": [{"instance_type": "g4dn.xlarge"}], "providers": ["aws"],
+                             "regions": ["us-east-1", "us-west-2"]}, timeout=60)
+    (node,) = rm.list(all=True)
+    assert node.state == "Failed"
+    assert "after failing over from" in node.reason and "us-west-2" in node.reason and "us-east-1" in node.reason
+    assert all(i["State"]["Name"] != "running" for r in ("us-east-1", "us-west-2") for i in instances(r))
+
+
+def test_a_spot_node_ec2_takes_back_is_preempted(faulty_server):
+    server, faults = faulty_server
+    rm = ResourceManager(Client(server.url))
+    (node,) = rm.create_resources("g4dn.xlarge", spot=True, timeout=60)
+    assert node.spot
+    ec2(node.region).terminate_instances(InstanceIds=[node.machine_id])
+    faults.interrupt_spot(node.machine_id)
+    gone = wait_until(lambda: (n := [x for x in rm.list(all=True) if x.id == node.id][0]).state == "Preempted" and n,
+                      timeout=30, what="preempted")
+    assert "Spot instance termination" in gone.reason or "SpotInstanceTermination" in gone.reason
+    events = json.loads(server.cli("events", "--json", "--limit", "200", check=True).stdout)
+    assert any(e["reason"] == "Preempted" and e["type"] == "Warning" for e in events)

@@ -58,6 +58,8 @@ class _Launched:
     machine: Machine | None
     blocked: frozenset
     error: str = ""
+    #: one line per location that refused for capacity or quota before this outcome
+    failovers: tuple[str, ...] = ()
 
 
 class NodeReconciler:
@@ -120,6 +122,7 @@ class NodeReconciler:
             ready_at=node.ready_at, idle_ttl=idle_ttl,
         ))
         values: dict = {"state": d.state.value, "reason": d.reason, "updated_at": now}
+        launched: _Launched | None = None
         if d.act == NodeAct.LAUNCH and request is not None:
             launched = self._launch(node, request, index)
             values.update(blocked=[list(b) for b in launched.blocked])
@@ -143,6 +146,9 @@ class NodeReconciler:
         with self.db.tx() as s:
             if not leases.guarded_update(s, Node, node_id, token, **values):
                 return 0.0
+            for message in launched.failovers if launched is not None else ():
+                events.record(s, now=now, kind="Node", name=node_id, object_id=node_id, type="Warning",
+                              reason="FailedOver", message=message)
             if values["state"] != node.state:
                 events.record(s, now=now, kind="Node", name=node_id, object_id=node_id,
                               type="Warning" if values["state"] in ("Failed", "Preempted") else "Normal",
@@ -170,25 +176,35 @@ class NodeReconciler:
         blocked = frozenset(tuple(b) for b in (node.blocked or []))
         preq = placement_request(request.nodes[index], request, sorted(self.providers))
         offerings = self.offerings()
+        tried: list[str] = []
+
+        def failed(o: Offering, spot: bool, price: float, why: str) -> _Launched:
+            if tried:
+                why += f" (after failing over from: {'; '.join(tried)})"
+            return _Launched(o, spot, price, None, blocked, why, tuple(tried))
+
         for _ in range(MAX_FAILOVERS):
             try:
                 best = rank(preq, offerings, blocked)[0]
             except CumuloError as exc:
-                return _Launched(node_offering(node), node.spot, node.price, None, blocked, str(exc))
+                return failed(node_offering(node), node.spot, node.price, str(exc))
             o = best.offering
             provider = self.providers[o.provider]
             try:
                 machines = provider.launch(o, 1, spot=best.spot, tags=self.tags(node), user_data=None,
                                            client_token=f"{node.name}-{len(blocked)}")
             except (CapacityError, QuotaError) as exc:
-                log.info("node %s: %s in %s; trying the next offering", node.name, exc, o.zone or o.region)
-                blocked = block(blocked, o, exc.scope or "zone")
+                scope = exc.scope or "zone"
+                where = {"zone": o.zone or o.region, "region": o.region, "provider": o.provider}[scope]
+                log.info("node %s: %s; blocking %s %s and trying the next offering", node.name, exc, scope, where)
+                tried.append(f"{exc}; blocked {scope} {where}")
+                blocked = block(blocked, o, scope)
                 continue
             except CumuloError as exc:
-                return _Launched(o, best.spot, best.hourly, None, blocked, str(exc))
-            return _Launched(o, best.spot, best.hourly, machines[0], blocked)
-        return _Launched(node_offering(node), node.spot, node.price, None, blocked,
-                         f"gave up after {MAX_FAILOVERS} locations without capacity")
+                return failed(o, best.spot, best.hourly, str(exc))
+            return _Launched(o, best.spot, best.hourly, machines[0], blocked, failovers=tuple(tried))
+        return failed(node_offering(node), node.spot, node.price,
+                      f"gave up after {MAX_FAILOVERS} locations without capacity")
 
     # -- orphans ---------------------------------------------------------------------------------
     def sweep_orphans(self) -> list[str]:

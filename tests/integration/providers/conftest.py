@@ -103,3 +103,17 @@ G4DN = Offering(provider="aws", region="us-east-1", zone="us-east-1a", instance_
 @pytest.fixture
 def g4dn() -> Offering:
     return G4DN
+
+
+@pytest.fixture
+def ec2_faults(aws_env, monkeypatch):
+    """boto3 -> a fault-injecting proxy -> moto (see tests/ec2_faults.py): EC2's capacity and quota
+    refusals and spot interruptions, which moto never produces. botocore retries 5xx answers, so
+    AWS_MAX_ATTEMPTS=2 keeps a refused launch quick while still going through a retry."""
+    from tests.ec2_faults import EC2Faults
+
+    faults = EC2Faults(aws_env.url).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", faults.url)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    yield faults
+    faults.stop()

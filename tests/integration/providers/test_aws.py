@@ -9,7 +9,7 @@ import boto3
 import pytest
 from botocore.exceptions import ConnectionClosedError
 
-from cumulo.core.errors import CredentialsError, InvalidSpec, ProviderError
+from cumulo.core.errors import CapacityError, CredentialsError, InvalidSpec, ProviderError, QuotaError
 from cumulo.core.offerings import MachineState
 from cumulo.providers.aws import AWSProvider
 from cumulo.providers.base import LAUNCH_TOKEN_TAG, Provider
@@ -90,9 +90,8 @@ def test_terminate_is_idempotent_and_describe_shows_terminated(aws_env, g4dn):
 
 
 def test_spot_terminated_by_the_user_is_not_a_preemption(aws_env, g4dn):
-    """moto records every termination as Client.UserInitiatedShutdown, so it cannot play an EC2
-    spot interruption (Server.SpotInstanceTermination); that mapping is unit-tested on EC2's own
-    response shapes in tests/unit/providers. Here: the user-initiated case against the emulator."""
+    """moto records every termination as Client.UserInitiatedShutdown: a spot instance the user
+    terminated is not a preemption (EC2's own interruption is played by the fault proxy below)."""
     provider = AWSProvider()
     machine = launch(provider, g4dn, 1, spot=True)[0]
     provider.terminate([machine.id], region="us-east-1")
@@ -207,3 +206,39 @@ def test_service_specific_endpoint_variables_are_enough(aws_env, g4dn, monkeypat
     monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", aws_env.url)
     machine = launch(AWSProvider(), g4dn, 1)[0]
     assert [m.id for m in AWSProvider().describe(tags=TAGS)] == [machine.id]
+
+
+# -- what moto cannot produce, through the fault-injecting proxy (tests/ec2_faults.py) ----------
+
+def test_no_capacity_in_a_zone_is_a_capacity_error_for_that_zone(ec2_faults, g4dn):
+    ec2_faults.fail("InsufficientInstanceCapacity", "We currently do not have sufficient g4dn.xlarge capacity "
+                    "in the Availability Zone you requested (us-east-1a).", zone="us-east-1a")
+    provider = AWSProvider()
+    with pytest.raises(CapacityError) as err:
+        launch(provider, g4dn, 2)
+    assert err.value.scope == "zone"
+    assert "no EC2 capacity for g4dn.xlarge in us-east-1a" in str(err.value)
+    assert provider.describe(tags=TAGS) == []  # nothing started
+    # the next zone of the region answers normally
+    (machine,) = launch(provider, dataclasses.replace(g4dn, zone="us-east-1b"), 1, token="tok-2")
+    assert machine.zone == "us-east-1b"
+
+
+def test_an_account_limit_is_a_quota_error_for_the_region(ec2_faults, g4dn):
+    ec2_faults.fail("VcpuLimitExceeded", "You have requested more vCPU capacity than your current vCPU limit "
+                    "of 0 allows for the instance bucket that the specified instance type belongs to.",
+                    region="us-east-1")
+    with pytest.raises(QuotaError) as err:
+        launch(AWSProvider(), g4dn, 1)
+    assert err.value.scope == "region"
+    assert "Service Quotas" in str(err.value)
+
+
+def test_a_spot_instance_ec2_takes_back_is_preempted(ec2_faults, g4dn):
+    provider = AWSProvider()
+    machine = launch(provider, g4dn, 1, spot=True)[0]
+    boto3.client("ec2", region_name="us-east-1").terminate_instances(InstanceIds=[machine.id])
+    ec2_faults.interrupt_spot(machine.id)
+    assert raw(machine.id)["StateReason"]["Code"] == "Server.SpotInstanceTermination"
+    (seen,) = provider.describe(tags=TAGS)
+    assert seen.state == MachineState.PREEMPTED and seen.spot

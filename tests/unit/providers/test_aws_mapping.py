@@ -1,8 +1,8 @@
 """The AWS provider's pure mappings, fed through botocore's own EC2 parser with EC2's wire format.
 
-moto cannot play an EC2 spot interruption or a capacity / quota refusal, so these are checked on
+moto cannot play an EC2 spot interruption or a capacity / quota refusal, so these are checked here on
 the responses EC2 itself sends (XML as documented and as seen from EC2), parsed by botocore exactly
-as a live call would parse them.
+as a live call would parse them; tests/ec2_faults.py plays them over HTTP for the end-to-end tests.
 """
 
 from __future__ import annotations
