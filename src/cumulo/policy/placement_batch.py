@@ -259,10 +259,30 @@ def place_batch(
                 dom = table.dominance(quotas, mode)  # dom[i, j]: row i dominates row j
                 dominated = (dom.T @ limited[sel].T.astype(np.float64)).T > 0
                 limited[sel] &= ~dominated
+    # Requests whose candidate rows come out the same (same market and machine count, so the same
+    # prices and quota use) are interchangeable: one integer variable per row serves them all.
+    # Distinct shapes mostly collapse here (feasibility is a threshold on the catalog's few sizes).
+    merged: dict[tuple, int] = {}
+    merged_members: list[list[int]] = []
+    merged_reps: list[PlacementRequest] = []
+    merged_rows: list[list[int]] = []
+    for c, r in enumerate(reps):
+        rows = base[c] + np.flatnonzero(limited[c]).tolist()
+        key = (r.spot, r.count, tuple(rows))
+        m = merged.get(key)
+        if m is None:
+            merged[key] = len(merged_reps)
+            merged_members.append(list(class_list[c]))
+            merged_reps.append(r)
+            merged_rows.append(rows)
+        else:
+            merged_members[m].extend(class_list[c])
+    class_list = [sorted(members) for members in merged_members]
+    prices = np.stack([table.sp if r.spot else table.od for r in merged_reps])  # $/h per machine
+    reps = merged_reps
     var_class: list[int] = []
     var_row: list[int] = []
-    for c in range(len(reps)):
-        rows = base[c] + np.flatnonzero(limited[c]).tolist()
+    for c, rows in enumerate(merged_rows):
         var_class.extend([c] * len(rows))
         var_row.extend(rows)
     vc = np.array(var_class)
