@@ -20,6 +20,7 @@ import platform
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -109,6 +110,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--duration", type=int, default=10)
     p.add_argument("--connections", type=int, default=16)
+    p.add_argument("--rounds", type=int, default=1, help="interleaved rounds; >1 reports medians of the ratios")
     p.add_argument("--serve-gateway", nargs=3, metavar=("PORT", "MODE", "BACKEND_PORT"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.serve_gateway:
@@ -137,17 +139,23 @@ def main() -> None:
                                     str(gports[mode]), mode, str(bport)], env=env))
                 wait_port(gports[mode])
             direct_url = f"http://127.0.0.1:{bport}/x"
-            r = {"direct": wrk(direct_url, a.duration, a.connections)}
-            for mode in ("fast", "asgi"):
-                r[f"gateway_{mode}"] = wrk(f"http://127.0.0.1:{gports[mode]}/d/b/x", a.duration, a.connections)
-            r["direct_again"] = wrk(direct_url, a.duration, a.connections)
-            base_rps = (r["direct"]["rps"] + r["direct_again"]["rps"]) / 2
-            base_p50 = (r["direct"]["p50_ms"] + r["direct_again"]["p50_ms"]) / 2
-            for mode in ("fast", "asgi"):
-                g = r[f"gateway_{mode}"]
-                g["throughput_ratio"] = round(g["rps"] / base_rps, 3)
-                g["added_p50_ms"] = round(g["p50_ms"] - base_p50, 3)
-            results[backend] = r
+            rounds = []
+            for _ in range(a.rounds):  # interleaved, so that a noisy spell hits both sides
+                r = {"direct": wrk(direct_url, a.duration, a.connections)}
+                for mode in ("fast", "asgi"):
+                    r[f"gateway_{mode}"] = wrk(f"http://127.0.0.1:{gports[mode]}/d/b/x", a.duration, a.connections)
+                r["direct_again"] = wrk(direct_url, a.duration, a.connections)
+                base_rps = (r["direct"]["rps"] + r["direct_again"]["rps"]) / 2
+                base_p50 = (r["direct"]["p50_ms"] + r["direct_again"]["p50_ms"]) / 2
+                for mode in ("fast", "asgi"):
+                    g = r[f"gateway_{mode}"]
+                    g["throughput_ratio"] = round(g["rps"] / base_rps, 3)
+                    g["added_p50_ms"] = round(g["p50_ms"] - base_p50, 3)
+                rounds.append(r)
+            summary = {mode: {"throughput_ratio_median": statistics.median(r[f"gateway_{mode}"]["throughput_ratio"] for r in rounds),
+                              "added_p50_ms_median": statistics.median(r[f"gateway_{mode}"]["added_p50_ms"] for r in rounds)}
+                       for mode in ("fast", "asgi")}
+            results[backend] = {"median_of_rounds": summary, "rounds": rounds} if a.rounds > 1 else rounds[0]
     finally:
         for proc in procs:
             proc.terminate()
