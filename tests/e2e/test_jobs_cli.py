@@ -170,6 +170,27 @@ def test_a_job_waits_in_pending_while_the_machine_is_full(server, tmp_path):
     assert waited.total_seconds() < 5
 
 
+def test_a_job_waiting_for_room_starts_when_a_deployment_gives_it_back(server, tmp_path):
+    cpus = json.loads(server.cli("nodes", "--json", check=True).stdout)[0]["cpu"]
+    dep = tmp_path / "hog-dep.yaml"
+    dep.write_text(f"kind: Deployment\nname: hogdep\ncommand: python -m http.server $PORT --bind 127.0.0.1\n"
+                   f"replicas: 1\nresources: {{cpu: {cpus}}}\n")
+    server.cli("deploy", str(dep), check=True)
+    wait_until(lambda: json.loads(server.cli("deployment", "status", "hogdep", "--json", check=True).stdout)["state"]
+               == "Available", what="hogdep available")
+    job = tmp_path / "after-dep.yaml"
+    job.write_text("kind: Job\nname: after-dep\ncommand: 'true'\nresources: {cpu: 1}\n")
+    server.cli("job", "submit", str(job), check=True)
+    assert job_json(server, "after-dep")["reason"].startswith("waiting for resources")
+    server.cli("deployment", "delete", "hogdep", check=True)
+    done = wait_until(lambda: (j := job_json(server, "after-dep"))["state"] == "Succeeded" and j, timeout=30,
+                      what="the job to run once the deployment is gone")
+    events = json.loads(server.cli("events", "--json", "--limit", "500", check=True).stdout)
+    freed = max(datetime.fromisoformat(e["time"]) for e in events if e["name"] == "hogdep")
+    # woken by the replica's end, not found by the periodic pass up to 10 s later
+    assert (datetime.fromisoformat(done["started_at"]) - freed).total_seconds() < 3
+
+
 def test_cancel_stops_a_running_job(server, tmp_path):
     spec = write_spec(tmp_path, "kind: Job\nname: sleeper\ncommand: sleep 60\n")
     server.cli("job", "submit", str(spec), check=True)

@@ -96,6 +96,8 @@ class DeploymentReconciler:
         self.clock = clock
         #: routes, and the deployments whose requests the gateway holds while a first replica starts
         self.publish: Callable[[Routes, set[str]], None] = lambda routes, hold: None
+        #: called when replicas ended and gave their resources back (jobs waiting for room look again)
+        self.capacity_freed: Callable[[], None] = lambda: None
         self._last_probe: dict[str, float] = {}
         self._http = httpx.Client()
 
@@ -227,9 +229,12 @@ class DeploymentReconciler:
         # stop only once the gateway no longer routes to them: in-flight requests finish, none arrive
         for rid in d.stop:
             self.runtime.stop(loaded.handles[rid])
-        for c in d.changes:
-            if c.state.terminal and c.id in loaded.handles:
+        ended = [c for c in d.changes if c.state.terminal]
+        for c in ended:
+            if c.id in loaded.handles:
                 self.runtime.forget(loaded.handles[c.id])
+        if ended:
+            self.capacity_freed()
         for spec in launches:
             try:
                 self.runtime.launch(spec)

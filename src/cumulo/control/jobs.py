@@ -203,7 +203,7 @@ class JobReconciler:
         if finished:
             if handle is not None:
                 self.runtime.forget(handle)
-            self._wake_pending()
+            self.wake_waiting()
         return d.requeue_after
 
     def _apply_attempt(self, s, job_id: str, snap: JobSnapshot, obs: Observation | None, d: JobDecision, now) -> None:
@@ -234,9 +234,10 @@ class JobReconciler:
             events.record(s, now=now, kind="Job", name=loaded.job_name, object_id=loaded.job_id,
                           type=type_, reason=reason, message=message)
 
-    def _wake_pending(self) -> None:
-        """Something finished: the jobs waiting for room get another look, oldest first."""
-        for job_id, _ in sorted(self._waiting.items(), key=lambda item: item[1]):
+    def wake_waiting(self) -> None:
+        """Room was freed (a job or a replica ended): the jobs waiting for it look again, oldest
+        first. Safe to call from another reconciler's thread."""
+        for job_id, _ in sorted(list(self._waiting.items()), key=lambda item: item[1]):
             self.wake(job_id)
 
     def _launch_spec(self, key: str, spec: JobSpec, loaded: _Loaded, number: int, alloc: Allocation) -> LaunchSpec:
