@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, Response
 
-from cumulo.api.schemas import Accepted, MetricsBody, ReleaseBody, RouteEndpoint, Routes, ScaleBody
+from cumulo.api.schemas import MAX_INT, Accepted, MetricsBody, ReleaseBody, RouteEndpoint, Routes, ScaleBody
 from cumulo.core.views import (
     DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeDetail, NodeView, PoolView,
 )
@@ -69,9 +69,9 @@ def delete_job(request: Request, name: str) -> Response:
 def job_logs(
     request: Request,
     name: str,
-    attempt: Annotated[int | None, Query(ge=1)] = None,
-    rank: Annotated[int, Query(ge=0)] = 0,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    attempt: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
+    rank: Annotated[int, Query(ge=0, le=255)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
 ) -> LogChunk:
     return _jobs(request).logs(name, attempt=attempt, rank=rank, offset=offset)
 
@@ -93,7 +93,7 @@ def list_events(
     request: Request,
     kind: str | None = None,
     name: str | None = None,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
     limit: Annotated[int, Query(ge=1, le=10000)] = 100,
 ) -> list[EventView]:
     return _cluster(request).events(kind=kind, name=name, after=after, limit=limit)
@@ -147,8 +147,8 @@ def delete_deployment(request: Request, name: str) -> DeploymentView:
 @router.get("/deployments/{name}/logs", response_model=LogChunk, tags=["deployments"])
 def deployment_logs(
     request: Request, name: str,
-    replica: Annotated[int | None, Query(ge=1)] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    replica: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
 ) -> LogChunk:
     return _deployments(request).logs(name, replica=replica, offset=offset)
 

@@ -7,10 +7,14 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class MetricReport(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+#: the largest integer every store column holds (PostgreSQL INTEGER)
+MAX_INT = 2**31 - 1
 
-    step: int | None = None
+
+class MetricReport(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    step: int | None = Field(None, ge=0, le=MAX_INT)
     time: datetime | None = None
     values: dict[str, float] = Field(min_length=1)
 
@@ -18,7 +22,7 @@ class MetricReport(BaseModel):
 class MetricsBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    attempt: int | None = Field(None, ge=1)
+    attempt: int | None = Field(None, ge=1, le=MAX_INT)
     points: list[MetricReport] = Field(min_length=1, max_length=10000)
 
 

@@ -11,7 +11,7 @@ from cumulo.core.specs import Duration
 class NodeRequest(BaseModel):
     """One machine: an instance type, or the resources it must have."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     instance_type: str | None = None
     cpu: float | None = Field(None, gt=0)
@@ -38,7 +38,7 @@ class NodeRequest(BaseModel):
 class ResourcesRequest(BaseModel):
     """Create `count` machines of each request, placed at the lowest price that fits."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     nodes: list[NodeRequest] = Field(min_length=1, max_length=1000)
     providers: list[str] = Field(default_factory=list, description="allowed providers (default: all)")

@@ -26,7 +26,7 @@ def validate_name(name: str) -> str:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Resources(_Model):
@@ -34,7 +34,7 @@ class Resources(_Model):
 
     cpu: Cpu = Field(1.0, gt=0, description="CPUs per worker: 2, 0.5 or '500m'")
     memory: Memory = Field(512 * 2**20, gt=0, description="memory per worker: '4Gi', '512Mi'")
-    gpu: int = Field(0, ge=0, description="whole NVIDIA GPUs per worker")
+    gpu: int = Field(0, ge=0, le=1024, description="whole NVIDIA GPUs per worker")
 
 
 class Backoff(_Model):
@@ -103,7 +103,7 @@ class Health(_Model):
     initial_delay: Duration = Field(0.0, ge=0, description="wait this long after start before the first check")
     period: Duration = Field(2.0, gt=0)
     timeout: Duration = Field(1.0, gt=0)
-    failure_threshold: int = Field(3, ge=1, description="consecutive failures before a ready replica is replaced")
+    failure_threshold: int = Field(3, ge=1, le=1000, description="consecutive failures before a ready replica is replaced")
     startup_timeout: Duration = Field(300.0, gt=0, description="a replica not ready by then is replaced")
 
     @field_validator("path")
@@ -117,8 +117,8 @@ class Health(_Model):
 class Rollout(_Model):
     """An update replaces replicas one by one: at most `max_surge` extra, `max_unavailable` missing."""
 
-    max_surge: int = Field(1, ge=0)
-    max_unavailable: int = Field(0, ge=0)
+    max_surge: int = Field(1, ge=0, le=256)
+    max_unavailable: int = Field(0, ge=0, le=256)
 
     @model_validator(mode="after")
     def _can_progress(self) -> "Rollout":

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import re
+
+#: upper bounds that keep every quantity a finite number the store and the clocks can hold
+MAX_MEMORY = 2**60  # 1 EiB
+MAX_CPU = 1e6
+MAX_DURATION = 10 * 365 * 86400.0  # ten years, in seconds
 
 _MEM_UNITS = {
     "": 1,
@@ -19,13 +25,19 @@ def parse_memory(value: str | int | float) -> int:
     if isinstance(value, bool):
         raise ValueError("memory must be a size such as '4Gi' or '512Mi', not a boolean")
     if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError("memory cannot be negative")
-        return int(value)
-    m = _MEM_RE.match(str(value))
-    if not m or m.group(2).lower() not in _MEM_UNITS:
-        raise ValueError(f"{value!r} is not a memory size; write it like '4Gi', '512Mi' or '2G'")
-    return int(float(m.group(1)) * _MEM_UNITS[m.group(2).lower()])
+        size = float(value)
+    else:
+        m = _MEM_RE.match(str(value))
+        if not m or m.group(2).lower() not in _MEM_UNITS:
+            raise ValueError(f"{value!r} is not a memory size; write it like '4Gi', '512Mi' or '2G'")
+        size = float(m.group(1)) * _MEM_UNITS[m.group(2).lower()]
+    if math.isnan(size):
+        raise ValueError("memory must be a size such as '4Gi' or '512Mi', not NaN")
+    if size < 0:
+        raise ValueError("memory cannot be negative")
+    if size > MAX_MEMORY:
+        raise ValueError(f"memory {value!r} is more than any machine has (at most {MAX_MEMORY} bytes, 1Ei)")
+    return int(value) if isinstance(value, int) else int(size)
 
 
 def parse_cpu(value: str | int | float) -> float:
@@ -40,8 +52,12 @@ def parse_cpu(value: str | int | float) -> float:
             cpus = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
         except ValueError:
             raise ValueError(f"{value!r} is not a CPU count; write it like 2, 0.5 or '500m'") from None
+    if math.isnan(cpus):
+        raise ValueError("cpu must be a number of CPUs such as 2 or '500m', not NaN")
     if cpus < 0:
         raise ValueError("cpu cannot be negative")
+    if cpus > MAX_CPU:
+        raise ValueError(f"cpu {value!r} is more than any machine has (at most {MAX_CPU:g})")
     return cpus
 
 
@@ -68,6 +84,10 @@ def parse_duration(value: str | int | float) -> float:
         if not m:
             raise ValueError(f"{value!r} is not a duration; write it like 30, '30s', '5m' or '2h'")
         seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    if math.isnan(seconds):
+        raise ValueError("a duration must be a number of seconds or text like '5m', not NaN")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"a duration of {value!r} is longer than ten years; use a shorter one")
     return seconds
