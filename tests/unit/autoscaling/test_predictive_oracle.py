@@ -135,3 +135,44 @@ def test_oracle_smoothing():
     s = oracle.smoothed(np.array([0.0, 10.0, 0.0, 10.0]), 2)
     assert list(s) == [0.0, 5.0, 5.0, 5.0]
     assert math.isclose(float(oracle.smoothed(np.array([3.0]), 1)[0]), 3.0)
+
+
+def test_level_floor_default_follows_the_cold_start():
+    cfg = PredictiveConfig()
+    assert predictive.level_half_life(cfg, 120.0) == 1200.0  # 10 cold starts
+    assert predictive.level_half_life(cfg, 30.0) == 0.0  # off below a minute
+    assert predictive.level_half_life(PredictiveConfig(level_half_life=0.0), 120.0) == 0.0
+    assert predictive.level_half_life(PredictiveConfig(level_half_life=500.0), 30.0) == 500.0
+    with pytest.raises(Exception, match="level_half_life"):
+        PredictiveConfig(level_half_life=-1.0)
+
+
+def test_level_floor_holds_the_recent_level_through_a_dip_and_releases_it_slowly():
+    # an hour at 100 req/s, then a dip to 50: with a 120 s cold start the plan stays near the recent
+    # level (half-life 1200 s) instead of following the dip at once, and comes down as the level decays
+    rates = np.concatenate([np.full(3600, 100.0), np.full(3600, 50.0)])
+    times, with_level, _ = _run(rates, PredictiveConfig(), cold_start=120.0)
+    _, without, _ = _run(rates, PredictiveConfig(level_half_life=0.0), cold_start=120.0)
+    early = (times > 3600 + 300) & (times <= 3600 + 600)
+    assert without[early].max() <= 6  # follows the dip: 50 req/s at 10 req/s per replica (+ headroom)
+    assert with_level[early].min() >= 8  # the level is still ~0.8-0.9 x 100 req/s
+    late = times > 3600 + 3000
+    assert with_level[late].max() <= with_level[early].min()  # released as the level decays
+    assert with_level[-1] <= 6 + 1
+
+
+def test_level_floor_never_goes_below_the_reactive_rule():
+    # the level floor only adds capacity: a burst above the level is still served by the reactive rule
+    rates = np.concatenate([np.full(1800, 10.0), np.full(60, 300.0)])
+    times, desired, _ = _run(rates, PredictiveConfig(), cold_start=120.0)
+    assert desired[-1] >= 30
+
+
+def test_level_floor_does_not_block_scale_to_zero():
+    cfg = PredictiveConfig(scale_to_zero_after=300.0)
+    rates = np.concatenate([np.full(1800, 5.0), np.zeros(1200), np.full(100, 5.0)])
+    times, desired, state = _run(rates, cfg, min_replicas=0, cold_start=120.0)
+    zero_at = times[desired == 0]
+    assert len(zero_at) and 1800 + 300 <= zero_at[0] <= 1800 + 300 + 60 + cfg.tick
+    assert state.level > 0  # the level had not decayed to zero: idleness alone lets it go
+    assert desired[-1] >= 1

@@ -94,11 +94,13 @@ def test_hpa_never_scales_down_below_a_recommendation_inside_the_stabilization_w
 def test_predictive_never_below_the_reactive_rule(series):
     _, decide = POLICIES["predictive"]
     cfg = POLICIES["predictive"][0]()
-    state, n = None, 1
-    for i, x in enumerate(series):
-        d = decide(inp((i + 1) * 10.0, rate=[x] * 60, conc=[0.0] * 60, ready=n, state=state, target_rps=5.0, max_replicas=1000), cfg)
-        state, n = d.state, d.desired
-        assert n >= int(np.ceil(x / 5.0 - 1e-9))
+    for cold_start in (30.0, 120.0):  # without and with the level floor
+        state, n = None, 1
+        for i, x in enumerate(series):
+            d = decide(inp((i + 1) * 10.0, rate=[x] * 60, conc=[0.0] * 60, ready=n, state=state, target_rps=5.0,
+                           max_replicas=1000, cold_start=cold_start), cfg)
+            state, n = d.state, d.desired
+            assert n >= int(np.ceil(x / 5.0 - 1e-9))
 
 
 def test_oracle_config_default_is_empty():

@@ -11,8 +11,13 @@
 ``a, b, c`` minimise an exponentially-forgetting ridge least-squares loss over past
 (features at t, rate observed at t + h) pairs (a soft rolling window with ``half_life``), shrunk
 towards the no-forecast answer ``(1, 0, 0)`` with the weight of ``ridge`` average samples, so an untrained policy acts like a reactive one.
-The forecast is raised by ``z`` times the exponentially-averaged relative error of past forecasts
-(headroom for what the model misses) and turned into replicas with ``target_rps``; the answer is
+With a long cold start the plan is never below the recent level of the rate (``level``: an
+exponential mean with half-life ``level_half_life``, by default 10 cold starts, used from a 60 s cold
+start on): short-term rates jump up and down around that level, and a capacity released after a dip
+takes a whole cold start to come back when the rate rebounds; below a minute the rebound is caught
+quickly and the level costs more than it saves. The plan is raised by ``z`` times the
+exponentially-averaged relative error of past forecasts (headroom for what the model misses) and
+turned into replicas with ``target_rps``; the answer is
 never below what a reactive rule asks now, so a surprise burst is never ignored. The rule
 (``floor="drain"``) asks for the arrival rate over ``reactive_window`` plus the queue that will
 still be there when a new replica is ready (what the replicas up or starting cannot drain within
@@ -53,13 +58,17 @@ class PredictiveConfig:
     half_life: float = 3 * DAY
     ridge: float = 10.0  # the prior (1, 0, 0) weighs as much as this many average samples
     z: float = 2.0
-    error_half_life: float = 6 * 3600.0
+    error_half_life: float = 3600.0
     downscale_window: float | None = None  # default: max(60 s, cold start)
     #: reactive floor: "drain" (arrival rate + the backlog left at t + h drained over ``drain_horizon``)
     #: or "concurrency" (the old rule: in-flight requests, queue included, against target_concurrency)
     floor: str = "drain"
     drain_horizon: float | None = None  # default: cold start + tick
     scale_to_zero_after: float | None = None
+    #: the level floor: half-life of the recent-level mean the plan never goes below; None: 10 cold
+    #: starts when the cold start is at least ``level_min_cold_start``, else off; 0: off
+    level_half_life: float | None = None
+    level_min_cold_start: float = 60.0
 
     def __post_init__(self) -> None:
         require(self.tick > 0, "tick", "must be > 0")
@@ -71,6 +80,7 @@ class PredictiveConfig:
         require(self.z >= 0, "z", "must be >= 0")
         require(self.floor in ("drain", "concurrency"), "floor", "must be 'drain' or 'concurrency'")
         require(self.drain_horizon is None or self.drain_horizon > 0, "drain_horizon", "must be > 0")
+        require(self.level_half_life is None or self.level_half_life >= 0, "level_half_life", "must be >= 0")
         require(self.scale_to_zero_after is None or self.scale_to_zero_after >= 0, "scale_to_zero_after", "must be >= 0")
 
 
@@ -99,6 +109,15 @@ class PredictiveState:
     #: recent recommendations (time, replicas) for the scale-down window
     recent: tuple[tuple[float, int], ...] = ()
     last_active: float = -math.inf
+    #: exponential mean of the rate (the level floor); nan until the first tick
+    level: float = math.nan
+
+
+def level_half_life(cfg: PredictiveConfig, cold_start: float) -> float:
+    """The level floor's half-life for this cold start (0: no level floor)."""
+    if cfg.level_half_life is not None:
+        return cfg.level_half_life
+    return 10.0 * cold_start if cold_start >= cfg.level_min_cold_start else 0.0
 
 
 def coefficients(st: PredictiveState, ridge: float) -> np.ndarray:
@@ -193,7 +212,12 @@ def decide(inp: AutoscaleInput, config: PredictiveConfig = PredictiveConfig()) -
 
     load = inp.load
     L = load.mean_rate(cfg.rate_window)
-    st = _learn_profile(st, inp.now, load.mean_rate(elapsed), elapsed, cfg)
+    recent = load.mean_rate(elapsed)
+    st = _learn_profile(st, inp.now, recent, elapsed, cfg)
+    level_hl = level_half_life(cfg, inp.cold_start)
+    if level_hl > 0:
+        keep = 0.5 ** (elapsed / level_hl)
+        st = replace(st, level=recent if math.isnan(st.level) else keep * st.level + (1 - keep) * recent)
 
     # slope: rate now minus the rate one slope window ago, per second, times the horizon
     h = inp.cold_start + cfg.tick
@@ -230,21 +254,27 @@ def decide(inp: AutoscaleInput, config: PredictiveConfig = PredictiveConfig()) -
     x = (L, H, dL)
     a, b, c = coefficients(st, cfg.ridge)
     forecast = max(0.0, a * L + b * H + c * dL)
-    sigma = math.sqrt(err2 / err_w) if err_w > 0 else 0.0
-    upper = forecast * (1 + cfg.z * sigma)
-    pending.append((inp.now + h, x, forecast))
-
+    # the level floor: plan for at least the recent level (errors stay those of the forecast); not
+    # while no request is arriving or in flight, so that an idle deployment still scales to zero
     rate_now = load.mean_rate(cfg.reactive_window)
     conc_now = load.mean_concurrency(cfg.reactive_window)
+    active = rate_now > 0 or conc_now > 0 or L > 0
+    planned = forecast
+    if level_hl > 0 and active and not math.isnan(st.level):
+        planned = max(forecast, st.level)
+    sigma = math.sqrt(err2 / err_w) if err_w > 0 else 0.0
+    upper = planned * (1 + cfg.z * sigma)
+    pending.append((inp.now + h, x, forecast))
+
     if cfg.floor == "concurrency":
         reactive = max(rate_now / inp.target_rps, conc_now / inp.target_concurrency)
     else:
         reactive = _drain_floor(inp, rate_now, h, cfg.drain_horizon if cfg.drain_horizon is not None else h)
     predicted = upper / inp.target_rps
     want = math.ceil(max(reactive, predicted) - 1e-9)
-    source = "forecast" if predicted >= reactive else "reactive rule"
+    source = ("level floor" if planned > forecast else "forecast") if predicted >= reactive else "reactive rule"
 
-    last_active = inp.now if (rate_now > 0 or conc_now > 0 or L > 0) else st.last_active
+    last_active = inp.now if active else st.last_active
     if want == 0 and inp.min_replicas == 0:
         idle = inp.now - last_active
         if cfg.scale_to_zero_after is None or idle < cfg.scale_to_zero_after:
@@ -258,7 +288,7 @@ def decide(inp: AutoscaleInput, config: PredictiveConfig = PredictiveConfig()) -
         desired = 0  # the idle period itself was the delay
     why = (
         f"L={L:.2f} H({season})={H:.2f} dL*h={dL:.2f} -> a={a:.2f} b={b:.2f} c={c:.2f}: "
-        f"forecast {forecast:.2f} (+{cfg.z:g}x{sigma:.0%}) req/s at t+{h:.0f}s; reactive needs {math.ceil(reactive - 1e-9)}; "
+        f"forecast {forecast:.2f}{f' (level {st.level:.2f})' if planned > forecast else ''} (+{cfg.z:g}x{sigma:.0%}) req/s at t+{h:.0f}s; reactive needs {math.ceil(reactive - 1e-9)}; "
         f"{source} decides"
     )
     verb = "scale up" if desired > current else "scale down" if desired < current else "hold"
