@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from cumulo.runtimes.local.procs import start_time
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -82,13 +84,16 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, what: st
 
 
 def kill_leftovers(home: Path) -> None:
-    """Kill supervisors a test left running under `home` (jobs outlive their control plane)."""
+    """Kill supervisors a test left running under `home`: job attempts and deployment replicas
+    outlive their control plane by design (a restarted one re-adopts them)."""
     import json
 
-    for claim in home.glob("jobs/*/attempt-*/supervisor.json"):
+    claims = [*home.glob("jobs/*/attempt-*/supervisor.json"), *home.glob("deployments/*/replica-*/supervisor.json")]
+    for claim in claims:
         try:
-            pid = json.loads(claim.read_text()).get("pid")
-            if pid:
+            info = json.loads(claim.read_text())
+            pid = info.get("pid")
+            if pid and start_time(pid) == info.get("start"):  # never a recycled pid
                 os.kill(pid, signal.SIGTERM)
         except (ValueError, OSError):
             pass
