@@ -70,7 +70,7 @@ class JobService:
             ))
             events.record(s, now=now, kind="Job", name=spec.name, object_id=job_id, type="Normal",
                           reason="Submitted", message="job submitted")
-            view = self._view(s, job)
+            view = self._view(s, job, metrics={})  # brand new: no attempts or metrics to look up
         (job_dir / "artifacts").mkdir(parents=True, exist_ok=True)
         self.wake(job_id)
         return view
