@@ -88,3 +88,39 @@ def test_latest_metrics_per_job_in_one_query(db):
         latest = store.latest_metrics(s, ["a-id", "b-id"])
         assert latest == {"a-id": {"step": 2, "loss": 1.0, "acc": 0.5}, "b-id": {"step": 7, "loss": 9.0}}
         assert [m.value for m in store.metric_series(s, "a-id", name="loss")] == [2.0, 1.0]
+
+
+def test_placement_counts_exactly_what_live_attempts_and_replicas_hold(db):
+    """Placement decodes each allocation once and remembers it; what holds resources is still read
+    from the store every time, so an attempt or replica that ends stops counting at once."""
+    from cumulo.control.placement import Placement
+    from cumulo.policy.capacity import Allocation
+    from cumulo.store.models import Attempt, Deployment, Replica
+
+    def attempt(job_id, number, state, cpu, gpus=()):
+        return Attempt(job_id=job_id, number=number, state=state, created_at=T0, runtime="local", handle={},
+                       allocation=Allocation(cpu, 2**20, (tuple(gpus),)).to_dict(), reason="", workers=[])
+
+    placement = Placement("local")
+    with db.tx() as s:
+        store.insert(s, new_job("a", state="Running", attempts=2))
+        store.insert(s, new_job("b", state="Running", attempts=1))
+        s.add_all([attempt("a-id", 1, "Failed", 8.0), attempt("a-id", 2, "Running", 1.0, [0]),
+                   attempt("b-id", 1, "Starting", 0.5)])
+        s.add(Deployment(id="d1", name="web", created_at=T0, spec={}, updated_at=T0, workdir="/", state="Available"))
+        s.flush()
+        s.add(Replica(deployment_id="d1", ordinal=1, generation=1, state="Ready", created_at=T0, host="127.0.0.1",
+                      port=1, runtime="local", handle={}, allocation=Allocation(0.25, 2**20, ((1,),)).to_dict()))
+    with db.tx() as s:
+        held = placement.used(s)
+    assert sorted(a.cpu for a in held) == [0.25, 0.5, 1.0]  # the failed attempt holds nothing
+    assert sorted(g for a in held for g in a.gpus) == [0, 1]
+    with db.tx() as s:  # b's attempt ends, a third job starts: the next read follows the store
+        s.query(Attempt).filter_by(job_id="b-id").update({"state": "Succeeded"})
+        store.insert(s, new_job("c", state="Starting", attempts=1))
+        s.add(attempt("c-id", 1, "Starting", 2.0, [2]))
+    with db.tx() as s:
+        held = placement.used(s)
+    assert sorted(a.cpu for a in held) == [0.25, 1.0, 2.0]
+    assert sorted(g for a in held for g in a.gpus) == [0, 1, 2]
+    assert len(placement._known) == 3  # nothing that ended is remembered
