@@ -16,8 +16,7 @@ import threading
 from sqlalchemy.orm import Session
 
 from cumulo.policy.capacity import Allocation, Capacity, still_fits
-from cumulo.store import deployments as deployments_store
-from cumulo.store import jobs as jobs_store
+from cumulo.store import allocations as allocations_store
 from cumulo.store import nodes as nodes_store
 
 
@@ -25,7 +24,7 @@ class Placement:
     def __init__(self, node: str) -> None:
         self.node = node
         self.lock = threading.Lock()
-        self._known: dict[tuple[str, str, int], Allocation] = {}
+        self._known: dict[allocations_store.Holder, Allocation] = {}
 
     def capacity(self, s: Session) -> Capacity | None:
         node = nodes_store.get(s, self.node)
@@ -33,14 +32,11 @@ class Placement:
 
     def used(self, s: Session) -> tuple[Allocation, ...]:
         known = self._known
-        held: list[tuple[str, str, int]] = []
-        for kind, store in (("job", jobs_store), ("replica", deployments_store)):
-            keys = store.holders(s)
-            held += [(kind, *k) for k in keys]
-            missing = [k for k in keys if (kind, *k) not in known]
-            if missing:
-                for k, a in store.allocations_of(s, missing).items():
-                    known[(kind, *k)] = Allocation.from_dict(a)
+        held = allocations_store.holders(s)
+        missing = [k for k in held if k not in known]
+        if missing:
+            for k, a in allocations_store.allocations_of(s, missing).items():
+                known[k] = Allocation.from_dict(a)
         # forget what no longer holds anything (a new dict: the other reconciler may be reading)
         fresh = {k: known[k] for k in held if k in known}
         self._known = fresh

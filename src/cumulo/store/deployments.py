@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -65,21 +63,6 @@ def replica(session: Session, deployment_id: str, ordinal: int) -> Replica | Non
 
 def allocations_in_use(session: Session) -> list[dict]:
     return list(session.scalars(select(Replica.allocation).where(Replica.state.in_(LIVE))))
-
-
-def holders(session: Session) -> list[tuple[str, int]]:
-    """(deployment id, ordinal) of the replicas holding resources: cheap, no JSON decoded."""
-    rows = session.execute(select(Replica.deployment_id, Replica.ordinal).where(Replica.state.in_(LIVE)))
-    return [(dep_id, ordinal) for dep_id, ordinal in rows]
-
-
-def allocations_of(session: Session, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], dict]:
-    wanted = set(keys)
-    rows = session.execute(
-        select(Replica.deployment_id, Replica.ordinal, Replica.allocation)
-        .where(Replica.deployment_id.in_({k[0] for k in wanted}))
-    )
-    return {(d, o): a for d, o, a in rows if (d, o) in wanted}
 
 
 def ready_endpoints(session: Session) -> dict[str, list[tuple[int, str, int]]]:

@@ -63,20 +63,6 @@ def allocations_in_use(session: Session) -> list[dict]:
     return list(session.scalars(select(Attempt.allocation).where(Attempt.state.in_(ACTIVE_ATTEMPT))))
 
 
-def holders(session: Session) -> list[tuple[str, int]]:
-    """(job id, attempt number) of the attempts holding resources: cheap, no JSON decoded."""
-    rows = session.execute(select(Attempt.job_id, Attempt.number).where(Attempt.state.in_(ACTIVE_ATTEMPT)))
-    return [(job_id, number) for job_id, number in rows]
-
-
-def allocations_of(session: Session, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], dict]:
-    wanted = set(keys)
-    rows = session.execute(
-        select(Attempt.job_id, Attempt.number, Attempt.allocation).where(Attempt.job_id.in_({k[0] for k in wanted}))
-    )
-    return {(j, n): a for j, n, a in rows if (j, n) in wanted}
-
-
 def add_metrics(session: Session, job_id: str, attempt: int, points: list[tuple[int | None, datetime, dict]]) -> int:
     rows = [
         Metric(job_id=job_id, attempt=attempt, step=step, time=t, name=name, value=float(value))
