@@ -115,6 +115,7 @@ def build(config: ServerConfig) -> ControlPlane:
     nodes = NodeReconciler(db, providers, offerings=load_catalog, install_id=install_id(config.home))
     node_loop = Loop(nodes)
     nodes.wake = node_loop.enqueue
+    dep_reconciler.in_flight = gateway.in_flight_to
     dep_reconciler.publish = lambda routes, hold: gateway.update(
         {name: [Endpoint(str(o), host, port) for o, host, port in eps] for name, eps in routes.items()}, hold
     )

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 LEASE_TTL = 60.0
 HOST = "127.0.0.1"
+#: how long a replica out of the routes waits for its in-flight requests before SIGTERM (below
+#: the policy's STOP_GRACE, after which it is killed)
+DRAIN_WAIT = 10.0
 #: a starting replica is checked this often, so it gets traffic soon after it is ready
 STARTING_PROBE_PERIOD = 0.2
 LOG_TAIL_LINES = 1  # the error's last line; `cumulo deployment logs` has the rest
@@ -98,6 +101,12 @@ class DeploymentReconciler:
         self.publish: Callable[[Routes, set[str]], None] = lambda routes, hold: None
         #: called when replicas ended and gave their resources back (jobs waiting for room look again)
         self.capacity_freed: Callable[[], None] = lambda: None
+        #: requests the gateway is proxying to (host, port) right now
+        self.in_flight: Callable[[str, int], int] = lambda host, port: 0
+        #: replicas out of the routes whose SIGTERM waits for their in-flight requests:
+        #: (deployment id, replica id) -> (handle, port, give up at (monotonic))
+        self._stopping: dict[tuple[str, str], tuple[Handle, int, float]] = {}
+        self._signaled: set[tuple[str, str]] = set()  # SIGTERM sent (a restart forgets: sent once more)
         self._last_probe: dict[str, float] = {}
         self._http = httpx.Client()
 
@@ -226,11 +235,21 @@ class DeploymentReconciler:
                                   type=type_, reason=reason, message=message)
         if routes_changed:
             self.publish_routes()
-        # stop only once the gateway no longer routes to them: in-flight requests finish, none arrive
+        # stop only once the gateway no longer routes to them and the requests it had sent them have
+        # finished (a server without a graceful SIGTERM would cut those off), waiting at most DRAIN_WAIT
         for rid in d.stop:
-            self.runtime.stop(loaded.handles[rid])
+            self._stopping[(loaded.dep_id, rid)] = (loaded.handles[rid], loaded.ports[rid],
+                                                   time.monotonic() + DRAIN_WAIT)
+        for r in snap.replicas:  # draining before a control-plane restart: signal it (again) now
+            key = (loaded.dep_id, r.id)
+            if r.state == ReplicaState.DRAINING and key not in self._stopping and key not in self._signaled \
+                    and r.id in loaded.handles and r.id in loaded.ports:
+                self._stopping[key] = (loaded.handles[r.id], loaded.ports[r.id], time.monotonic())
+        waiting = self._stop_drained(loaded.dep_id)
         ended = [c for c in d.changes if c.state.terminal]
         for c in ended:
+            self._stopping.pop((loaded.dep_id, c.id), None)
+            self._signaled.discard((loaded.dep_id, c.id))
             if c.id in loaded.handles:
                 self.runtime.forget(loaded.handles[c.id])
         if ended:
@@ -241,7 +260,24 @@ class DeploymentReconciler:
             except Exception:  # the next pass sees it as lost and replaces it by policy
                 log.exception("deployment %s: launch of %s failed", loaded.name, spec.key)
                 self.runtime.abandon(self.runtime.handle_for(spec.key))
+        if waiting:
+            return min(d.requeue_after, 0.05) if d.requeue_after is not None else 0.05
         return d.requeue_after
+
+    def _stop_drained(self, dep_id: str) -> bool:
+        """SIGTERM this deployment's drained-out replicas with no request in flight (or waited on
+        long enough); True while some still wait."""
+        waiting = False
+        for key, (handle, port, give_up) in list(self._stopping.items()):
+            if key[0] != dep_id:
+                continue
+            if self.in_flight(HOST, port) and time.monotonic() < give_up:
+                waiting = True
+                continue
+            del self._stopping[key]
+            self._signaled.add(key)
+            self.runtime.stop(handle)
+        return waiting
 
     @staticmethod
     def _apply_change(row: Replica | None, c, now: datetime) -> bool:

@@ -95,6 +95,7 @@ class Gateway:
         self._stats: dict[str, DeploymentStats] = {}
         self._pools: dict[tuple[str, str, int], Pool] = {}
         self._outstanding: dict[str, int] = {}
+        self._busy: dict[tuple[str, int], int] = {}  # (host, port) -> requests being proxied there now
         self._ejected: dict[str, float] = {}  # replica id -> monotonic time it may be tried again
         self._loop: asyncio.AbstractEventLoop | None = None
         if routes:
@@ -122,6 +123,11 @@ class Gateway:
                 loop.call_soon_threadsafe(self._prune)
             except RuntimeError:  # loop closed meanwhile
                 pass
+
+    def in_flight_to(self, host: str, port: int) -> int:
+        """Requests being proxied to this replica address right now (any thread may ask): the
+        control plane waits for 0 before it stops a replica the routes no longer include."""
+        return self._busy.get((host, port), 0)
 
     def routes(self) -> dict[str, list[Endpoint]]:
         return self._table.as_dict()
@@ -294,6 +300,9 @@ class Gateway:
             rid = ep.replica_id
             tried.add(rid)
             outstanding[rid] = outstanding.get(rid, 0) + 1
+            addr = (ep.host, ep.port)
+            busy = self._busy
+            busy[addr] = busy.get(addr, 0) + 1
             try:
                 result = await self._attempt(io, ep, request, chunked, more, method == "HEAD", loop)
             except UpstreamError as exc:
@@ -313,6 +322,11 @@ class Gateway:
                 return await io.problem(502, "Replica failed", f"a replica of {name!r} failed before answering: {exc}")
             finally:
                 outstanding[rid] -= 1
+                left = busy[addr] - 1
+                if left:
+                    busy[addr] = left
+                else:
+                    del busy[addr]
             if rid in self._ejected:
                 del self._ejected[rid]
             return result

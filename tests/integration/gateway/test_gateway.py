@@ -200,8 +200,11 @@ def test_in_flight_is_counted_while_requests_wait(replicas, start_gateway, clien
     while gw.gateway.stats("m")["in_flight"] == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert gw.gateway.stats("m")["in_flight"] == 1
+    ep = a.endpoint()
+    assert gw.gateway.in_flight_to(ep.host, ep.port) == 1  # what the control plane waits on before a stop
     t.join()
     assert gw.gateway.stats("m")["in_flight"] == 0
+    assert gw.gateway.in_flight_to(ep.host, ep.port) == 0
 
 
 class _Routes(BaseHTTPRequestHandler):
