@@ -107,6 +107,9 @@ def main() -> None:
             print(f"failing on purpose after epoch {epoch} (attempt 1)", flush=True)
             raise SystemExit(1)
     if world > 1:
+        # every rank reaches the end before any tears down: gloo aborts a rank (SIGABRT) whose peer
+        # closed the connection while it was still checkpointing
+        dist.barrier()
         dist.destroy_process_group()
 
 
