@@ -17,6 +17,18 @@ _MEM_UNITS = {
     "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
     "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
 }
+
+
+def _within(x: float, what: str, nan: str, maximum: float, too_big: str) -> None:
+    """The checks every quantity shares: a number, not negative, not beyond what anything holds."""
+    if math.isnan(x):
+        raise ValueError(nan)
+    if x < 0:
+        raise ValueError(f"{what} cannot be negative")
+    if x > maximum:
+        raise ValueError(too_big)
+
+
 _MEM_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*$")
 
 
@@ -31,12 +43,8 @@ def parse_memory(value: str | int | float) -> int:
         if not m or m.group(2).lower() not in _MEM_UNITS:
             raise ValueError(f"{value!r} is not a memory size; write it like '4Gi', '512Mi' or '2G'")
         size = float(m.group(1)) * _MEM_UNITS[m.group(2).lower()]
-    if math.isnan(size):
-        raise ValueError("memory must be a size such as '4Gi' or '512Mi', not NaN")
-    if size < 0:
-        raise ValueError("memory cannot be negative")
-    if size > MAX_MEMORY:
-        raise ValueError(f"memory {value!r} is more than any machine has (at most {MAX_MEMORY} bytes, 1Ei)")
+    _within(size, "memory", "memory must be a size such as '4Gi' or '512Mi', not NaN", MAX_MEMORY,
+            f"memory {value!r} is more than any machine has (at most {MAX_MEMORY} bytes, 1Ei)")
     return int(value) if isinstance(value, int) else int(size)
 
 
@@ -52,12 +60,8 @@ def parse_cpu(value: str | int | float) -> float:
             cpus = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
         except ValueError:
             raise ValueError(f"{value!r} is not a CPU count; write it like 2, 0.5 or '500m'") from None
-    if math.isnan(cpus):
-        raise ValueError("cpu must be a number of CPUs such as 2 or '500m', not NaN")
-    if cpus < 0:
-        raise ValueError("cpu cannot be negative")
-    if cpus > MAX_CPU:
-        raise ValueError(f"cpu {value!r} is more than any machine has (at most {MAX_CPU:g})")
+    _within(cpus, "cpu", "cpu must be a number of CPUs such as 2 or '500m', not NaN", MAX_CPU,
+            f"cpu {value!r} is more than any machine has (at most {MAX_CPU:g})")
     return cpus
 
 
@@ -84,10 +88,6 @@ def parse_duration(value: str | int | float) -> float:
         if not m:
             raise ValueError(f"{value!r} is not a duration; write it like 30, '30s', '5m' or '2h'")
         seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    if math.isnan(seconds):
-        raise ValueError("a duration must be a number of seconds or text like '5m', not NaN")
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
-    if seconds > MAX_DURATION:
-        raise ValueError(f"a duration of {value!r} is longer than ten years; use a shorter one")
+    _within(seconds, "a duration", "a duration must be a number of seconds or text like '5m', not NaN",
+            MAX_DURATION, f"a duration of {value!r} is longer than ten years; use a shorter one")
     return seconds

@@ -5,9 +5,8 @@ from __future__ import annotations
 from cumulo.core.errors import InvalidSpec
 from cumulo.core.views import EventView, NodeView
 from cumulo.policy.capacity import Allocation
+from cumulo.store import allocations as allocations_store
 from cumulo.store import events as events_store
-from cumulo.store import deployments as deployments_store
-from cumulo.store import jobs as jobs_store
 from cumulo.store import nodes as nodes_store
 from cumulo.store.db import Database
 
@@ -28,8 +27,8 @@ class ClusterService:
 
     def nodes(self) -> list[NodeView]:
         with self.db.tx() as s:
-            held = [*jobs_store.allocations_in_use(s), *deployments_store.allocations_in_use(s)]
-            used = [Allocation.from_dict(a) for a in held]
+            held = allocations_store.allocations_of(s, allocations_store.holders(s))
+            used = [Allocation.from_dict(a) for a in held.values()]
             return [
                 NodeView(
                     name=n.name, provider=n.provider, state=n.state, cpu=n.cpu, memory_bytes=n.memory,

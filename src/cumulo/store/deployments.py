@@ -61,10 +61,6 @@ def replica(session: Session, deployment_id: str, ordinal: int) -> Replica | Non
     ).one_or_none()
 
 
-def allocations_in_use(session: Session) -> list[dict]:
-    return list(session.scalars(select(Replica.allocation).where(Replica.state.in_(LIVE))))
-
-
 def ready_endpoints(session: Session) -> dict[str, list[tuple[int, str, int]]]:
     """Deployment name -> [(ordinal, host, port)] of its ready replicas: the gateway's routes."""
     rows = session.execute(

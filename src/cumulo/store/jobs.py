@@ -58,11 +58,6 @@ def attempt(session: Session, job_id: str, number: int) -> Attempt | None:
     ).one_or_none()
 
 
-def allocations_in_use(session: Session) -> list[dict]:
-    """Allocations held by attempts whose processes may be running."""
-    return list(session.scalars(select(Attempt.allocation).where(Attempt.state.in_(ACTIVE_ATTEMPT))))
-
-
 def add_metrics(session: Session, job_id: str, attempt: int, points: list[tuple[int | None, datetime, dict]]) -> int:
     rows = [
         Metric(job_id=job_id, attempt=attempt, step=step, time=t, name=name, value=float(value))
