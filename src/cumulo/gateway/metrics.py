@@ -26,11 +26,12 @@ class DeploymentStats:
     """Counters for one deployment. Updated only from the gateway's event loop thread; read from
     any thread (a reader may see a request counted in one field and not yet in another)."""
 
-    __slots__ = ("name", "requests", "in_flight", "codes", "buckets", "latency_sum", "retries",
+    __slots__ = ("name", "arrivals", "requests", "in_flight", "codes", "buckets", "latency_sum", "retries",
                  "_sec", "_window", "_clock")
 
     def __init__(self, name: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
+        self.arrivals = 0  # requests that arrived (demand), counted before any replica is chosen
         self.requests = 0  # finished requests
         self.in_flight = 0
         self.codes: dict[int, int] = {}
@@ -42,6 +43,7 @@ class DeploymentStats:
         self._window = [0] * RATE_WINDOW  # arrivals per second, a ring indexed by second
 
     def started(self, now: float) -> None:
+        self.arrivals += 1
         self.in_flight += 1
         sec = int(now)
         if sec != self._sec:
@@ -97,6 +99,7 @@ class DeploymentStats:
         count = sum(self.buckets)
         return {
             "deployment": self.name,
+            "arrivals_total": self.arrivals,
             "requests_total": self.requests,
             "in_flight": self.in_flight,
             "request_rate": round(self.rate(), 3),
