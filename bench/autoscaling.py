@@ -48,8 +48,8 @@ GRIDS = {
     "servegen": (0.6, 0.7, 0.8, 0.9, 1.0),
     "azure": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
 }
-#: the predictive policy's candidate settings (overrides of PredictiveConfig); "conformal-0.95" is
-#: the shipped default (PredictiveConfig()), chosen by the leave-one-out below
+#: the predictive policy's candidate settings (overrides of PredictiveConfig); "mean+2sigma" is
+#: PredictiveConfig()'s default (see docs/benchmarks/autoscaling.md for how it was chosen)
 CANDIDATES = {
     "mean+2sigma": {"coverage": None},
     "conformal-0.9": {"coverage": 0.9},

@@ -1,10 +1,11 @@
-"""cumulo's predictive autoscaler: Knative-style reaction, plus a forecast only while it earns its keep.
+"""cumulo's predictive autoscaler: a reactive floor, plus a forecast of the rate one cold start ahead.
 
-Every ``tick`` (2 s) the policy reacts like Knative's KPA (``kpa.decide`` with its published
-defaults, run inside this policy with its own state: 60 s stable window, 6 s panic window, panic
-mode), which is also its floor (``floor="kpa"``, the default). Every ``forecast_every`` (10 s) it
+Every ``tick`` (10 s) the policy computes its reactive floor (``floor``: "drain", the default, see
+below; "kpa": Knative's KPA with its published defaults run inside this policy with its own state,
+panic mode included, best with ``tick=2``; "concurrency"). Every ``forecast_every`` (10 s) it
 forecasts the rate one cold start ahead, ``R(t) = a*L(t) + b*H(t) + c*dL(t)`` fitted online (below),
-and turns it into an upper bound by **conformal calibration**: the ``coverage`` quantile of the
+and turns it into an upper bound: by default mean + ``z`` x the relative RMS error of past
+forecasts; with ``coverage`` set, by **conformal calibration**: the ``coverage`` quantile of the
 ratios (observed rate at t + h) / (what was planned for it) over the last ``calibration_window``.
 The same is kept for persistence (the rate now as the forecast of the rate at t + h). The forecast
 is used only while its calibrated bound was tighter than persistence's over the calibration window
@@ -77,8 +78,9 @@ class PredictiveConfig:
     half_life: float = 3 * DAY
     ridge: float = 10.0  # the prior (1, 0, 0) weighs as much as this many average samples
     #: the forecast's upper bound: the ``coverage`` quantile of (observed / planned) over the last
-    #: ``calibration_window`` (conformal); None: the old mean + ``z`` x relative RMS error
-    coverage: float | None = 0.95
+    #: ``calibration_window`` (conformal, gated against persistence); None (the default until the
+    #: leave-one-out benchmark says otherwise): mean + ``z`` x relative RMS error, never gated
+    coverage: float | None = None
     calibration_window: float = 6 * 3600.0
     #: forecast outcomes (in seconds of forecasting) needed before the forecast is used at all
     min_calibration: float = 3600.0
@@ -299,7 +301,7 @@ def _forecast(inp: AutoscaleInput, st: PredictiveState, cfg: PredictiveConfig) -
         rel = (L - yhat) / max(yhat, L, 1e-9)
         err2 = edecay * err2 + rel * rel
         err_w = edecay * err_w + 1
-        if planned_then > 0 and rate_then > 0:  # idle periods say nothing about forecast skill
+        if planned_then > 1e-9 and rate_then > 1e-9:  # idle periods say nothing about forecast skill
             if not copied:
                 cal = cal.copy() if len(cal) == size else np.zeros((size, 4))
                 copied = True
@@ -336,6 +338,8 @@ def _forecast(inp: AutoscaleInput, st: PredictiveState, cfg: PredictiveConfig) -
     rows = cal[:cal_n]
     q_f = conformal_quantile(rows[:, 0], cfg.coverage)
     q_p = conformal_quantile(rows[:, 1], cfg.coverage)
+    if math.isinf(q_f) or math.isinf(q_p):  # too few outcomes for this coverage yet
+        return replace(st, plan=0.0, why=f"{what}; calibrating ({cal_n} outcomes), reacting only")
     # how wide each calibrated bound was on average over the calibration window
     width_f = q_f * float(rows[:, 2].mean())
     width_p = q_p * float(rows[:, 3].mean())
