@@ -31,7 +31,7 @@ from cumulo.policy.autoscaling import POLICIES, period
 from cumulo.policy.autoscaling.base import AutoscaleInput, LoadWindow
 from cumulo.sim.load import Load
 
-__all__ = ["ReplicaModel", "SimResult", "check_eval_from", "simulate", "make_config"]
+__all__ = ["ReplicaModel", "SimResult", "check_eval_from", "make_config", "simulate"]
 
 #: seconds of history handed to a policy at each decision
 WINDOW_SECONDS = 600.0
@@ -133,7 +133,7 @@ def simulate(load: Load, policy: str, model: ReplicaModel = ReplicaModel(), *, c
             n_ready += 1
         cap = n_ready * cap_step
         tot = B + work[t]
-        served = tot if tot <= cap else cap
+        served = min(tot, cap)
         B = tot - served
         if B < 1e-9:
             B = 0.0

@@ -109,8 +109,8 @@ def test_oracle_config_default_is_empty():
 
 # --- the predictive policy's conformal bound, gate and fallback -------------------------------
 
-from cumulo.policy.autoscaling import predictive  # noqa: E402
-from cumulo.policy.autoscaling.predictive import PredictiveConfig, conformal_quantile  # noqa: E402
+from cumulo.policy.autoscaling import predictive
+from cumulo.policy.autoscaling.predictive import PredictiveConfig, conformal_quantile
 
 FAST = PredictiveConfig(coverage=0.9, min_calibration=0.0, calibration_window=600.0)
 

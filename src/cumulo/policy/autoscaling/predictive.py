@@ -55,9 +55,14 @@ from typing import Any
 import numpy as np
 
 from cumulo.policy.autoscaling import kpa
-from cumulo.policy.autoscaling.base import AutoscaleInput, Decision, require, validate_input
+from cumulo.policy.autoscaling.base import (
+    AutoscaleInput,
+    Decision,
+    require,
+    validate_input,
+)
 
-__all__ = ["PredictiveConfig", "PredictiveState", "decide", "coefficients", "conformal_quantile"]
+__all__ = ["PredictiveConfig", "PredictiveState", "coefficients", "conformal_quantile", "decide"]
 
 WEEK = 7 * 86400.0
 DAY = 86400.0
