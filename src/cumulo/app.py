@@ -107,7 +107,8 @@ def build(config: ServerConfig) -> ControlPlane:
 
     def load_of(name: str) -> LoadSample:
         st = gateway.stats(name)
-        return LoadSample(st["requests_total"], st["in_flight"], st["latency_seconds"]["mean"] or 0.0)
+        return LoadSample(arrivals_total=st["arrivals_total"], requests_total=st["requests_total"],
+                          in_flight=st["in_flight"], mean_latency=st["latency_seconds"]["mean"] or 0.0)
 
     autoscaler = AutoscalerReconciler(db, load=load_of, wake_deployment=dep_loop.enqueue)
     autoscale_loop = Loop(autoscaler)

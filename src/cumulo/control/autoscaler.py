@@ -1,9 +1,14 @@
 """The autoscaler reconciler: sample each autoscaled deployment's load, ask its policy, set replicas.
 
-Every second it samples the gateway (requests served so far, requests in flight, mean latency) into
+Every second it samples the gateways (requests arrived so far, requests in flight, mean latency) into
 a window per deployment; at the policy's own period it calls the pure policy with that window and
 the policy's previous state, and records a changed replica count (Status: `desired_replicas`) with
 an event giving the policy's reason. The deployment reconciler then starts or drains replicas.
+
+The window is what the simulator (sim/model.py) hands the same policies: per step, the arrival rate
+(demand: requests that reached a gateway, answered or not) and the requests in the system (in flight
+at the gateway: queued or in service). Finished requests would show capacity, not demand: a
+saturated deployment completes what its replicas can serve however many more arrive.
 
 Load windows and policy state live in memory: after a control-plane restart they start empty,
 and the policies fall back to their reactive behaviour until history builds up again.
@@ -38,17 +43,18 @@ STEP = 1.0
 
 @dataclass(frozen=True)
 class LoadSample:
-    """What the gateway has seen of one deployment so far."""
+    """What the gateways have seen of one deployment so far (counters only grow)."""
 
-    requests_total: float
-    in_flight: float
+    arrivals_total: float  # requests that arrived (demand), counted before any replica is chosen
+    requests_total: float  # requests answered: capacity under saturation, so never a policy's rate
+    in_flight: float  # requests arrived and not yet answered: queued or in service
     mean_latency: float  # seconds; 0 when nothing was served yet
 
 
 @dataclass
 class _Track:
     times: deque = field(default_factory=lambda: deque(maxlen=WINDOW + 1))
-    totals: deque = field(default_factory=lambda: deque(maxlen=WINDOW + 1))
+    arrivals: deque = field(default_factory=lambda: deque(maxlen=WINDOW + 1))
     in_flight: deque = field(default_factory=lambda: deque(maxlen=WINDOW + 1))
     state: Any = None
     last_decision: float = -1e18
@@ -104,7 +110,7 @@ class AutoscalerReconciler:
             track.state, track.last_decision, track.policy = None, -1e18, a.policy
         sample = self.load(name)
         track.times.append(now)
-        track.totals.append(sample.requests_total)
+        track.arrivals.append(sample.arrivals_total)
         track.in_flight.append(sample.in_flight)
         cfg = configure(a.policy, a.options, scale_to_zero_after=a.scale_to_zero_after)
         if now - track.last_decision < period(cfg) or len(track.times) < 2:
@@ -132,9 +138,9 @@ class AutoscalerReconciler:
     @staticmethod
     def _input(track: _Track, a: Autoscaling, sample: LoadSample, now: float, ready: int, starting: int) -> AutoscaleInput:
         times = np.fromiter(track.times, float)
-        totals = np.fromiter(track.totals, float)
+        arrivals = np.fromiter(track.arrivals, float)
         dt = np.maximum(np.diff(times), 1e-3)
-        rates = np.maximum(np.diff(totals), 0) / dt
+        rates = np.maximum(np.diff(arrivals), 0) / dt  # arrivals per second in each sample, as in sim/
         concurrency = np.fromiter(track.in_flight, float)[1:]
         target_rps = a.target_rps or (a.target / sample.mean_latency if sample.mean_latency > 0 else a.target)
         return AutoscaleInput(
