@@ -102,6 +102,7 @@ def build(config: ServerConfig) -> ControlPlane:
     dep_reconciler = DeploymentReconciler(db, LocalRuntime(config.home / "deployments"), placement=placement,
                                           server_url=config.url)
     dep_loop = Loop(dep_reconciler)
+    dep_reconciler.wake = dep_loop.enqueue  # a health probe finished: act on its result now
     dep_reconciler.capacity_freed = reconciler.wake_waiting
     gateway = Gateway(metrics_path="/metrics")
 
