@@ -102,3 +102,24 @@ def test_concurrency_policies_are_handed_the_requests_in_flight(db, tmp_path, po
     dep_id = deploy(db, tmp_path, policy)
     desired, reason = run(db, dep_id, 8)
     assert desired == 4, reason  # in flight grows by 7/s against a target of 1 per replica: the max
+
+
+def test_passes_woken_early_do_not_skew_the_rate(db, tmp_path):
+    """The policies weigh each sample as one second (as the simulator's): a pass that comes 0.05 s
+    after the last (an API write woke it) must not add a 0.05 s sample. Here 3 requests arrive each
+    second, just before the whole second; half the passes come early."""
+    dep_id = deploy(db, tmp_path, "skyserve")
+    clock = Clock()
+
+    def load(name: str) -> LoadSample:
+        n = 3 * int(clock.t + 0.01)
+        return LoadSample(arrivals_total=n, requests_total=n, in_flight=0, mean_latency=0.1)
+
+    rec = AutoscalerReconciler(db, load=load, wake_deployment=lambda _id: None, clock=clock)
+    for i in range(12):
+        for t in (i, i + 0.05):
+            clock.t = float(t)
+            rec.reconcile(dep_id)
+    with db.tx() as s:
+        reason = s.get(Deployment, dep_id).autoscale_reason
+    assert float(re.search(r"([\d.]+) req/s", reason).group(1)) == pytest.approx(3.0), reason
