@@ -6,12 +6,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, Response
 
-from cumulo.api.schemas import MAX_INT, Accepted, MetricsBody, ReleaseBody, RouteEndpoint, Routes, ScaleBody
+from cumulo.api.schemas import (
+    MAX_INT, Accepted, GatewaySync, MetricsBody, ReleaseBody, RouteEndpoint, Routes, ScaleBody,
+)
 from cumulo.core.views import (
     DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeDetail, NodeView, PoolView,
 )
 from cumulo.services.cluster import ClusterService
 from cumulo.services.deployments import DeploymentService
+from cumulo.services.gateways import Counters, GatewayRegistry, GatewayReport
 from cumulo.services.jobs import JobService
 from cumulo.services.resources import ResourceService
 
@@ -153,21 +156,45 @@ def deployment_logs(
     return _deployments(request).logs(name, replica=replica, offset=offset)
 
 
-@router.get("/gateway/routes", response_model=Routes, tags=["gateway"])
-def gateway_routes(request: Request) -> Routes:
-    """Ready replicas of every deployment, for a gateway running on its own (`cumulo gateway`)."""
-    table = request.app.state.routes()
+def _routes(table: dict, hold) -> Routes:
     return Routes(deployments={
         name: [RouteEndpoint(replica_id=str(o), host=h, port=p, ready=True) for o, h, p in eps]
         for name, eps in table.items()
-    })
+    }, hold=sorted(hold))
+
+
+@router.get("/gateway/routes", response_model=Routes, tags=["gateway"])
+def gateway_routes(request: Request) -> Routes:
+    """Ready replicas of every deployment and the hold list. A gateway that only reads this is
+    invisible to the autoscaler and to the drain wait: `cumulo gateway` uses POST /gateway/sync."""
+    table, hold = request.app.state.routes()
+    return _routes(table, hold)
+
+
+@router.post("/gateway/sync", response_model=Routes, tags=["gateway"])
+def gateway_sync(request: Request, body: GatewaySync) -> Routes:
+    """A standalone gateway's poll: it reports its per-deployment counters and what it has in flight
+    to each replica address (counted by the autoscaler and the drain wait while it keeps reporting),
+    and gets the routes and the hold list back."""
+    gateways: GatewayRegistry = request.app.state.gateways
+    table, hold = gateways.sync(GatewayReport(
+        gateway_id=body.gateway_id,
+        deployments={name: Counters(c.arrivals_total, c.requests_total, c.in_flight, c.latency_sum, c.latency_count)
+                     for name, c in body.deployments.items()},
+        in_flight={(r.host, r.port): r.in_flight for r in body.replicas if r.in_flight},
+        routed=frozenset((r.host, r.port) for r in body.replicas if r.routed),
+    ))
+    return _routes(table, hold)
 
 
 @router.get("/deployments/{name}/metrics", tags=["deployments"])
 def deployment_metrics(request: Request, name: str) -> dict:
-    """Load the gateway sees for this deployment: request rate, in-flight, latency, status codes."""
+    """Load the gateway sees for this deployment: request rate, in-flight, latency, status codes
+    (this process's gateway); `load`: what the autoscaler reads, summed over this gateway and every
+    standalone one (`cumulo gateway`) that synced within the last seconds, with each of those
+    gateways' own arrivals count (`standalone_gateways`: gateway id -> arrivals)."""
     _deployments(request).get(name)  # 404 for an unknown name
-    return request.app.state.gateway.stats(name)
+    return {**request.app.state.gateway.stats(name), "load": request.app.state.load(name)}
 
 
 # -- resources -------------------------------------------------------------------------------------
