@@ -18,6 +18,7 @@ import socket
 import httptools
 
 HIGH_WATER = 1 << 20  # pause reading from the replica while this much body waits for the client
+MAX_HEAD = 64 * 1024  # the most response head (status line and headers) a replica may send, as proxies cap it
 
 
 class UpstreamError(Exception):
@@ -29,6 +30,7 @@ class UpstreamError(Exception):
         self.got_nothing = got_nothing  # no byte of a response arrived
         self.timeout = False  # the gateway's timeout fired (set by the proxy)
         self.stale = False  # on a pooled connection idle long enough to have been closed by the replica
+        self.client_gone = False  # aborted because the client went away (not the replica's fault)
 
 
 class Connection(asyncio.Protocol):
@@ -37,7 +39,7 @@ class Connection(asyncio.Protocol):
     __slots__ = (
         "pool", "loop", "transport", "parser", "head", "status", "headers", "chunks", "buffered",
         "done", "keep_alive", "closed", "got_bytes", "waiter", "error", "paused", "reused",
-        "head_only", "_no_length", "idle_since", "_drained",
+        "head_only", "_no_length", "idle_since", "_drained", "connection_header", "head_seen", "head_size",
     )
 
     def __init__(self, pool: Pool, loop: asyncio.AbstractEventLoop) -> None:
@@ -65,6 +67,9 @@ class Connection(asyncio.Protocol):
         self.paused = False
         self.head_only = False
         self._no_length = True
+        self.connection_header: bytes | None = None  # the response's Connection header, if any
+        self.head_seen = 0  # bytes received while the head was incomplete (bounds a head that never ends)
+        self.head_size = 0  # bytes of header names and values
 
     # -- exchange API (called by the proxy) -------------------------------------------------------
 
@@ -104,10 +109,12 @@ class Connection(asyncio.Protocol):
         finally:
             self.waiter = None
 
-    def abort(self, reason: str) -> None:
+    def abort(self, reason: str, *, client_gone: bool = False) -> None:
         """Give up on this exchange (timeout, client gone): close the connection hard."""
         if not self.closed:
-            self._fail(UpstreamError(reason, got_nothing=not self.got_bytes))
+            err = UpstreamError(reason, got_nothing=not self.got_bytes)
+            err.client_gone = client_gone
+            self._fail(err)
             self.transport.abort()
 
     # -- protocol callbacks ---------------------------------------------------------------------
@@ -126,11 +133,16 @@ class Connection(asyncio.Protocol):
         if self.parser is None:  # bytes with no request outstanding: the replica is confused
             self.transport.abort()
             return
+        if self.status == 0:  # still reading the response head
+            self.head_seen += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(UpstreamError(f"invalid HTTP response from the replica: {exc}", got_nothing=False))
             self.transport.abort()
+            return
+        if self.status == 0 and self.head_seen > MAX_HEAD:
+            self._head_too_large()
 
     def eof_received(self):
         return False  # close our side too
@@ -168,17 +180,24 @@ class Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name.lower(), value))
+        self.head_size += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
         p = self.parser
         self.status = p.get_status_code()
+        if self.head_size > MAX_HEAD:
+            self._head_too_large()
+            raise _Stop
         if self.status < 200:  # 1xx interim response: llhttp reports it as a message; skip it
             self.headers = []
             return
         self.keep_alive = p.should_keep_alive()
-        for name, _ in self.headers:
+        for name, value in self.headers:
             if name == b"content-length" or name == b"transfer-encoding":
                 self._no_length = False
+            elif name == b"connection":
+                c = self.connection_header
+                self.connection_header = value if c is None else c + b"," + value
         if self.status in (204, 304):
             self._no_length = False
         if not self.head.done():
@@ -214,6 +233,11 @@ class Connection(asyncio.Protocol):
         if w is not None and not w.done():
             w.set_result(None)
 
+    def _head_too_large(self) -> None:
+        self._fail(UpstreamError(f"its response head is larger than the gateway's limit of {MAX_HEAD // 1024} KiB "
+                                 "(status line and headers); send less in headers", got_nothing=False))
+        self.transport.abort()
+
     def _fail(self, err: UpstreamError) -> None:
         if self.error is None:
             self.error = err
@@ -227,6 +251,10 @@ class Connection(asyncio.Protocol):
         d, self._drained = self._drained, None
         if d is not None and not d.done():
             d.set_result(None)
+
+
+class _Stop(Exception):
+    """Raised from a parser callback to stop parsing (the error is already recorded)."""
 
 
 class Pool:

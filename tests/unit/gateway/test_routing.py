@@ -95,7 +95,7 @@ def test_route_table():
     assert t.ready("a") == (E[0],) and t.ready("b") == () and t.ready("zz") is None
     assert "a" in t and "zz" not in t and t.names() == ["a", "b"]
     assert len(t.endpoints("a")) == 2 and t.endpoints("zz") == ()
-    assert ("x", "h", 1) in t.keys()
+    assert ("a", "x", "h", 1) in t.keys()
     assert t.as_dict()["a"][1].ready is False
 
 
