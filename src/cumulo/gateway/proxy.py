@@ -65,7 +65,7 @@ class _Timeout:
 
     def __call__(self, conn: Connection) -> None:
         self.fired = True
-        conn.abort("the replica did not answer in time")
+        conn.abort("it sent nothing in time")
 
 
 class _SlowClient(Exception):
@@ -368,8 +368,8 @@ class Gateway:
                     dep.ejected[rid] = time.monotonic() + self.eject_seconds
                 if exc.timeout:
                     return await io.problem(504, "Replica timed out",
-                                            f"a replica of {name!r} timed out: {exc} (the gateway waits "
-                                            f"{self.timeout:g} s)")
+                                            f"a replica of {name!r} timed out: {exc} (the gateway's timeout "
+                                            f"is {self.timeout:g} s)")
                 if retry:
                     dep.stats.retries += 1
                     log.debug("retrying %s %s on another replica: %s", method, name, exc)

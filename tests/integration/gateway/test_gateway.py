@@ -167,6 +167,7 @@ def test_timeout_is_504(replicas, start_gateway, client):
     r = client.get(f"{gw.url}/d/m/slow?s=3")
     assert r.status_code == 504
     assert r.json()["title"] == "Replica timed out"
+    assert r.json()["detail"] == "a replica of 'm' timed out: it sent nothing in time (the gateway's timeout is 0.5 s)"
     assert client.get(f"{gw.url}/d/m/x").status_code == 200  # the gateway is fine afterwards
     assert gw.gateway.stats("m")["status_codes"]["504"] == 1
 
