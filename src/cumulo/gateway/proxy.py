@@ -47,8 +47,6 @@ log = logging.getLogger("cumulo.gateway")
 _HOP_REQ = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
                       b"upgrade", b"proxy-authorization", b"expect", b"content-length", b"x-forwarded-for",
                       b"x-forwarded-proto", b"x-forwarded-prefix"})
-_HOP_RESP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
-                       b"upgrade", b"proxy-authenticate", b"date", b"server"})
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _STALE_IDLE = 1.0  # a pooled connection idle this long may have been closed by the replica meanwhile
 
@@ -334,7 +332,7 @@ class Gateway:
         attempts = 0
         last_error: Exception | None = None
         while True:
-            ep = self._choose(dep, ready, tried)
+            ep = self._choose(dep, ready, tried) if dep.ejected else pick(ready, outstanding, self._rng, tried)
             if ep is None:
                 if not tried:
                     return await io.problem(503, "No ready replica",
@@ -399,26 +397,30 @@ class Gateway:
         if more:
             await self._pump_body(conn, io, chunked)
         io.watch(conn)  # from here a client that goes away aborts the exchange
+        timer = _Timeout()  # the wait for the head starts once the whole body is sent
+        th = loop.call_later(self.timeout, timer, conn)
         try:
-            timer = _Timeout()  # the wait for the head starts once the whole body is sent
-            th = loop.call_later(self.timeout, timer, conn)
-            try:
-                await head
-            except UpstreamError as exc:
-                exc.timeout = timer.fired
-                exc.stale = stale
-                raise
-            finally:
-                th.cancel()
-            status = conn.status
-            headers = [(k, v) for k, v in conn.headers if k not in _HOP_RESP]
-            if conn.connection_header is not None:  # headers named in Connection are hop-by-hop too
-                headers = _without_named(headers, conn.connection_header)
-            if conn.done:  # the whole response is here: the common case for small responses
-                await io.respond(status, headers, conn.take())
-                conn.idle_since = time.monotonic()
-                pool.release(conn)
-                return status
+            await head
+        except UpstreamError as exc:
+            io.stop_watching()
+            exc.timeout = timer.fired
+            exc.stale = stale
+            raise
+        except BaseException:
+            io.stop_watching()
+            raise
+        finally:
+            th.cancel()
+        status = conn.status
+        headers = conn.headers  # minus hop-by-hop ones (see _upstream.DROPPED)
+        if conn.connection_header is not None:  # headers named in Connection are hop-by-hop too
+            headers = _without_named(headers, conn.connection_header)
+        if conn.done:  # the whole response is here: the common case for small responses
+            await io.respond(status, headers, conn.take())  # (stops watching)
+            conn.idle_since = time.monotonic()
+            pool.release(conn)
+            return status
+        try:
             await io.start(status, headers)
             while True:
                 data = conn.take()
@@ -600,6 +602,9 @@ class AsgiIO:
         self.watcher = asyncio.get_running_loop().create_task(_watch_disconnect(self.receive, conn))
 
     async def respond(self, status: int, headers, body: bytes) -> None:
+        """The whole response at once (this ends watching for the client going away)."""
+        if self.watcher is not None:
+            self.stop_watching()
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
         await self.send({"type": "http.response.body", "body": body})
 

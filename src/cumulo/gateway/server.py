@@ -103,6 +103,8 @@ class RawIO:
         return out
 
     async def respond(self, status: int, headers, body: bytes) -> None:
+        """The whole response in one write (this ends watching for the client going away)."""
+        self.cycle.conn = None
         has_len = any(k == b"content-length" for k, _ in headers)
         extra = b"" if has_len or status in (204, 304) or (100 <= status < 200) \
             else b"content-length: %d\r\n" % len(body)
