@@ -185,3 +185,17 @@ def test_an_encoded_slash_is_not_a_separator(replicas, start_gateway):
     status, body = raw_get(gw.port, "/d/m%2Fx/y")  # the name "m/x": no such deployment
     assert status == 404 and json.loads(body)["title"] == "Unknown deployment" and "m/x" in body.decode()
     assert gw.gateway.stats("m")["arrivals_total"] == 0
+
+
+def test_a_client_that_leaves_while_held_for_a_first_replica_is_499(replicas, start_gateway):
+    (a,) = replicas(1)
+    gw = start_gateway(hold_timeout=10)
+    gw.gateway.update({"z": []}, hold=["z"])
+    with socket.create_connection(("127.0.0.1", gw.port)) as s:
+        s.sendall(b"GET /d/z/x HTTP/1.1\r\nHost: t\r\n\r\n")
+        wait_until(lambda: gw.gateway.stats("z")["in_flight"] == 1, what="the held request")
+    time.sleep(0.2)
+    gw.gateway.update({"z": [a.endpoint()]}, hold=["z"])  # a replica is ready, but nobody is waiting
+    wait_until(lambda: gw.gateway.stats("z")["in_flight"] == 0, what="the request ended")
+    s = gw.gateway.stats("z")
+    assert s["status_codes"] == {"499": 1} and s["queue_seconds"]["count"] == 1
