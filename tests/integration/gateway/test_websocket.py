@@ -108,3 +108,15 @@ def test_a_refused_connection_is_retried_on_another_replica(replicas, start_gate
         connect(ws_url(gw, "/d/m/ws/echo"), open_timeout=5)
     assert info.value.response.status_code == 502
     assert b"Replicas unreachable" in info.value.response.body
+
+
+def test_a_replica_shutting_down_closes_the_clients_websocket_with_its_code(replicas, start_gateway):
+    (a,) = replicas(1)
+    gw = start_gateway(routes={"m": [a.endpoint()]})
+    with connect(ws_url(gw, "/d/m/ws/echo")) as ws:
+        ws.recv(timeout=5)
+        a.proc.terminate()  # SIGTERM: uvicorn closes its websockets with 1012 (service restart)
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=10)
+        assert info.value.rcvd.code == 1012
+    a.proc.wait(10)
