@@ -49,6 +49,7 @@ _HOP_REQ = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", 
                       b"x-forwarded-proto", b"x-forwarded-prefix"})
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _STALE_IDLE = 1.0  # a pooled connection idle this long may have been closed by the replica meanwhile
+WATCH_AFTER = 0.05  # seconds: the ASGI path watches for a client that leaves once a response is this slow
 
 ASGIApp = Callable
 
@@ -194,10 +195,11 @@ class Gateway:
             if kind == "http" or kind == "websocket":
                 # the raw path decides (see routing.split_path): the decoded one could disagree
                 raw = scope.get("raw_path") or scope["path"].encode()
-                if split_path(raw) is not None:
+                where = split_path(raw)
+                if where is not None:
                     if kind == "http":
-                        return await proxy(scope, receive, send)
-                    return await self._proxy_websocket(scope, receive, send, raw)
+                        return await proxy(scope, receive, send, raw, where)
+                    return await self._proxy_websocket(scope, receive, send, where)
                 if kind == "http" and scope["path"] == metrics_path:
                     return await _respond(send, 200, self.metrics_text(),
                                           b"text/plain; version=0.0.4; charset=utf-8")
@@ -206,17 +208,18 @@ class Gateway:
         app.gateway = self  # type: ignore[attr-defined]
         return app
 
-    async def _proxy(self, scope, receive, send) -> None:
-        raw = scope.get("raw_path") or scope["path"].encode()
+    async def _proxy(self, scope, receive, send, raw: bytes, where: tuple[str, bytes]) -> None:
         client = scope.get("client")
         io = AsgiIO(receive, send)
         await self.forward(io, scope["method"], raw, scope["query_string"], scope["headers"],
-                           client[0] if client else None, scope.get("scheme", "http"))
+                           client[0] if client else None, scope.get("scheme", "http"), where)
 
     async def forward(self, io, method: str, raw_path: bytes, query: bytes, headers, client_ip: str | None,
-                      scheme: str = "http") -> None:
-        """Serve one /d/<name>/... request through `io` (AsgiIO, or the raw protocol's)."""
-        where = split_path(raw_path)
+                      scheme: str = "http", where: tuple[str, bytes] | None = None) -> None:
+        """Serve one /d/<name>/... request through `io` (AsgiIO, or the raw protocol's); `where` is
+        `split_path(raw_path)` when the caller has it already."""
+        if where is None:
+            where = split_path(raw_path)
         if where is None:
             await io.problem(404, "Not found", f"no such path {raw_path.decode('latin-1')!r}; deployments are "
                              "served at /d/<name>/<path>")
@@ -486,11 +489,11 @@ class Gateway:
             if not more:
                 return
 
-    async def _proxy_websocket(self, scope, receive, send, raw_path: bytes) -> None:
+    async def _proxy_websocket(self, scope, receive, send, where: tuple[str, bytes]) -> None:
         """Proxy one websocket under /d/<name>/ to a ready replica (see websocket.py). The handshake
         counts as the request in the metrics (101 when it succeeds); an open session counts as load
         on its replica for the balancing choice."""
-        name, target = split_path(raw_path)
+        name, target = where
         if scope.get("query_string"):
             target = target + b"?" + scope["query_string"]
         if (await receive())["type"] != "websocket.connect":
@@ -581,12 +584,13 @@ class Gateway:
 class AsgiIO:
     """The client side of one proxied request, over ASGI."""
 
-    __slots__ = ("receive", "send", "watcher")
+    __slots__ = ("receive", "send", "watcher", "conn")
 
     def __init__(self, receive, send) -> None:
         self.receive = receive
         self.send = send
-        self.watcher: asyncio.Task | None = None
+        self.watcher: asyncio.TimerHandle | asyncio.Task | None = None
+        self.conn: Connection | None = None
 
     async def read(self) -> tuple[bytes, bool] | None:
         msg = await self.receive()
@@ -598,8 +602,14 @@ class AsgiIO:
         return False  # over ASGI the next read says so
 
     def watch(self, conn: Connection) -> None:
-        """Abort `conn` if the client goes away (called once the request body has been read)."""
-        self.watcher = asyncio.get_running_loop().create_task(_watch_disconnect(self.receive, conn))
+        """Abort `conn` if the client goes away (called once the request body has been read). ASGI
+        tells only a reader of `receive`, and a task for that would cost more than the rest of a
+        small request, so the watch starts once the response is slower than WATCH_AFTER."""
+        self.conn = conn
+        self.watcher = asyncio.get_running_loop().call_later(WATCH_AFTER, self._watch)
+
+    def _watch(self) -> None:
+        self.watcher = asyncio.get_running_loop().create_task(_watch_disconnect(self.receive, self.conn))
 
     async def respond(self, status: int, headers, body: bytes) -> None:
         """The whole response at once (this ends watching for the client going away)."""
@@ -624,6 +634,7 @@ class AsgiIO:
         if self.watcher is not None:
             self.watcher.cancel()
             self.watcher = None
+            self.conn = None
 
     async def problem(self, status: int, title: str, detail: str, headers=()) -> int:
         body, hdrs = _problem_parts(status, title, detail, headers)
