@@ -148,6 +148,11 @@ def _cpu_seconds(pid: int | None) -> float:
         return math.nan
 
 
+def _self_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
 def _machine_busy() -> tuple[float, float]:
     """(busy, total) jiffies of the whole machine since boot."""
     v = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -181,9 +186,22 @@ def autoscaling_block(policy: str, args: argparse.Namespace, cold_start: float, 
             "max": args.max, "cold_start": round(cold_start, 3), "options": options}
 
 
-async def _sampler(c: httpx.AsyncClient, name: str, t0_wall: float, stop: asyncio.Event, out: dict) -> None:
+def _replica_cpu(home: Path, seen: dict) -> None:
+    """CPU seconds of every replica process under ``home`` (last value seen per pid)."""
+    for f in home.glob("deployments/*/replica-*/workers.json"):
+        try:
+            for w in json.loads(f.read_text()):
+                if _start_time(w["pid"]) == w["start"]:
+                    seen[(w["pid"], w["start"])] = _cpu_seconds(w["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+
+
+async def _sampler(c: httpx.AsyncClient, name: str, t0_wall: float, stop: asyncio.Event, out: dict,
+                   home: Path) -> None:
     samples, replicas = out["samples"], out["replicas"]
     while not stop.is_set():
+        _replica_cpu(home, out["replica_cpu"])
         try:
             r = await c.get(f"/api/v1/deployments/{name}", timeout=10)
             now = time.time()
@@ -194,6 +212,9 @@ async def _sampler(c: httpx.AsyncClient, name: str, t0_wall: float, stop: asynci
                     counts[rep["state"]] = counts.get(rep["state"], 0) + 1
                 for rep in d["replicas"] + d.get("ended", []):
                     replicas[str(rep["id"])] = {k: rep.get(k) for k in ("state", "created_at", "ready_at", "finished_at")}
+                    replicas[str(rep["id"])]["seen"] = round(now - t0_wall, 3)
+                for rep in d["replicas"]:  # last seen live: the end of a replica that left `ended` unseen
+                    replicas[str(rep["id"])]["live_seen"] = round(now - t0_wall, 3)
                 samples.append([round(now - t0_wall, 3), counts["Starting"], counts["Ready"], counts["Draining"],
                                 d["desired"]])
         except httpx.HTTPError as e:
@@ -231,16 +252,18 @@ async def _load(url: str, times: np.ndarray, t0: float, out: list) -> None:
 async def _run_trace(cp: ControlPlane, name: str, times: np.ndarray, duration: float, t0_mono: float,
                      t0_wall: float) -> tuple[list, dict]:
     requests: list = [None] * len(times)
-    obs: dict = {"samples": [], "replicas": {}, "sample_errors": 0}
+    obs: dict = {"samples": [], "replicas": {}, "sample_errors": 0, "replica_cpu": {}}
     stop = asyncio.Event()
     async with httpx.AsyncClient(base_url=cp.url) as api:
-        sampler = asyncio.create_task(_sampler(api, name, t0_wall, stop, obs))
+        sampler = asyncio.create_task(_sampler(api, name, t0_wall, stop, obs, cp.home))
         await _load(f"{cp.url}/d/{name}/work", times, t0_mono, requests)
         rest = t0_mono + duration + 2 * SAMPLE_PERIOD - time.monotonic()
         if rest > 0:
             await asyncio.sleep(rest)
         stop.set()
         await sampler
+        r = await api.get(f"/api/v1/deployments/{name}/metrics", timeout=30)
+        obs["gateway"] = r.json() if r.status_code == 200 else {"error": r.status_code}
     return requests, obs
 
 
@@ -257,6 +280,7 @@ def live_run(cp: ControlPlane, policy: str, times: np.ndarray, duration: float, 
     block = autoscaling_block(policy, args, cold_start_spec, options)
     busy0 = _machine_busy()
     cpu0 = _cpu_seconds(cp.pid())
+    self0 = _self_cpu()
     client.deploy(deployment_spec(name, args, n0, block))  # autoscaling on; replicas kept (no rollout)
     t0_wall, t0_mono = time.time(), time.monotonic()
     t0_mono += 0.2
@@ -265,6 +289,7 @@ def live_run(cp: ControlPlane, policy: str, times: np.ndarray, duration: float, 
     requests, obs = asyncio.run(_run_trace(cp, name, times, duration, t0_mono, t0_wall))
     busy1 = _machine_busy()
     cpu1 = _cpu_seconds(cp.pid())
+    self1 = _self_cpu()
     events = [e.model_dump(mode="json") for e in client.events(name=name, limit=1000)]
     log(f"{policy}: deleting the deployment")
     client.delete_deployment(name)
@@ -276,16 +301,25 @@ def live_run(cp: ControlPlane, policy: str, times: np.ndarray, duration: float, 
             break
         time.sleep(0.5)
     client.close()
-    reps = {k: {**v, "created": _rel(v["created_at"], t0_wall), "ready": _rel(v["ready_at"], t0_wall),
-                "finished": _rel(v["finished_at"], t0_wall)} for k, v in obs["replicas"].items()}
+    last = obs["samples"][-1][0] if obs["samples"] else 0.0
+    reps = {}
+    for k, v in obs["replicas"].items():
+        finished = _rel(v["finished_at"], t0_wall)
+        if finished is None and v.get("live_seen", last) < last:  # gone between two samples, exit unseen
+            finished = v["live_seen"] + SAMPLE_PERIOD / 2
+        reps[k] = {**v, "created": _rel(v["created_at"], t0_wall), "ready": _rel(v["ready_at"], t0_wall),
+                   "finished": finished}
     return {
         "policy": policy, "deployment": name, "autoscaling": block, "t0_wall": t0_wall,
         "requests": requests, "samples": obs["samples"], "sample_errors": obs["sample_errors"],
         "replicas": reps,
         "autoscaled_events": [{"t": _rel(e["time"], t0_wall), "message": e["message"]}
                               for e in events if e.get("reason") == "Autoscaled"],
-        "machine_busy_share": (busy1[0] - busy0[0]) / max(1.0, busy1[1] - busy0[1]),
-        "control_plane_cpu_s": cpu1 - cpu0,
+        "gateway": obs.get("gateway"),
+        "cpu": {"machine_busy_share": (busy1[0] - busy0[0]) / max(1.0, busy1[1] - busy0[1]),
+                "machine_busy_cpu_s": (busy1[0] - busy0[0]) / os.sysconf("SC_CLK_TCK"),
+                "control_plane_s": cpu1 - cpu0, "harness_s": self1 - self0,
+                "replicas_s": sum(obs["replica_cpu"].values())},
     }
 
 
@@ -327,9 +361,81 @@ def live_metrics(run: dict, args: argparse.Namespace, horizon: float) -> dict:
         "cold_start_mean_s": float(np.mean(colds)) if colds else None,
         "send_lag_p99_s": float(np.quantile(lag, 0.99)),
         "send_lag_max_s": float(lag.max()),
-        "machine_busy_share": run["machine_busy_share"],
-        "control_plane_cpu_s": run["control_plane_cpu_s"],
+        "replica_seconds_created_to_exit": created_to_exit(run["replicas"], horizon),
+        "gateway_latency_p50_s": _get(run, "gateway", "latency_seconds", "p50"),
+        "gateway_latency_p99_s": _get(run, "gateway", "latency_seconds", "p99"),
+        "cpu": run.get("cpu"),
     }
+
+
+def _get(d: dict | None, *keys: str):
+    for k in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+def created_to_exit(replicas: dict, horizon: float) -> float:
+    """Replica-seconds from each replica's creation to its exit (or the horizon), inside [0, horizon]:
+    what the machines would be billed for, draining included."""
+    total = 0.0
+    for v in replicas.values():
+        a = max(0.0, v["created"] if v["created"] is not None else 0.0)
+        b = min(horizon, v["finished"] if v["finished"] is not None else horizon)
+        total += max(0.0, b - a)
+    return total
+
+
+def replay_queues(arrivals: np.ndarray, replicas: dict, args: argparse.Namespace, p2c: bool, seed: int = 0) -> dict:
+    """Latencies the LIVE replica timeline gives under two queue models (no CPU, no HTTP):
+
+    - ``p2c=False``: one FIFO queue in front of every ready slot (what the simulator assumes);
+    - ``p2c=True``: each request is dispatched on arrival to the less loaded of two random ready
+      replicas (the gateway's rule) and waits in that replica's own FIFO queue; a replica that
+      becomes ready later never takes requests already queued elsewhere.
+
+    A replica is routable from its ready_at to its exit (drain start is not recorded; drains here
+    last about a service time)."""
+    import heapq
+
+    s, k = args.service_time, args.concurrency
+    reps = [(v["ready"], v["finished"] if v["finished"] is not None else math.inf)
+            for v in replicas.values() if v["ready"] is not None]
+    reps.sort()
+    lat = np.zeros(len(arrivals))
+    if not p2c:
+        slots: list = []
+        for ready, end in reps:
+            for _ in range(k):
+                heapq.heappush(slots, (ready, end))
+        for i, t in enumerate(arrivals):
+            while True:
+                free, end = heapq.heappop(slots)
+                start = max(t, free)
+                if start < end or not slots:
+                    break
+            heapq.heappush(slots, (start + s, end))
+            lat[i] = start + s - t
+    else:
+        rng = np.random.default_rng(seed)
+        free = [[r] * k for r, _ in reps]  # per replica: when each slot is next free
+        busy_until: list[list[float]] = [[] for _ in reps]  # finish times of requests assigned to it
+        for i, t in enumerate(arrivals):
+            live = [j for j, (r, e) in enumerate(reps) if r <= t < e]
+            if not live:  # none ready (not in these runs: min >= 1): the first to come
+                live = [min(range(len(reps)), key=lambda j: reps[j][0] if reps[j][0] > t else math.inf)]
+            pick = live if len(live) < 2 else list(rng.choice(live, 2, replace=False))
+            for j in pick:
+                busy_until[j] = [f for f in busy_until[j] if f > t]
+            j = min(pick, key=lambda j: len(busy_until[j]))
+            slot = min(range(k), key=lambda x: free[j][x])
+            start = max(t, free[j][slot], reps[j][0])
+            free[j][slot] = start + s
+            busy_until[j].append(start + s)
+            lat[i] = start + s - t
+    return {"slo_attainment": float((lat <= s + args.slo_wait + 1e-9).mean()),
+            "latency_p50_s": float(np.quantile(lat, 0.5)), "latency_p99_s": float(np.quantile(lat, 0.99))}
 
 
 def sim_run(times: np.ndarray, policy: str, args: argparse.Namespace, cold_start: float, n0: int, options: dict,
@@ -399,16 +505,22 @@ def analyse(raw: dict, args: argparse.Namespace) -> dict:
         horizon = math.ceil((float(times[-1]) + 1.0) / args.step) * args.step  # the simulator's span
         live = live_metrics(run, args, horizon)
         cs = live["cold_start_mean_s"] or raw["cold_start_calibrated_s"]
+        req = np.array([r for r in run["requests"] if r is not None], dtype=float).reshape(-1, 4)
+        sent = np.sort(req[:, 0] + req[:, 1])  # when each request really left the load generator
         sims = {}
-        for label, cold, step in (("sim", cs, args.step), ("sim_step_0.1s", cs, 0.1),
-                                  ("sim_cold_start_spec", run["autoscaling"]["cold_start"], args.step)):
-            r = sim_run(times, policy, args, cold, raw["initial_replicas"], options, step)
+        for label, at, cold, step in (("sim", times, cs, args.step), ("sim_step_0.1s", times, cs, 0.1),
+                                      ("sim_cold_start_spec", times, run["autoscaling"]["cold_start"], args.step),
+                                      ("sim_sent_times", sent, cs, args.step)):
+            r = sim_run(at, policy, args, cold, raw["initial_replicas"], options, step)
             sims[label] = (r, sim_metrics(r))
+        replay = {"central_fifo": replay_queues(sent, run["replicas"], args, p2c=False),
+                  "p2c_per_replica_fifo": replay_queues(sent, run["replicas"], args, p2c=True)}
         r, sm = sims["sim"]
         res = {
             "policy": policy, "autoscaling": run["autoscaling"], "sim_cold_start_s": cs,
             "live": live, "sim": sm,
             "sim_variants": {k: v[1] for k, v in sims.items() if k != "sim"},
+            "live_timeline_replayed": replay,
             "ratio_sim_over_live": {k: ratio(sm[k], live[k]) for k in ("replica_seconds", "slo_attainment", "latency_p99_s")},
             "live_autoscaled_events": run["autoscaled_events"],
             "sim_decisions": [[round(t, 1), a, b, why] for t, a, b, why in r.decisions],
