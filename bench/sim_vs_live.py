@@ -56,6 +56,9 @@ from cumulo.sim.traces import RequestTrace, load_trace
 HERE = Path(__file__).resolve().parent
 SERVICE = "sim_vs_live_service.py:Sleeper"
 SAMPLE_PERIOD = 0.5
+#: settings a live run was made with (kept in --raw files)
+LIVE_ARGS = ("trace", "start", "duration", "speedup", "policies", "options", "service_time", "concurrency",
+             "setup_delay", "utilization", "min", "max", "slo_wait")
 TRACES = Path(os.environ.get("CUMULO_TRACES", HERE.parent.parent / "shared" / "traces"))
 
 
@@ -105,7 +108,7 @@ class ControlPlane:
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "cumulo", *args], env=self.env, capture_output=True,
-                              text=True, timeout=timeout)
+                              text=True, timeout=timeout, check=False)
 
     def up(self) -> None:
         r = self.cli("up", "--detach", "--port", str(self.port))
@@ -226,27 +229,82 @@ async def _sampler(c: httpx.AsyncClient, name: str, t0_wall: float, stop: asynci
             pass
 
 
-async def _load(url: str, times: np.ndarray, t0: float, out: list) -> None:
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=500)
-    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(300.0)) as c:
-        async def one(i: int, due: float) -> None:
-            sent = time.monotonic()
-            try:
-                r = await c.post(url, json={"id": i})
-                status = r.status_code
-            except httpx.HTTPError:
-                status = -1
-            done = time.monotonic()
-            out[i] = (round(due - t0, 4), round(sent - due, 4), round(done - sent, 4), status)
+#: a kept-alive connection idle longer than this is not reused (uvicorn closes them after 5 s)
+IDLE_S = 3.0
 
-        tasks = []
-        for i, t in enumerate(times):
-            due = t0 + float(t)
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i, due)))
-        await asyncio.gather(*tasks)
+
+class _Http:
+    """A minimal HTTP/1.1 client on asyncio streams with keep-alive connections (httpx cost ~10x the
+    CPU per request here, and the load generator shares 2 cores with everything it measures)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []  # most recent last
+
+    async def post(self, path: str, body: bytes) -> int:
+        req = (f"POST {path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\ncontent-type: application/json\r\n"
+               f"content-length: {len(body)}\r\n\r\n").encode() + body
+        while True:  # a kept-alive connection the server closed meanwhile: the next one, or a new one
+            now = time.monotonic()
+            while self.idle and now - self.idle[-1][2] > IDLE_S:
+                self.idle.pop()[1].close()
+            reused = bool(self.idle)
+            r, w = self.idle.pop()[:2] if reused else await asyncio.open_connection(self.host, self.port)
+            try:
+                w.write(req)
+                head = await r.readuntil(b"\r\n\r\n")
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                w.close()
+                if reused:
+                    continue
+                return -1
+            try:
+                status = int(head[9:12])
+                lower = head.lower()
+                if b"transfer-encoding: chunked" in lower:
+                    while True:
+                        size = int((await r.readuntil(b"\r\n")).split(b";")[0], 16)
+                        await r.readexactly(size + 2)
+                        if size == 0:
+                            break
+                else:
+                    i = lower.find(b"content-length:")
+                    n = int(lower[i + 15: lower.index(b"\r\n", i)]) if i >= 0 else 0
+                    await r.readexactly(n)
+            except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                w.close()
+                return -1
+            if b"connection: close" in lower:
+                w.close()
+            else:
+                self.idle.append((r, w, time.monotonic()))
+            return status
+
+    def close(self) -> None:
+        for _, w, _ in self.idle:
+            w.close()
+
+
+async def _load(url: str, times: np.ndarray, t0: float, out: list) -> None:
+    u = httpx.URL(url)
+    client = _Http(u.host, u.port)
+    path = u.raw_path.decode()
+
+    async def one(i: int, due: float) -> None:
+        sent = time.monotonic()
+        status = await client.post(path, b'{"id": %d}' % i)
+        done = time.monotonic()
+        out[i] = (round(due - t0, 4), round(sent - due, 4), round(done - sent, 4), status)
+
+    tasks = []
+    for i, t in enumerate(times):
+        due = t0 + float(t)
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i, due)))
+    await asyncio.gather(*tasks)
+    client.close()
 
 
 async def _run_trace(cp: ControlPlane, name: str, times: np.ndarray, duration: float, t0_mono: float,
@@ -286,7 +344,7 @@ def live_run(cp: ControlPlane, policy: str, times: np.ndarray, duration: float, 
     t0_mono += 0.2
     t0_wall += 0.2
     log(f"{policy}: replaying {len(times)} requests over {duration:.0f} s")
-    requests, obs = asyncio.run(_run_trace(cp, name, times, duration, t0_mono, t0_wall))
+    requests, obs = _event_loop_run(_run_trace(cp, name, times, duration, t0_mono, t0_wall))
     busy1 = _machine_busy()
     cpu1 = _cpu_seconds(cp.pid())
     self1 = _self_cpu()
@@ -323,6 +381,15 @@ def live_run(cp: ControlPlane, policy: str, times: np.ndarray, duration: float, 
     }
 
 
+def _event_loop_run(coro):
+    try:  # uvloop when installed (uvicorn's standard extra brings it): less CPU per request
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+
+
 def _rel(ts: str | None, t0: float) -> float | None:
     v = _ts(ts)
     return None if v is None else round(v - t0, 3)
@@ -346,7 +413,7 @@ def live_metrics(run: dict, args: argparse.Namespace, horizon: float) -> dict:
     colds = [v["ready"] - v["created"] for v in run["replicas"].values()
              if v["ready"] is not None and v["created"] is not None and v["created"] > -1.0]
     return {
-        "requests": int(len(req)),
+        "requests": len(req),
         "non_200": int((~ok).sum()),
         "slo_attainment": float(slo_ok.mean()) if len(req) else 1.0,
         "latency_p50_s": float(np.quantile(lat, 0.5)),
@@ -516,6 +583,7 @@ def analyse(raw: dict, args: argparse.Namespace) -> dict:
         replay = {"central_fifo": replay_queues(sent, run["replicas"], args, p2c=False),
                   "p2c_per_replica_fifo": replay_queues(sent, run["replicas"], args, p2c=True)}
         r, sm = sims["sim"]
+        every = max(1, round(1.0 / args.step))  # the plotted series: one point a second
         res = {
             "policy": policy, "autoscaling": run["autoscaling"], "sim_cold_start_s": cs,
             "live": live, "sim": sm,
@@ -525,9 +593,8 @@ def analyse(raw: dict, args: argparse.Namespace) -> dict:
             "live_autoscaled_events": run["autoscaled_events"],
             "sim_decisions": [[round(t, 1), a, b, why] for t, a, b, why in r.decisions],
             "live_series": run["samples"],
-            "sim_series": {"t": r.t[:: max(1, int(round(1.0 / args.step)))].tolist(),
-                           "ready": r.ready[:: max(1, int(round(1.0 / args.step)))].tolist(),
-                           "starting": r.starting[:: max(1, int(round(1.0 / args.step)))].tolist()},
+            "sim_series": {"t": r.t[::every].tolist(), "ready": r.ready[::every].tolist(),
+                           "starting": r.starting[::every].tolist()},
         }
         results.append(res)
     return {"results": results}
@@ -551,7 +618,8 @@ def parse_options(items: list[str]) -> dict[str, dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=None, help="write sim-vs-live.json and .png here")
+    ap.add_argument("--out", type=Path, default=None, help="write NAME.json and NAME.png here")
+    ap.add_argument("--name", default="sim-vs-live", help="file name stem of the outputs in --out")
     ap.add_argument("--trace", type=Path, default=TRACES / "azure-llm-2023-code.csv")
     ap.add_argument("--start", type=float, default=420.0, help="slice start in the trace (s)")
     ap.add_argument("--duration", type=float, default=600.0, help="slice length in the trace (s)")
@@ -574,6 +642,8 @@ def main() -> None:
 
     if args.from_raw:
         raw = json.loads(args.from_raw.read_text())
+        for k, v in raw.get("args", {}).items():  # the live run's settings win over the command line's
+            setattr(args, k, Path(v) if k == "trace" else v)
     else:
         times = trace_slice(args.trace, args.start, args.duration, args.speedup)
         target_rps = args.utilization * args.concurrency / args.service_time
@@ -601,6 +671,7 @@ def main() -> None:
         finally:
             cp.down()
         raw = {
+            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k in LIVE_ARGS},
             "times": times.tolist(), "initial_replicas": n0, "cold_start_calibrated_s": calibrated, "runs": runs,
             "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
                         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
@@ -627,10 +698,10 @@ def main() -> None:
     report["machine"]["total_wall_s"] = round(time.monotonic() - started, 1)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        plot(report["results"], times, args.out / "sim-vs-live.png",
+        plot(report["results"], times, args.out / f"{args.name}.png",
              f"{args.trace.name} [{args.start:g}, {args.start + args.duration:g}) s at x{args.speedup:g}: "
              f"replicas over time, live vs simulator")
-        (args.out / "sim-vs-live.json").write_text(json.dumps(report, indent=1) + "\n")
+        (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
 
 
