@@ -429,10 +429,35 @@ def live_metrics(run: dict, args: argparse.Namespace, horizon: float) -> dict:
         "send_lag_p99_s": float(np.quantile(lag, 0.99)),
         "send_lag_max_s": float(lag.max()),
         "replica_seconds_created_to_exit": created_to_exit(run["replicas"], horizon),
+        "in_flight_signal": in_flight_signal(req, horizon, args.utilization * args.concurrency),
         "gateway_latency_p50_s": _get(run, "gateway", "latency_seconds", "p50"),
         "gateway_latency_p99_s": _get(run, "gateway", "latency_seconds", "p99"),
         "cpu": run.get("cpu"),
     }
+
+
+def in_flight_signal(req: np.ndarray, horizon: float, target: float, grid: float = 0.01) -> dict:
+    """Requests in flight (from the client's send/answer times): the mean of each second (what the
+    simulator's policies see) against the value at each second's end (a 1 Hz point sample, what the
+    live autoscaler reads from the gateway), and the highest 6 s mean of each (KPA's panic window)."""
+    n = int(math.ceil(horizon / grid))
+    delta = np.zeros(n + 1)
+    sent = req[:, 0] + req[:, 1]
+    np.add.at(delta, np.clip((sent / grid).astype(int), 0, n), 1)
+    np.add.at(delta, np.clip(((sent + req[:, 2]) / grid).astype(int), 0, n), -1)
+    level = np.cumsum(delta)[:n]
+    per = int(round(1 / grid))
+    secs = n // per
+    mean = level[: secs * per].reshape(secs, per).mean(axis=1)
+    point = level[per - 1 : secs * per : per]
+    k = 6
+    roll = lambda x: np.convolve(x, np.ones(k) / k, mode="valid")  # noqa: E731
+    def first_over(x: np.ndarray) -> float | None:  # when a 6 s mean first exceeds one replica's target
+        i = np.flatnonzero(roll(x) > target)
+        return float(i[0] + k) if len(i) else None
+
+    return {"mean_abs_point_minus_mean": float(np.abs(point - mean).mean()), "mean_in_flight": float(mean.mean()),
+            "first_6s_mean_over_target_s": {"means": first_over(mean), "points": first_over(point)}}
 
 
 def _get(d: dict | None, *keys: str):
