@@ -439,19 +439,23 @@ def live_metrics(run: dict, args: argparse.Namespace, horizon: float) -> dict:
 def in_flight_signal(req: np.ndarray, horizon: float, target: float, grid: float = 0.01) -> dict:
     """Requests in flight (from the client's send/answer times): the mean of each second (what the
     simulator's policies see) against the value at each second's end (a 1 Hz point sample, what the
-    live autoscaler reads from the gateway), and the highest 6 s mean of each (KPA's panic window)."""
-    n = int(math.ceil(horizon / grid))
+    live autoscaler reads from the gateway), and when the 6 s mean (KPA's panic window) of each first
+    exceeds one replica's target."""
+    n = math.ceil(horizon / grid)
     delta = np.zeros(n + 1)
     sent = req[:, 0] + req[:, 1]
     np.add.at(delta, np.clip((sent / grid).astype(int), 0, n), 1)
     np.add.at(delta, np.clip(((sent + req[:, 2]) / grid).astype(int), 0, n), -1)
     level = np.cumsum(delta)[:n]
-    per = int(round(1 / grid))
+    per = round(1 / grid)
     secs = n // per
     mean = level[: secs * per].reshape(secs, per).mean(axis=1)
     point = level[per - 1 : secs * per : per]
     k = 6
-    roll = lambda x: np.convolve(x, np.ones(k) / k, mode="valid")  # noqa: E731
+
+    def roll(x: np.ndarray) -> np.ndarray:
+        return np.convolve(x, np.ones(k) / k, mode="valid")
+
     def first_over(x: np.ndarray) -> float | None:  # when a 6 s mean first exceeds one replica's target
         i = np.flatnonzero(roll(x) > target)
         return float(i[0] + k) if len(i) else None
@@ -531,12 +535,12 @@ def replay_queues(arrivals: np.ndarray, replicas: dict, args: argparse.Namespace
 
 
 def sim_run(times: np.ndarray, policy: str, args: argparse.Namespace, cold_start: float, n0: int, options: dict,
-            step: float):
+            step: float, queue: str = "shared"):
     trace = RequestTrace("slice", times)
     load = build_load(trace, ServiceModel(service_time=args.service_time, use_tokens=False), step=step)
     m = ReplicaModel(concurrency=args.concurrency, cold_start=cold_start, min_replicas=args.min,
                      max_replicas=args.max, utilization=args.utilization, slo_wait=args.slo_wait,
-                     initial_replicas=n0)
+                     initial_replicas=n0, queue=queue)
     return simulate(load, policy, m, config=make_config(policy, load, m, options))
 
 
@@ -600,10 +604,14 @@ def analyse(raw: dict, args: argparse.Namespace) -> dict:
         req = np.array([r for r in run["requests"] if r is not None], dtype=float).reshape(-1, 4)
         sent = np.sort(req[:, 0] + req[:, 1])  # when each request really left the load generator
         sims = {}
-        for label, at, cold, step in (("sim", times, cs, args.step), ("sim_step_0.1s", times, cs, 0.1),
-                                      ("sim_cold_start_spec", times, run["autoscaling"]["cold_start"], args.step),
-                                      ("sim_sent_times", sent, cs, args.step)):
-            r = sim_run(at, policy, args, cold, raw["initial_replicas"], options, step)
+        for label, at, cold, step, queue in (
+            ("sim", times, cs, args.step, "shared"),
+            ("sim_replica_queues", times, cs, args.step, "replica"),
+            ("sim_step_0.1s", times, cs, 0.1, "shared"),
+            ("sim_cold_start_spec", times, run["autoscaling"]["cold_start"], args.step, "shared"),
+            ("sim_sent_times", sent, cs, args.step, "shared"),
+        ):
+            r = sim_run(at, policy, args, cold, raw["initial_replicas"], options, step, queue)
             sims[label] = (r, sim_metrics(r))
         replay = {"central_fifo": replay_queues(sent, run["replicas"], args, p2c=False),
                   "p2c_per_replica_fifo": replay_queues(sent, run["replicas"], args, p2c=True)}
@@ -615,6 +623,8 @@ def analyse(raw: dict, args: argparse.Namespace) -> dict:
             "sim_variants": {k: v[1] for k, v in sims.items() if k != "sim"},
             "live_timeline_replayed": replay,
             "ratio_sim_over_live": {k: ratio(sm[k], live[k]) for k in ("replica_seconds", "slo_attainment", "latency_p99_s")},
+            "ratio_sim_replica_queues_over_live": {k: ratio(sims["sim_replica_queues"][1][k], live[k])
+                                                   for k in ("replica_seconds", "slo_attainment", "latency_p99_s")},
             "live_autoscaled_events": run["autoscaled_events"],
             "sim_decisions": [[round(t, 1), a, b, why] for t, a, b, why in r.decisions],
             "live_series": run["samples"],
