@@ -2,28 +2,32 @@
 
     PYTHONPATH=src nice -n 5 python bench/sim_vs_live.py --out docs/benchmarks     # prints JSON
 
-For each policy (default: kpa, then predictive) it
+It runs `python -m cumulo up --detach` in a temporary CUMULO_HOME on a free port (CUMULO_HOME,
+CUMULO_URL set), measures one replica's cold start there (what the policies are told), and for each
+policy (default: kpa, then predictive)
 
-1. starts nothing new if a control plane is already up in its temporary CUMULO_HOME, else runs
-   `python -m cumulo up --detach` there on a free port (CUMULO_HOME, CUMULO_URL set);
-2. deploys `bench/sim_vs_live_service.py:Sleeper` (fixed service time, fixed per-replica
+1. deploys `bench/sim_vs_live_service.py:Sleeper` (fixed service time, fixed per-replica
    concurrency, cold start = a sleep in setup()) with the initial replica count, waits until it is
    ready, then adds `autoscaling:` (an update that does not roll the replicas), so that the policy
    starts from no state at the trace's first request, as in the simulator;
-3. sends every request of the slice at its (time-compressed) trace time through the gateway
-   (`POST /d/<name>/work`, httpx async) and records its latency and status, while sampling the
-   deployment (`GET /api/v1/deployments/<name>`) every 0.5 s: replicas Starting / Ready / Draining,
-   the autoscaler's desired count, and each replica's created_at / ready_at (its cold start);
-4. deletes the deployment.
+2. sends every request of the slice at its (time-compressed) trace time through the gateway
+   (`POST /d/<name>/work`, a small asyncio HTTP/1.1 client) and records its latency and status,
+   while sampling the deployment (`GET /api/v1/deployments/<name>`) every 0.5 s: replicas
+   Starting / Ready / Draining, the autoscaler's desired count, and each replica's created_at /
+   ready_at (its cold start);
+3. deletes the deployment;
 
-Then it runs the simulator (`cumulo.sim.model.simulate`) on the same requests with the same
-settings: service time, per-replica concurrency, cold start = the mean Starting -> Ready time
+then `cumulo down`, and stops what replicas are left. Then it runs the simulator
+(`cumulo.sim.model.simulate`) on the same requests with the same settings: service time, per-replica concurrency, cold start = the mean Starting -> Ready time
 measured live in that run, SLO, policy and options, min/max and initial replicas, targets
 (`target` = utilization x concurrency, `target_rps` = that / service time, set explicitly in the
-live spec so that the live policy does not derive it from observed latency). It prints one JSON
-document (also written to OUT/sim-vs-live.json) and plots replicas over time, live vs sim
-(OUT/sim-vs-live.png). `--raw FILE` keeps every request and sample; `--from-raw FILE` redoes the
-simulator side and the report from such a file without running anything live.
+live spec so that the live policy does not derive it from observed latency), once with the
+simulator's shared fluid queue and once with per-replica queues (``queue="replica"``), plus a few
+variants that isolate one difference each; and it replays the live replica timeline through both
+queue models. It prints one JSON document (also written to OUT/NAME.json) and plots replicas over
+time, live vs sim (OUT/NAME.png); see docs/benchmarks/sim-vs-live.md. `--raw FILE` keeps every
+request and sample; `--from-raw FILE` redoes the simulator side and the report from such a file
+without running anything live.
 
 Replica-seconds count Starting + Ready replicas (what the simulator pays for); Draining replicas
 (still running while their last requests finish) are reported apart.
