@@ -41,6 +41,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -675,6 +676,7 @@ def main() -> None:
     ap.add_argument("--step", type=float, default=1.0, help="simulator step (s); 1 s = the live autoscaler's sampling")
     ap.add_argument("--raw", type=Path, default=None, help="also write every request and sample here")
     ap.add_argument("--from-raw", type=Path, default=None, help="skip the live runs: analyse this --raw file")
+    ap.add_argument("--keep-home", action="store_true", help="keep the temporary CUMULO_HOME (logs, database)")
     args = ap.parse_args()
     options = parse_options(args.options)
     started = time.monotonic()
@@ -709,6 +711,8 @@ def main() -> None:
                                      options.get(policy, {}), args))
         finally:
             cp.down()
+            if not args.keep_home:
+                shutil.rmtree(home, ignore_errors=True)
         raw = {
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k in LIVE_ARGS},
             "times": times.tolist(), "initial_replicas": n0, "cold_start_calibrated_s": calibrated, "runs": runs,
