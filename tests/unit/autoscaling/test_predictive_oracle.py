@@ -151,10 +151,12 @@ def test_level_floor_default_follows_the_cold_start():
 
 def test_level_floor_holds_the_recent_level_through_a_dip_and_releases_it_slowly():
     # an hour at 100 req/s, then a dip to 50: with a 120 s cold start the plan stays near the recent
-    # level (half-life 1200 s) instead of following the dip at once, and comes down as the level decays
+    # level (half-life 1200 s) instead of following the dip at once, and comes down as the level decays.
+    # coverage=None (mean + z sigma headroom): with conformal coverage the gate falls back to
+    # persistence on a flat rate (persistence is exact there), and that fallback has no level floor
     rates = np.concatenate([np.full(3600, 100.0), np.full(3600, 50.0)])
-    times, with_level, _ = _run(rates, PredictiveConfig(min_calibration=600.0), cold_start=120.0)
-    _, without, _ = _run(rates, PredictiveConfig(min_calibration=600.0, level_half_life=0.0), cold_start=120.0)
+    times, with_level, _ = _run(rates, PredictiveConfig(min_calibration=600.0, coverage=None), cold_start=120.0)
+    _, without, _ = _run(rates, PredictiveConfig(min_calibration=600.0, level_half_life=0.0, coverage=None), cold_start=120.0)
     early = (times > 3600 + 300) & (times <= 3600 + 600)
     assert without[early].max() <= 6  # follows the dip: 50 req/s at 10 req/s per replica (+ headroom)
     assert with_level[early].min() >= 8  # the level is still ~0.8-0.9 x 100 req/s

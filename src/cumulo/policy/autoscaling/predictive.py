@@ -4,9 +4,10 @@ Every ``tick`` (10 s) the policy computes its reactive floor (``floor``: "drain"
 below; "kpa": Knative's KPA with its published defaults run inside this policy with its own state,
 panic mode included, best with ``tick=2``; "concurrency"). Every ``forecast_every`` (10 s) it
 forecasts the rate one cold start ahead, ``R(t) = a*L(t) + b*H(t) + c*dL(t)`` fitted online (below),
-and turns it into an upper bound: by default mean + ``z`` x the relative RMS error of past
-forecasts; with ``coverage`` set, by **conformal calibration**: the ``coverage`` quantile of the
-ratios (observed rate at t + h) / (what was planned for it) over the last ``calibration_window``.
+and turns it into an upper bound: with ``coverage`` set (the default, 0.98), by **conformal
+calibration**: the ``coverage`` quantile of the
+ratios (observed rate at t + h) / (what was planned for it) over the last ``calibration_window``
+(with ``coverage=None``: mean + ``z`` x the relative RMS error of past forecasts, never gated).
 The same is kept for persistence (the rate now as the forecast of the rate at t + h). The forecast
 is used only while its calibrated bound was tighter than persistence's over the calibration window
 (``gate``); otherwise the plan is persistence's calibrated bound (the rate now times the quantile of
@@ -83,9 +84,10 @@ class PredictiveConfig:
     half_life: float = 3 * DAY
     ridge: float = 10.0  # the prior (1, 0, 0) weighs as much as this many average samples
     #: the forecast's upper bound: the ``coverage`` quantile of (observed / planned) over the last
-    #: ``calibration_window`` (conformal, gated against persistence); None (the default until the
-    #: leave-one-out benchmark says otherwise): mean + ``z`` x relative RMS error, never gated
-    coverage: float | None = None
+    #: ``calibration_window`` (conformal, gated against persistence); 0.98 was chosen by
+    #: leave-one-trace-out (docs/benchmarks/autoscaling.md); None: mean + ``z`` x relative RMS
+    #: error, never gated
+    coverage: float | None = 0.98
     calibration_window: float = 6 * 3600.0
     #: forecast outcomes (in seconds of forecasting) needed before the forecast is used at all
     min_calibration: float = 3600.0
