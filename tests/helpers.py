@@ -28,6 +28,7 @@ class Server:
     database_url: str
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)  # the control plane's own environment, on top
 
     @property
     def url(self) -> str:
@@ -35,7 +36,7 @@ class Server:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "CUMULO_HOME": str(self.home), "CUMULO_URL": self.url}
+        return {**os.environ, **self.extra_env, "CUMULO_HOME": str(self.home), "CUMULO_URL": self.url}
 
     def start(self, timeout: float = 30.0) -> Server:
         self.home.mkdir(parents=True, exist_ok=True)

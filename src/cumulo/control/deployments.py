@@ -16,10 +16,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 
+from cumulo.control.environment import workload_env
 from cumulo.control.placement import Placement
 from cumulo.core.specs import DeploymentSpec
 from cumulo.core.states import ProcessPhase, ReplicaState
@@ -318,10 +318,7 @@ class DeploymentReconciler:
                                         "--host", HOST, "--port", str(port)]
         else:
             command = spec.command  # type: ignore[assignment]
-        env = dict(os.environ)
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        env.update(spec.env)
-        env.setdefault("PYTHONUNBUFFERED", "1")
+        env = workload_env(spec.env)  # never the control plane's own environment
         gpus = alloc.worker_gpus[0] if alloc.worker_gpus else ()
         env.update({
             "PORT": str(port),

@@ -7,15 +7,13 @@ so a pass whose lease was taken over writes nothing.
 from __future__ import annotations
 
 import logging
-import os
 import socket
-import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
 
+from cumulo.control.environment import workload_env
 from cumulo.core.specs import JobSpec
 from cumulo.core.states import AttemptState, JobState, ProcessPhase
 from cumulo.control.placement import Placement
@@ -241,11 +239,7 @@ class JobReconciler:
             self.wake(job_id)
 
     def _launch_spec(self, key: str, spec: JobSpec, loaded: _Loaded, number: int, alloc: Allocation) -> LaunchSpec:
-        env = dict(os.environ)
-        # `python` in a job is the interpreter cumulo runs on (with its packages), unless PATH is set
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        env.update(spec.env)
-        env.setdefault("PYTHONUNBUFFERED", "1")
+        env = workload_env(spec.env)  # never the control plane's own environment
         env.update({
             "CUMULO_JOB": spec.name,
             "CUMULO_ATTEMPT": str(number),
