@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import ipaddress
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from fastapi import FastAPI
 from sqlalchemy.exc import OperationalError
 
 from cumulo.api import errors as api_errors
-from cumulo.api.routes import router
+from cumulo.api.routes import ROUTERS
 from cumulo.catalog import find_instance_type, load_catalog
 from cumulo.control.autoscaler import AutoscalerReconciler, LoadSample
 from cumulo.control.deployments import DeploymentReconciler
@@ -36,7 +37,7 @@ from cumulo.control.placement import Placement
 from cumulo.control.resources import NodeReconciler
 from cumulo.core import settings as env
 from cumulo.core.errors import CumuloError
-from cumulo.core.views import Health
+from cumulo.core.views import System
 from cumulo.gateway import Endpoint
 from cumulo.gateway.proxy import Gateway
 from cumulo.gateway.server import uvicorn_config
@@ -47,6 +48,7 @@ from cumulo.services.cluster import ClusterService
 from cumulo.services.deployments import DeploymentService
 from cumulo.services.jobs import JobService
 from cumulo.services.resources import ResourceService
+from cumulo.services.tokens import TokenService
 from cumulo.store import deployments as deployments_store
 from cumulo.store.db import Database
 from cumulo.store.migrate import upgrade
@@ -64,10 +66,37 @@ class ServerConfig:
     database_url: str
     host: str = "127.0.0.1"
     port: int = env.DEFAULT_PORT
+    auth: bool = True  # False (`--no-auth`) only on a loopback address
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        """Where workloads and clients on this machine reach the server. A wildcard bind
+        (0.0.0.0, ::) is reached over loopback: the URL is never 0.0.0.0."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{'https' if self.tls_cert else 'http'}://{host}:{self.port}"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def server_key(home: Path) -> bytes:
+    """This installation's secret key ($CUMULO_HOME/server.key, mode 0600): signs workload tokens."""
+    path = home / "server.key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(os.urandom(32))
+    return path.read_bytes()
 
 
 @dataclass
@@ -136,7 +165,17 @@ def build(config: ServerConfig) -> ControlPlane:
         lifespan=lifespan,
     )
     api_errors.install(app)
-    app.include_router(router)
+    for r in ROUTERS:
+        app.include_router(r)
+    tokens = TokenService(db, server_key(config.home))
+    app.state.tokens = tokens if config.auth else None  # None: every request is an anonymous admin
+    app.state.tokens_admin = tokens
+    if config.auth:
+        reconciler.workload_token = tokens.for_workload
+        written = tokens.ensure_admin(config.home)
+        if written:
+            log.info("first start: an admin token was written to %s (mode 0600); the CLI and SDK read it there",
+                     written)
     app.state.jobs = JobService(db, config.home, node=LOCAL_NODE, wake=job_loop.enqueue)
     app.state.cluster = ClusterService(db)
     def wake_deployment(dep_id: str) -> None:
@@ -151,10 +190,8 @@ def build(config: ServerConfig) -> ControlPlane:
 
     app.state.routes = routes
     app.state.gateway = gateway
-    app.state.health = lambda: Health(
-        status="ok", version=version("cumulo"), database=db.backend,
-        details={"home": str(config.home), "passes": job_loop.passes},
-    )
+    app.state.system = lambda: System(version=version("cumulo"), database=db.backend, auth=config.auth,
+                                      home=str(config.home), passes=job_loop.passes)
     app.state.resources = ResourceService(db, offerings=load_catalog, providers=sorted(providers),
                                           find_instance_type=find_instance_type, wake=node_loop.enqueue)
     plane = ControlPlane(config, db, runtime, [job_loop, dep_loop, autoscale_loop, node_loop], app, gateway)
@@ -198,12 +235,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=env.DEFAULT_PORT)
     p.add_argument("--db", default=None, help="database URL (default: SQLite in CUMULO_HOME)")
     p.add_argument("--home", default=None, help="state directory (default: CUMULO_HOME or ~/.cumulo)")
+    p.add_argument("--no-auth", action="store_true", help="serve without tokens (only on a loopback address)")
+    p.add_argument("--tls-cert", default=None, help="certificate file (PEM): serve HTTPS")
+    p.add_argument("--tls-key", default=None, help="private key file (PEM) of --tls-cert")
     args = p.parse_args(argv)
+    if args.no_auth and not is_loopback(args.host):
+        print(f"error: --no-auth is allowed only on a loopback address, not on --host {args.host}: anyone who "
+              "reaches the port could run commands as this user. Drop --no-auth (clients then need a token: "
+              "`cumulo token create`), or bind 127.0.0.1.", file=sys.stderr)
+        return 2
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("error: --tls-cert and --tls-key go together: give both files, or neither", file=sys.stderr)
+        return 2
     logging.basicConfig(level=os.environ.get("CUMULO_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     home = Path(args.home).expanduser().resolve() if args.home else env.home()
     try:
         lock = _lock_home(home)
-        config = ServerConfig(home=home, database_url=args.db or env.database_url(home), host=args.host, port=args.port)
+        config = ServerConfig(home=home, database_url=args.db or env.database_url(home), host=args.host, port=args.port,
+                              auth=not args.no_auth, tls_cert=args.tls_cert, tls_key=args.tls_key)
         plane = build(config)
     except CumuloError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -217,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     lock.flush()
     log.info("cumulo %s serving %s (state in %s, database %s)", version("cumulo"), config.url, home, plane.db.backend)
     # one port: /d/<deployment>/... is proxied by the gateway's fast path, the rest is the API
-    uvicorn.Server(uvicorn_config(plane.gateway, plane.app, host=config.host, port=config.port)).run()
+    tls = {"ssl_certfile": config.tls_cert, "ssl_keyfile": config.tls_key} if config.tls_cert else {}
+    uvicorn.Server(uvicorn_config(plane.gateway, plane.app, host=config.host, port=config.port, **tls)).run()
     return 0
 
 

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
-from cumulo.api.schemas import MAX_INT, Accepted, MetricsBody, ReleaseBody, RouteEndpoint, Routes, ScaleBody
+from cumulo.api.auth import admin, authorize, principal
+from cumulo.api.schemas import MAX_INT, Accepted, MetricsBody, ReleaseBody, RouteEndpoint, Routes, ScaleBody, TokenBody
+from cumulo.core.errors import Forbidden
+from cumulo.core.tokens import Role
 from cumulo.core.views import (
-    DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeDetail, NodeView, PoolView,
+    DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeDetail, NodeView, PoolView, System, TokenView,
 )
+from cumulo.services.tokens import Principal
 from cumulo.services.cluster import ClusterService
 from cumulo.services.deployments import DeploymentService
 from cumulo.services.jobs import JobService
 from cumulo.services.resources import ResourceService
 
-router = APIRouter(prefix="/api/v1")
+#: /health: no token (it says only that the server is up)
+public = APIRouter(prefix="/api/v1")
+#: everything else: a token with the viewer role to read, member to write (api/auth.py)
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(authorize)])
+#: what a job's own processes call with their workload token
+workload = APIRouter(prefix="/api/v1")
 
 JOB_EXAMPLE = {"kind": "Job", "name": "digits", "command": "python train.py", "workdir": "/abs/path",
                "resources": {"cpu": 1, "memory": "1Gi"}, "max_retries": 2}
@@ -29,9 +38,16 @@ def _cluster(request: Request) -> ClusterService:
     return request.app.state.cluster
 
 
-@router.get("/health", response_model=Health, tags=["system"])
-def health(request: Request) -> Health:
-    return request.app.state.health()
+@public.get("/health", response_model=Health, tags=["system"])
+def health() -> Health:
+    """Whether the control plane is up. Needs no token, and says nothing else (see /system)."""
+    return Health(status="ok")
+
+
+@router.get("/system", response_model=System, tags=["system"])
+def system(request: Request) -> System:
+    """Version, database backend, state folder and reconcile passes."""
+    return request.app.state.system()
 
 
 @router.post("/jobs", response_model=JobView, status_code=201, tags=["jobs"])
@@ -76,9 +92,15 @@ def job_logs(
     return _jobs(request).logs(name, attempt=attempt, rank=rank, offset=offset)
 
 
-@router.post("/jobs/{name}/metrics", response_model=Accepted, tags=["jobs"])
-def report_metrics(request: Request, name: str, body: MetricsBody) -> Accepted:
-    """Training metrics from `cumulo.report()` inside the job."""
+@workload.post("/jobs/{name}/metrics", response_model=Accepted, tags=["jobs"])
+def report_metrics(request: Request, name: str, body: MetricsBody,
+                   caller: Annotated[Principal, Depends(principal)]) -> Accepted:
+    """Training metrics from `cumulo.report()` inside the job (its CUMULO_TOKEN), or from a member."""
+    if caller.role is None:
+        if _jobs(request).get(name).id != caller.job_id:
+            raise Forbidden(f"this workload token belongs to another job; it may not report metrics for {name!r}")
+    else:
+        caller.require(Role.MEMBER)
     n = _jobs(request).report(name, body.attempt, [p.model_dump() for p in body.points])
     return Accepted(accepted=n)
 
@@ -196,3 +218,27 @@ def get_pool(request: Request, pool_id: str) -> PoolView:
 @router.post("/resources/release", response_model=list[NodeDetail], tags=["resources"])
 def release_resources(request: Request, body: ReleaseBody) -> list[NodeDetail]:
     return _resources(request).release(body.ids)
+
+
+# -- tokens (admin) --------------------------------------------------------------------------------
+tokens = APIRouter(prefix="/api/v1/tokens", tags=["tokens"], dependencies=[Depends(admin)])
+
+
+@tokens.post("", response_model=TokenView, status_code=201)
+def create_token(request: Request, body: TokenBody) -> TokenView:
+    """A new token; the answer is the only place its value is ever shown."""
+    return request.app.state.tokens_admin.create(name=body.name, workspace=body.workspace, role=body.role,
+                                                 expires=body.expires)
+
+
+@tokens.get("", response_model=list[TokenView])
+def list_tokens(request: Request, workspace: str | None = None) -> list[TokenView]:
+    return request.app.state.tokens_admin.list(workspace)
+
+
+@tokens.post("/{token_id}/revoke", response_model=TokenView)
+def revoke_token(request: Request, token_id: str) -> TokenView:
+    return request.app.state.tokens_admin.revoke(token_id)
+
+
+ROUTERS = (public, router, workload, tokens)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 
 #: the largest integer every store column holds (PostgreSQL INTEGER)
@@ -16,7 +18,8 @@ class MetricReport(BaseModel):
 
     step: int | None = Field(None, ge=0, le=MAX_INT)
     time: datetime | None = None
-    values: dict[str, float] = Field(min_length=1)
+    #: metric names fit the store's column (String(128))
+    values: dict[Annotated[str, StringConstraints(min_length=1, max_length=128)], float] = Field(min_length=1)
 
 
 class MetricsBody(BaseModel):
@@ -51,3 +54,13 @@ class ReleaseBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ids: list[str] = Field(min_length=1, max_length=1000)
+
+
+class TokenBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="who or what holds the token (shown in audit events)", max_length=63)
+    workspace: str = Field("default", max_length=63)
+    role: str = Field("member", description="admin, member or viewer")
+    expires: str | None = Field(None, description="lifetime, e.g. '30d' or '12h'; none: never expires",
+                                max_length=32)

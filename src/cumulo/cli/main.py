@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from cumulo.cli import deployments, jobs, resources, server
+from cumulo.cli import deployments, jobs, resources, server, tokens
 from cumulo.cli.render import console, emit_json, err, events_table, nodes_table
 from cumulo.core.errors import CumuloError
 from cumulo.sdk.client import Client
@@ -27,6 +27,7 @@ app.add_typer(jobs.app, name="job")
 app.command()(deployments.deploy)
 app.add_typer(deployments.app, name="deployment")
 app.add_typer(resources.app, name="resources")
+app.add_typer(tokens.app, name="token")
 app.command("offers")(catalog_cli.offers)
 catalog_app = typer.Typer(help="The offerings catalog (instance types and prices).", no_args_is_help=True)
 catalog_app.command("refresh")(catalog_cli.refresh)

@@ -70,6 +70,8 @@ class JobReconciler:
         self.server_url = server_url
         self.clock = clock
         self.wake: Callable[[str], None] = lambda key: None
+        #: the CUMULO_TOKEN a job's processes get (job id, attempt -> token), None without auth
+        self.workload_token: Callable[[str, int], str | None] = lambda job_id, attempt: None
         #: pending jobs that did not fit when last looked at (the periodic resync covers a restart)
         self._waiting: dict[str, datetime] = {}
 
@@ -246,6 +248,9 @@ class JobReconciler:
             "CUMULO_ARTIFACTS": loaded.artifacts,
             "CUMULO_URL": self.server_url,
         })
+        token = self.workload_token(loaded.job_id, number)
+        if token:
+            env["CUMULO_TOKEN"] = token  # enough to report this job's metrics, nothing else
         port = str(_free_port())
         worker_env = []
         for rank in range(spec.workers):

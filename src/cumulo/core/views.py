@@ -97,9 +97,14 @@ class LogChunk(_View):
 
 class Health(_View):
     status: str
+
+
+class System(_View):
     version: str
     database: str
-    details: dict[str, Any] = {}
+    auth: bool
+    home: str
+    passes: int
 
 
 class ReplicaView(_View):
@@ -165,3 +170,14 @@ class PoolView(_View):
     nodes: list[NodeDetail]
     price_per_hour: float
     cost: float
+
+
+class TokenView(_View):
+    id: str
+    name: str
+    workspace: str
+    role: str
+    created_at: datetime
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    token: str | None = None  # only in the answer to create: it is never shown again

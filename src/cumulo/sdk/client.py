@@ -12,21 +12,24 @@ import httpx
 from cumulo.core import settings
 from cumulo.core.errors import CumuloError, ServerUnavailable, from_problem
 from cumulo.core.specs import DeploymentSpec, JobSpec
-from cumulo.core.views import DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeView
+from cumulo.core.views import (
+    DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeView, System, TokenView,
+)
 from cumulo.sdk.handle import DeploymentHandle
 from cumulo.sdk.specs import load_spec
 
 
 class Client:
-    """A control plane at `url` (default: CUMULO_URL, else http://127.0.0.1:8200).
+    """A control plane at `url` (default: CUMULO_URL, else http://127.0.0.1:8200), called with
+    `token` (default: CUMULO_TOKEN, else $CUMULO_HOME/token, which `cumulo up` writes).
 
     Every error the server reports is raised as a CumuloError subclass (NotFound, Conflict,
     InvalidSpec, Unschedulable) carrying the server's message.
     """
 
-    def __init__(self, url: str | None = None, *, timeout: float = 30.0) -> None:
+    def __init__(self, url: str | None = None, *, token: str | None = None, timeout: float = 30.0) -> None:
         self.url = (url or settings.server_url()).rstrip("/")
-        self._http = httpx.Client(base_url=self.url + "/api/v1", timeout=timeout)
+        self._http = httpx.Client(base_url=self.url + "/api/v1", timeout=timeout, headers=settings.auth_headers(token))
 
     def close(self) -> None:
         self._http.close()
@@ -59,6 +62,24 @@ class Client:
     # -- system ------------------------------------------------------------------------------------
     def health(self) -> Health:
         return Health.model_validate(self._call("GET", "/health"))
+
+    def system(self) -> System:
+        """Version, database backend, state folder (needs a token, unlike health())."""
+        return System.model_validate(self._call("GET", "/system"))
+
+    # -- tokens (admin) ----------------------------------------------------------------------------
+    def create_token(self, name: str, *, role: str = "member", workspace: str = "default",
+                     expires: str | None = None) -> TokenView:
+        """A new token; `.token` holds its value, which is shown only this once."""
+        body = {"name": name, "role": role, "workspace": workspace, "expires": expires}
+        return TokenView.model_validate(self._call("POST", "/tokens", json=body))
+
+    def tokens(self, *, workspace: str | None = None) -> list[TokenView]:
+        params = {"workspace": workspace} if workspace else None
+        return [TokenView.model_validate(t) for t in self._call("GET", "/tokens", params=params)]
+
+    def revoke_token(self, token_id: str) -> TokenView:
+        return TokenView.model_validate(self._call("POST", f"/tokens/{token_id}/revoke"))
 
     def events(self, *, kind: str | None = None, name: str | None = None, after: int = 0, limit: int = 100) -> list[EventView]:
         params = {k: v for k, v in {"kind": kind, "name": name, "after": after, "limit": limit}.items() if v is not None}
