@@ -42,3 +42,11 @@ def admin(request: Request) -> Principal:
     p = principal(request)
     p.require(Role.ADMIN)
     return p
+
+
+def reporter(request: Request) -> Principal:
+    """Posting a job's metrics: a member, or a workload token (whose job the route checks)."""
+    p = principal(request)
+    if p.role is not None:
+        p.require(Role.MEMBER)
+    return p

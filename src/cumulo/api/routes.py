@@ -6,10 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
-from cumulo.api.auth import admin, authorize, principal
+from cumulo.api.auth import admin, authorize, reporter
 from cumulo.api.schemas import MAX_INT, Accepted, MetricsBody, ReleaseBody, RouteEndpoint, Routes, ScaleBody, TokenBody
 from cumulo.core.errors import Forbidden
-from cumulo.core.tokens import Role
 from cumulo.core.views import (
     DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeDetail, NodeView, PoolView, System, TokenView,
 )
@@ -94,13 +93,10 @@ def job_logs(
 
 @workload.post("/jobs/{name}/metrics", response_model=Accepted, tags=["jobs"])
 def report_metrics(request: Request, name: str, body: MetricsBody,
-                   caller: Annotated[Principal, Depends(principal)]) -> Accepted:
+                   caller: Annotated[Principal, Depends(reporter)]) -> Accepted:
     """Training metrics from `cumulo.report()` inside the job (its CUMULO_TOKEN), or from a member."""
-    if caller.role is None:
-        if _jobs(request).get(name).id != caller.job_id:
-            raise Forbidden(f"this workload token belongs to another job; it may not report metrics for {name!r}")
-    else:
-        caller.require(Role.MEMBER)
+    if caller.role is None and _jobs(request).get(name).id != caller.job_id:
+        raise Forbidden(f"this workload token belongs to another job; it may not report metrics for {name!r}")
     n = _jobs(request).report(name, body.attempt, [p.model_dump() for p in body.points])
     return Accepted(accepted=n)
 
