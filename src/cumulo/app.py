@@ -37,6 +37,7 @@ from cumulo.control.placement import Placement
 from cumulo.control.resources import NodeReconciler
 from cumulo.core import settings as env
 from cumulo.core.errors import CumuloError
+from cumulo.core.keyring import Keyring
 from cumulo.core.views import System
 from cumulo.gateway import Endpoint
 from cumulo.gateway.proxy import Gateway
@@ -48,6 +49,7 @@ from cumulo.services.cluster import ClusterService
 from cumulo.services.deployments import DeploymentService
 from cumulo.services.jobs import JobService
 from cumulo.services.resources import ResourceService
+from cumulo.services.secrets import SecretService
 from cumulo.services.tokens import TokenService
 from cumulo.store import deployments as deployments_store
 from cumulo.store.db import Database
@@ -167,6 +169,9 @@ def build(config: ServerConfig) -> ControlPlane:
     api_errors.install(app)
     for r in ROUTERS:
         app.include_router(r)
+    secrets = SecretService(db, Keyring.load(config.home))
+    app.state.secrets = secrets
+    reconciler.secret_values = dep_reconciler.secret_values = secrets.values
     tokens = TokenService(db, server_key(config.home))
     app.state.tokens = tokens if config.auth else None  # None: every request is an anonymous admin
     app.state.tokens_admin = tokens

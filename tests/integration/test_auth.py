@@ -78,7 +78,7 @@ def expected(caller: str, method: str, path: str) -> set[int] | None:
         return {401}
     if caller == "workload":
         return None if (method, path) == ("post", "/api/v1/jobs/{name}/metrics") else {403}
-    if path.startswith("/api/v1/tokens"):
+    if path.startswith("/api/v1/tokens") or path == "/api/v1/secrets/rotate-key":
         return None if caller == "admin" else {403}
     if caller == "viewer" and method not in READ:
         return {403}

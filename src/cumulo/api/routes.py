@@ -7,10 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from cumulo.api.auth import admin, authorize, reporter
-from cumulo.api.schemas import MAX_INT, Accepted, MetricsBody, ReleaseBody, RouteEndpoint, Routes, ScaleBody, TokenBody
+from cumulo.api.schemas import MAX_INT, Accepted, MetricsBody, ReleaseBody, RouteEndpoint, Routes, ScaleBody, SecretBody, TokenBody
 from cumulo.core.errors import Forbidden
 from cumulo.core.views import (
-    DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeDetail, NodeView, PoolView, System, TokenView,
+    DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeDetail, NodeView, PoolView, SecretView, System, TokenView,
 )
 from cumulo.services.tokens import Principal
 from cumulo.services.cluster import ClusterService
@@ -237,4 +237,33 @@ def revoke_token(request: Request, token_id: str) -> TokenView:
     return request.app.state.tokens_admin.revoke(token_id)
 
 
-ROUTERS = (public, router, workload, tokens)
+# -- secrets (member; values are write-only) --------------------------------------------------------
+@router.post("/secrets", response_model=SecretView, status_code=201, tags=["secrets"])
+def create_secret(request: Request, body: SecretBody) -> SecretView:
+    """Store a secret, sealed with AES-256-GCM. Specs use it as `env: {VAR: {secret: NAME}}`; no
+    route ever returns its value."""
+    return request.app.state.secrets.create(body.name, body.value, overwrite=body.overwrite)
+
+
+@router.get("/secrets", response_model=list[SecretView], tags=["secrets"])
+def list_secrets(request: Request) -> list[SecretView]:
+    return request.app.state.secrets.list()
+
+
+@router.delete("/secrets/{name}", status_code=204, tags=["secrets"])
+def delete_secret(request: Request, name: str) -> Response:
+    """Refused (409, naming them) while a live job or a deployment uses it."""
+    request.app.state.secrets.delete(name)
+    return Response(status_code=204)
+
+
+admin_only = APIRouter(prefix="/api/v1", dependencies=[Depends(admin)])
+
+
+@admin_only.post("/secrets/rotate-key", tags=["secrets"])
+def rotate_secret_key(request: Request) -> dict:
+    """A new key encrypts from now on; every secret is re-sealed with it; old keys still decrypt."""
+    return {"resealed": request.app.state.secrets.rotate_key()}
+
+
+ROUTERS = (public, admin_only, router, workload, tokens)

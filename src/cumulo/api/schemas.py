@@ -64,3 +64,11 @@ class TokenBody(BaseModel):
     role: str = Field("member", description="admin, member or viewer")
     expires: str | None = Field(None, description="lifetime, e.g. '30d' or '12h'; none: never expires",
                                 max_length=32)
+
+
+class SecretBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=63)
+    value: str = Field(min_length=1, max_length=65536)
+    overwrite: bool = False

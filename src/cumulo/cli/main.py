@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from cumulo.cli import deployments, jobs, resources, server, tokens
+from cumulo.cli import deployments, jobs, resources, secrets, server, tokens
 from cumulo.cli.render import console, emit_json, err, events_table, nodes_table
 from cumulo.core.errors import CumuloError
 from cumulo.sdk.client import Client
@@ -28,6 +28,7 @@ app.command()(deployments.deploy)
 app.add_typer(deployments.app, name="deployment")
 app.add_typer(resources.app, name="resources")
 app.add_typer(tokens.app, name="token")
+app.add_typer(secrets.app, name="secret")
 app.command("offers")(catalog_cli.offers)
 catalog_app = typer.Typer(help="The offerings catalog (instance types and prices).", no_args_is_help=True)
 catalog_app.command("refresh")(catalog_cli.refresh)

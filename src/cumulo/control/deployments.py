@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from cumulo.control.environment import workload_env
+from cumulo.control.environment import no_secrets, workload_env
 from cumulo.control.placement import Placement
 from cumulo.core.specs import DeploymentSpec
 from cumulo.core.states import ProcessPhase, ReplicaState
@@ -101,6 +101,8 @@ class DeploymentReconciler:
         self.publish: Callable[[Routes, set[str]], None] = lambda routes, hold: None
         #: called when replicas ended and gave their resources back (jobs waiting for room look again)
         self.capacity_freed: Callable[[], None] = lambda: None
+        #: a spec's env with each {secret: NAME} replaced by its value (services/secrets.py)
+        self.secret_values: Callable[[dict], dict[str, str]] = no_secrets
         #: requests the gateway is proxying to (host, port) right now
         self.in_flight: Callable[[str, int], int] = lambda host, port: 0
         #: replicas out of the routes whose SIGTERM waits for their in-flight requests:
@@ -208,6 +210,8 @@ class DeploymentReconciler:
             self.runtime.kill(loaded.handles[rid])
         launches: list[LaunchSpec] = []
         routes_changed = False
+        # secrets are read before the transaction below (one at a time on SQLite: never nest them)
+        base_env = workload_env(self.secret_values(snap.spec.env)) if d.start else {}
         with self.placement.lock, self.db.tx() as s:
             values = dict(state=d.state.value, reason=d.reason, failures=d.failures, next_start_at=d.next_start_at,
                           last_failure=d.last_failure)
@@ -228,7 +232,7 @@ class DeploymentReconciler:
                 starts = list(d.start)
                 if starts and self.placement.confirm(s, starts):  # else: the room was taken; decide again
                     for alloc in starts:
-                        launches.append(self._new_replica(s, loaded, snap, dep.next_ordinal, alloc, now))
+                        launches.append(self._new_replica(s, loaded, snap, dep.next_ordinal, alloc, now, base_env))
                         dep.next_ordinal += 1
                 for type_, reason, message in d.events:
                     events.record(s, now=now, kind="Deployment", name=loaded.name, object_id=loaded.dep_id,
@@ -300,7 +304,8 @@ class DeploymentReconciler:
             row.finished_at = now
         return moved
 
-    def _new_replica(self, s, loaded: _Loaded, snap: DeploymentSnapshot, ordinal: int, alloc: Allocation, now) -> LaunchSpec:
+    def _new_replica(self, s, loaded: _Loaded, snap: DeploymentSnapshot, ordinal: int, alloc: Allocation, now,
+                     base_env: dict[str, str]) -> LaunchSpec:
         spec = snap.spec
         port = _free_port()
         key = f"{loaded.dep_id}/replica-{ordinal}"
@@ -318,7 +323,7 @@ class DeploymentReconciler:
                                         "--host", HOST, "--port", str(port)]
         else:
             command = spec.command  # type: ignore[assignment]
-        env = workload_env(spec.env)  # never the control plane's own environment
+        env = dict(base_env)  # never the control plane's own environment (control/environment.py)
         gpus = alloc.worker_gpus[0] if alloc.worker_gpus else ()
         env.update({
             "PORT": str(port),

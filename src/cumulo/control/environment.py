@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-__all__ = ["ALLOWED", "workload_env"]
+__all__ = ["ALLOWED", "workload_env", "no_secrets"]
 
 #: variables passed through from the control plane's environment when set there
 ALLOWED = frozenset({
@@ -45,3 +45,11 @@ def workload_env(spec_env: Mapping[str, str], control_env: Mapping[str, str] | N
     env["PYTHONUNBUFFERED"] = "1"
     env.update(spec_env)
     return env
+
+
+def no_secrets(env: Mapping[str, object]) -> dict[str, str]:
+    """The default secret resolver of a reconciler that was given none: plain values only."""
+    refs = [k for k, v in env.items() if not isinstance(v, str)]
+    if refs:
+        raise RuntimeError(f"env {', '.join(refs)} refer to secrets, but this control plane has no secret store wired")
+    return dict(env)  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from cumulo.control.environment import workload_env
+from cumulo.control.environment import no_secrets, workload_env
 from cumulo.core.specs import JobSpec
 from cumulo.core.states import AttemptState, JobState, ProcessPhase
 from cumulo.control.placement import Placement
@@ -70,6 +70,8 @@ class JobReconciler:
         self.server_url = server_url
         self.clock = clock
         self.wake: Callable[[str], None] = lambda key: None
+        #: a spec's env with each {secret: NAME} replaced by its value (services/secrets.py)
+        self.secret_values: Callable[[dict], dict[str, str]] = no_secrets
         #: the CUMULO_TOKEN a job's processes get (job id, attempt -> token), None without auth
         self.workload_token: Callable[[str, int], str | None] = lambda job_id, attempt: None
         #: pending jobs that did not fit when last looked at (the periodic resync covers a restart)
@@ -241,7 +243,7 @@ class JobReconciler:
             self.wake(job_id)
 
     def _launch_spec(self, key: str, spec: JobSpec, loaded: _Loaded, number: int, alloc: Allocation) -> LaunchSpec:
-        env = workload_env(spec.env)  # never the control plane's own environment
+        env = workload_env(self.secret_values(spec.env))  # never the control plane's own environment
         env.update({
             "CUMULO_JOB": spec.name,
             "CUMULO_ATTEMPT": str(number),

@@ -181,3 +181,12 @@ class TokenView(_View):
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
     token: str | None = None  # only in the answer to create: it is never shown again
+
+
+class SecretView(_View):
+    """A secret's name and dates: never its value."""
+
+    name: str
+    workspace: str
+    created_at: datetime
+    updated_at: datetime

@@ -13,7 +13,7 @@ from cumulo.core import settings
 from cumulo.core.errors import CumuloError, ServerUnavailable, from_problem
 from cumulo.core.specs import DeploymentSpec, JobSpec
 from cumulo.core.views import (
-    DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeView, System, TokenView,
+    DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeView, SecretView, System, TokenView,
 )
 from cumulo.sdk.handle import DeploymentHandle
 from cumulo.sdk.specs import load_spec
@@ -66,6 +66,22 @@ class Client:
     def system(self) -> System:
         """Version, database backend, state folder (needs a token, unlike health())."""
         return System.model_validate(self._call("GET", "/system"))
+
+    # -- secrets -----------------------------------------------------------------------------------
+    def create_secret(self, name: str, value: str, *, overwrite: bool = False) -> SecretView:
+        """Store a secret (sealed at rest); specs use it as `env: {VAR: {secret: name}}`."""
+        body = {"name": name, "value": value, "overwrite": overwrite}
+        return SecretView.model_validate(self._call("POST", "/secrets", json=body))
+
+    def secrets(self) -> list[SecretView]:
+        return [SecretView.model_validate(x) for x in self._call("GET", "/secrets")]
+
+    def delete_secret(self, name: str) -> None:
+        self._call("DELETE", f"/secrets/{name}")
+
+    def rotate_secret_key(self) -> int:
+        """A new key seals every secret from now on (admin); returns how many were re-sealed."""
+        return int(self._call("POST", "/secrets/rotate-key")["resealed"])
 
     # -- tokens (admin) ----------------------------------------------------------------------------
     def create_token(self, name: str, *, role: str = "member", workspace: str = "default",

@@ -15,6 +15,7 @@ from cumulo.core.views import DeploymentView, LogChunk, ReplicaView
 from cumulo.policy.autoscaling import configure
 from cumulo.policy.capacity import Capacity, Request, never_fits
 from cumulo.services.logs import read_chunk
+from cumulo.store import secrets as secrets_store
 from cumulo.store import deployments as store
 from cumulo.store import events
 from cumulo.store import nodes as nodes_store
@@ -53,6 +54,7 @@ class DeploymentService:
             configure(a.policy, a.options, scale_to_zero_after=a.scale_to_zero_after)
         now = self.clock()
         with self.db.tx() as s:
+            secrets_store.require(s, spec.env)  # a 422 naming env.VAR, before anything is written
             node = nodes_store.get(s, self.node)
             if node is not None:
                 r = spec.resources

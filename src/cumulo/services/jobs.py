@@ -16,6 +16,7 @@ from cumulo.core.states import AttemptState, JobState
 from cumulo.core.views import AttemptView, JobView, LogChunk, MetricPoint, WorkerView
 from cumulo.policy.capacity import Capacity, Request, never_fits
 from cumulo.services.logs import read_chunk
+from cumulo.store import secrets as secrets_store
 from cumulo.store import events
 from cumulo.store import jobs as store
 from cumulo.store import nodes as nodes_store
@@ -55,6 +56,7 @@ class JobService:
         job_id = uuid.uuid4().hex[:16]
         job_dir = self.home / "jobs" / job_id
         with self.db.tx() as s:
+            secrets_store.require(s, spec.env)  # a 422 naming env.VAR, before anything is written
             node = nodes_store.get(s, self.node)
             if node is not None:
                 r = spec.resources

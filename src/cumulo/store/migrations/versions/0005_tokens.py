@@ -1,4 +1,4 @@
-"""workspaces and API tokens
+"""workspaces, API tokens and secrets
 
 Revision ID: 0005
 Revises: 0004
@@ -41,9 +41,20 @@ def upgrade() -> None:
         sa.UniqueConstraint('hash'),
     )
     op.create_index('ix_tokens_workspace', 'tokens', ['workspace'])
+    op.create_table(
+        'secrets',
+        sa.Column('name', sa.String(length=63), nullable=False),
+        sa.Column('workspace', sa.String(length=63), nullable=False),
+        sa.Column('sealed', sa.LargeBinary(), nullable=False),
+        sa.Column('created_at', cumulo.store.models.UTCDateTime(), nullable=False),
+        sa.Column('updated_at', cumulo.store.models.UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(['workspace'], ['workspaces.name'], ondelete='CASCADE'),
+        sa.PrimaryKeyConstraint('name', 'workspace'),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('secrets')
     op.drop_index('ix_tokens_workspace', table_name='tokens')
     op.drop_table('tokens')
     op.drop_table('workspaces')
