@@ -51,6 +51,7 @@ from cumulo.services.jobs import JobService
 from cumulo.services.resources import ResourceService
 from cumulo.services.secrets import SecretService
 from cumulo.services.tokens import TokenService
+from cumulo.services.workspaces import WorkspaceService
 from cumulo.store import deployments as deployments_store
 from cumulo.store.db import Database
 from cumulo.store.migrate import upgrade
@@ -172,6 +173,7 @@ def build(config: ServerConfig) -> ControlPlane:
     secrets = SecretService(db, Keyring.load(config.home))
     app.state.secrets = secrets
     reconciler.secret_values = dep_reconciler.secret_values = secrets.values
+    app.state.workspaces = WorkspaceService(db)
     tokens = TokenService(db, server_key(config.home))
     app.state.tokens = tokens if config.auth else None  # None: every request is an anonymous admin
     app.state.tokens_admin = tokens

@@ -42,6 +42,9 @@ def callers(server, tmp_path_factory):
         return r.json()
 
     viewer, member, admin = make("viewer-1", "viewer"), make("member-1", "member"), make("admin-2", "admin")
+    assert server.api("POST", "/workspaces", json={"name": "team-b"}).status_code == 201
+    other = server.api("POST", "/tokens", json={"name": "b-member", "role": "member", "workspace": "team-b"}).json()
+    other_viewer = server.api("POST", "/tokens", json={"name": "b-viewer", "role": "viewer", "workspace": "team-b"}).json()
     revoked = make("revoked-1", "member")
     assert server.api("POST", f"/tokens/{revoked['id']}/revoke").status_code == 200
     expired = make("expired-1", "member", expires="1s")
@@ -53,6 +56,7 @@ def callers(server, tmp_path_factory):
     return {
         "none": None, "garbage": "cumulo_not-a-real-token", "revoked": revoked["token"], "expired": expired["token"],
         "viewer": viewer["token"], "member": member["token"], "admin": admin["token"],
+        "other-member": other["token"], "other-viewer": other_viewer["token"],
         "workload": workload_token(key, job.json()["id"], 1),
         "forged-workload": workload_token(b"x" * 32, job.json()["id"], 1),
     }
@@ -78,9 +82,9 @@ def expected(caller: str, method: str, path: str) -> set[int] | None:
         return {401}
     if caller == "workload":
         return None if (method, path) == ("post", "/api/v1/jobs/{name}/metrics") else {403}
-    if path.startswith("/api/v1/tokens") or path == "/api/v1/secrets/rotate-key":
+    if path.startswith(("/api/v1/tokens", "/api/v1/workspaces")) or path == "/api/v1/secrets/rotate-key":
         return None if caller == "admin" else {403}
-    if caller == "viewer" and method not in READ:
+    if caller in ("viewer", "other-viewer") and method not in READ:
         return {403}
     return None
 
@@ -182,3 +186,48 @@ def test_no_auth_is_refused_off_loopback_and_the_first_up_shows_the_token_once(t
         assert (tmp_path / "home" / "token").read_text().strip() == token
     finally:
         subprocess.run([*cli, "down"], env=env, capture_output=True, timeout=60)
+
+
+def test_a_workspace_sees_only_its_own_work(server, callers, tmp_path):
+    """team-b's member never gets default's objects, names are unique per workspace, and only an
+    admin may act in another workspace by naming it."""
+    b = bearer(callers["other-member"])
+    assert server.api("GET", "/jobs/tiny").status_code == 200
+    assert httpx.get(server.url + "/api/v1/jobs/tiny", headers=b).status_code == 404
+    listed = httpx.get(server.url + "/api/v1/jobs", headers=b).json()
+    assert all(j["name"] != "tiny" for j in listed)
+    # the same name in another workspace is another job
+    made = httpx.post(server.url + "/api/v1/jobs", headers=b, timeout=30,
+                      json={"kind": "Job", "name": "tiny", "command": "true", "workdir": str(tmp_path)})
+    assert made.status_code == 201, made.text
+    assert made.json()["id"] != server.api("GET", "/jobs/tiny").json()["id"]
+    events_b = httpx.get(server.url + "/api/v1/events?limit=1000", headers=b).json()
+    events_default = server.api("GET", "/events?limit=1000").json()
+    assert {e["id"] for e in events_b}.isdisjoint({e["id"] for e in events_default})
+    assert any(e["reason"] == "Submitted" and e["actor"] == "b-member" for e in events_b)  # the audit trail
+    # naming another workspace: refused for a member, allowed for an admin
+    r = httpx.get(server.url + "/api/v1/jobs", headers={**b, "x-cumulo-workspace": "default"})
+    assert r.status_code == 403 and "team-b" in r.json()["detail"]
+    r = server.api("GET", "/jobs/tiny", headers={"x-cumulo-workspace": "team-b"})
+    assert r.status_code == 200 and r.json()["id"] == made.json()["id"]
+    assert server.api("GET", "/jobs", headers={"x-cumulo-workspace": "nowhere"}).status_code == 404
+    # an occupied workspace cannot be deleted; secrets stay per workspace
+    r = server.api("DELETE", "/workspaces/team-b")
+    assert r.status_code == 409 and "1 jobs" in r.json()["detail"]
+    assert httpx.post(server.url + "/api/v1/secrets", headers=b, json={"name": "k", "value": "b-value"}).status_code == 201
+    assert [x["name"] for x in server.api("GET", "/secrets").json()] == []
+    listed = server.cli("--workspace", "team-b", "secret", "list", "--json", check=True).stdout
+    assert json.loads(listed)[0]["name"] == "k"
+
+
+def test_every_response_to_another_workspace_is_free_of_this_ones_data(server, callers):
+    """Every GET of the API with team-b's token: no default-workspace object id appears."""
+    ids = {j["id"] for j in server.api("GET", "/jobs").json()} | {"tiny"}
+    ids.discard("tiny")
+    assert ids
+    b = bearer(callers["other-member"])
+    for method, path in operations(server):
+        if method != "get" or "{" in path:
+            continue
+        text = httpx.get(server.url + path, headers=b, timeout=30).text
+        assert not [i for i in ids if i in text], path

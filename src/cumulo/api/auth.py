@@ -7,9 +7,12 @@ only) every request acts as an admin of the default workspace.
 
 from __future__ import annotations
 
-from fastapi import Request
+from typing import Annotated
 
-from cumulo.core.tokens import Role
+from fastapi import Depends, Request
+
+from cumulo.core.errors import Forbidden, NotFound
+from cumulo.core.tokens import Role, Scope
 from cumulo.services.tokens import ANONYMOUS_ADMIN, Principal
 
 _READ = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -50,3 +53,29 @@ def reporter(request: Request) -> Principal:
     if p.role is not None:
         p.require(Role.MEMBER)
     return p
+
+
+WORKSPACE_HEADER = "x-cumulo-workspace"
+
+
+def scope(request: Request, caller: Annotated[Principal, Depends(authorize)]) -> Scope:
+    """The workspace a request acts in: its token's, or (admins only) the one named by the
+    X-Cumulo-Workspace header (`--workspace`, CUMULO_WORKSPACE)."""
+    return _scope(request, caller)
+
+
+def reporter_scope(request: Request, caller: Annotated[Principal, Depends(reporter)]) -> Scope:
+    return _scope(request, caller)
+
+
+def _scope(request: Request, caller: Principal) -> Scope:
+    asked = request.headers.get(WORKSPACE_HEADER)
+    if not asked or asked == caller.workspace:
+        return Scope(caller.workspace, caller.name)
+    if caller.role != Role.ADMIN:
+        raise Forbidden(f"the token {caller.name!r} belongs to workspace {caller.workspace!r} and cannot act in "
+                        f"{asked!r}; unset CUMULO_WORKSPACE / --workspace, or use a token of that workspace")
+    workspaces = request.app.state.workspaces
+    if not workspaces.exists(asked):
+        raise NotFound(f"no workspace named {asked!r}; `cumulo workspace list` shows them")
+    return Scope(asked, caller.name)

@@ -6,11 +6,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
-from cumulo.api.auth import admin, authorize, reporter
-from cumulo.api.schemas import MAX_INT, Accepted, MetricsBody, ReleaseBody, RouteEndpoint, Routes, ScaleBody, SecretBody, TokenBody
+from cumulo.api.auth import admin, authorize, reporter, reporter_scope
+from cumulo.api.auth import scope as scope_of
+from cumulo.api.schemas import MAX_INT, Accepted, MetricsBody, ReleaseBody, RouteEndpoint, Routes, ScaleBody, SecretBody, TokenBody, WorkspaceBody
 from cumulo.core.errors import Forbidden
+from cumulo.core.tokens import Scope, route_key
 from cumulo.core.views import (
-    DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeDetail, NodeView, PoolView, SecretView, System, TokenView,
+    DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeDetail, NodeView, PoolView, SecretView, System, TokenView, WorkspaceView,
 )
 from cumulo.services.tokens import Principal
 from cumulo.services.cluster import ClusterService
@@ -50,71 +52,75 @@ def system(request: Request) -> System:
 
 
 @router.post("/jobs", response_model=JobView, status_code=201, tags=["jobs"])
-def submit_job(request: Request, spec: Annotated[dict[str, Any], Body(examples=[JOB_EXAMPLE])]) -> JobView:
+def submit_job(request: Request, scope: Annotated[Scope, Depends(scope_of)], spec: Annotated[dict[str, Any], Body(examples=[JOB_EXAMPLE])]) -> JobView:
     """Submit a Job spec (the YAML's content as JSON). 409 if the name is taken."""
-    return _jobs(request).submit(spec)
+    return _jobs(request).submit(spec, scope)
 
 
 @router.get("/jobs", response_model=list[JobView], tags=["jobs"])
 def list_jobs(
     request: Request,
+    scope: Annotated[Scope, Depends(scope_of)],
     state: Annotated[list[str] | None, Query(description="only jobs in these states")] = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
 ) -> list[JobView]:
-    return _jobs(request).list(state, limit)
+    return _jobs(request).list(state, limit, scope)
 
 
 @router.get("/jobs/{name}", response_model=JobView, tags=["jobs"])
-def get_job(request: Request, name: str) -> JobView:
-    return _jobs(request).get(name)
+def get_job(request: Request, name: str, scope: Annotated[Scope, Depends(scope_of)]) -> JobView:
+    return _jobs(request).get(name, scope)
 
 
 @router.post("/jobs/{name}/cancel", response_model=JobView, tags=["jobs"])
-def cancel_job(request: Request, name: str) -> JobView:
-    return _jobs(request).cancel(name)
+def cancel_job(request: Request, name: str, scope: Annotated[Scope, Depends(scope_of)]) -> JobView:
+    return _jobs(request).cancel(name, scope)
 
 
 @router.delete("/jobs/{name}", status_code=204, tags=["jobs"])
-def delete_job(request: Request, name: str) -> Response:
-    _jobs(request).delete(name)
+def delete_job(request: Request, name: str, scope: Annotated[Scope, Depends(scope_of)]) -> Response:
+    _jobs(request).delete(name, scope)
     return Response(status_code=204)
 
 
 @router.get("/jobs/{name}/logs", response_model=LogChunk, tags=["jobs"])
 def job_logs(
     request: Request,
+    scope: Annotated[Scope, Depends(scope_of)],
     name: str,
     attempt: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
     rank: Annotated[int, Query(ge=0, le=255)] = 0,
     offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
 ) -> LogChunk:
-    return _jobs(request).logs(name, attempt=attempt, rank=rank, offset=offset)
+    return _jobs(request).logs(name, attempt=attempt, rank=rank, offset=offset, scope=scope)
 
 
 @workload.post("/jobs/{name}/metrics", response_model=Accepted, tags=["jobs"])
 def report_metrics(request: Request, name: str, body: MetricsBody,
-                   caller: Annotated[Principal, Depends(reporter)]) -> Accepted:
+                   caller: Annotated[Principal, Depends(reporter)],
+                   scope: Annotated[Scope, Depends(reporter_scope)]) -> Accepted:
     """Training metrics from `cumulo.report()` inside the job (its CUMULO_TOKEN), or from a member."""
-    if caller.role is None and _jobs(request).get(name).id != caller.job_id:
+    if caller.role is None and _jobs(request).get(name, scope).id != caller.job_id:
         raise Forbidden(f"this workload token belongs to another job; it may not report metrics for {name!r}")
-    n = _jobs(request).report(name, body.attempt, [p.model_dump() for p in body.points])
+    n = _jobs(request).report(name, body.attempt, [p.model_dump() for p in body.points], scope)
     return Accepted(accepted=n)
 
 
 @router.get("/jobs/{name}/metrics", response_model=list[MetricPoint], tags=["jobs"])
-def job_metrics(request: Request, name: str, metric: str | None = None) -> list[MetricPoint]:
-    return _jobs(request).metrics(name, metric)
+def job_metrics(request: Request, name: str, scope: Annotated[Scope, Depends(scope_of)], metric: str | None = None) -> list[MetricPoint]:
+    return _jobs(request).metrics(name, metric, scope)
 
 
 @router.get("/events", response_model=list[EventView], tags=["system"])
 def list_events(
     request: Request,
+    scope: Annotated[Scope, Depends(scope_of)],
     kind: str | None = None,
     name: str | None = None,
     after: Annotated[int, Query(ge=0, le=2**62)] = 0,
     limit: Annotated[int, Query(ge=1, le=10000)] = 100,
 ) -> list[EventView]:
-    return _cluster(request).events(kind=kind, name=name, after=after, limit=limit)
+    return _cluster(request).events(kind=kind, name=name, after=after, limit=limit, workspace=scope.workspace)
 
 
 @router.get("/nodes", response_model=list[NodeView], tags=["system"])
@@ -133,42 +139,42 @@ def _deployments(request: Request) -> DeploymentService:
 
 @router.post("/deployments", response_model=DeploymentView, tags=["deployments"],
              responses={201: {"model": DeploymentView, "description": "created"}})
-def deploy(request: Request, response: Response,
+def deploy(request: Request, response: Response, scope: Annotated[Scope, Depends(scope_of)],
            spec: Annotated[dict[str, Any], Body(examples=[DEPLOYMENT_EXAMPLE])]) -> DeploymentView:
     """Create a deployment, or update it: a changed spec replaces its replicas one by one."""
-    view, created = _deployments(request).deploy(spec)
+    view, created = _deployments(request).deploy(spec, scope)
     response.status_code = 201 if created else 200
     return view
 
 
 @router.get("/deployments", response_model=list[DeploymentView], tags=["deployments"])
-def list_deployments(request: Request) -> list[DeploymentView]:
-    return _deployments(request).list()
+def list_deployments(request: Request, scope: Annotated[Scope, Depends(scope_of)]) -> list[DeploymentView]:
+    return _deployments(request).list(scope)
 
 
 @router.get("/deployments/{name}", response_model=DeploymentView, tags=["deployments"])
-def get_deployment(request: Request, name: str) -> DeploymentView:
-    return _deployments(request).get(name)
+def get_deployment(request: Request, name: str, scope: Annotated[Scope, Depends(scope_of)]) -> DeploymentView:
+    return _deployments(request).get(name, scope)
 
 
 @router.post("/deployments/{name}/scale", response_model=DeploymentView, tags=["deployments"])
-def scale_deployment(request: Request, name: str, body: ScaleBody) -> DeploymentView:
-    return _deployments(request).scale(name, body.replicas)
+def scale_deployment(request: Request, name: str, body: ScaleBody, scope: Annotated[Scope, Depends(scope_of)]) -> DeploymentView:
+    return _deployments(request).scale(name, body.replicas, scope)
 
 
 @router.delete("/deployments/{name}", response_model=DeploymentView, status_code=202, tags=["deployments"])
-def delete_deployment(request: Request, name: str) -> DeploymentView:
+def delete_deployment(request: Request, name: str, scope: Annotated[Scope, Depends(scope_of)]) -> DeploymentView:
     """Drain every replica, then remove the deployment (it shows as Deleting meanwhile)."""
-    return _deployments(request).delete(name)
+    return _deployments(request).delete(name, scope)
 
 
 @router.get("/deployments/{name}/logs", response_model=LogChunk, tags=["deployments"])
 def deployment_logs(
-    request: Request, name: str,
+    request: Request, name: str, scope: Annotated[Scope, Depends(scope_of)],
     replica: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
     offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
 ) -> LogChunk:
-    return _deployments(request).logs(name, replica=replica, offset=offset)
+    return _deployments(request).logs(name, replica=replica, offset=offset, scope=scope)
 
 
 @router.get("/gateway/routes", response_model=Routes, tags=["gateway"])
@@ -182,10 +188,10 @@ def gateway_routes(request: Request) -> Routes:
 
 
 @router.get("/deployments/{name}/metrics", tags=["deployments"])
-def deployment_metrics(request: Request, name: str) -> dict:
+def deployment_metrics(request: Request, name: str, scope: Annotated[Scope, Depends(scope_of)]) -> dict:
     """Load the gateway sees for this deployment: request rate, in-flight, latency, status codes."""
-    _deployments(request).get(name)  # 404 for an unknown name
-    return request.app.state.gateway.stats(name)
+    _deployments(request).get(name, scope)  # 404 for an unknown name
+    return request.app.state.gateway.stats(route_key(name, scope.workspace))
 
 
 # -- resources -------------------------------------------------------------------------------------
@@ -194,26 +200,26 @@ def _resources(request: Request) -> ResourceService:
 
 
 @router.post("/resources", response_model=PoolView, status_code=201, tags=["resources"])
-def create_resources(request: Request, body: Annotated[dict[str, Any], Body(examples=[
+def create_resources(request: Request, scope: Annotated[Scope, Depends(scope_of)], body: Annotated[dict[str, Any], Body(examples=[
         {"nodes": [{"instance_type": "g4dn.xlarge"}] * 2, "providers": ["aws"], "spot": False}])]) -> PoolView:
     """Provision machines, each placed at the lowest price that fits (with failover); a pool that
     fails part way is rolled back."""
-    return _resources(request).create(body)
+    return _resources(request).create(body, scope)
 
 
 @router.get("/resources", response_model=list[NodeDetail], tags=["resources"])
-def list_resources(request: Request, all: bool = False) -> list[NodeDetail]:  # noqa: A002
-    return _resources(request).list(include_ended=all)
+def list_resources(request: Request, scope: Annotated[Scope, Depends(scope_of)], all: bool = False) -> list[NodeDetail]:  # noqa: A002
+    return _resources(request).list(include_ended=all, scope=scope)
 
 
 @router.get("/pools/{pool_id}", response_model=PoolView, tags=["resources"])
-def get_pool(request: Request, pool_id: str) -> PoolView:
-    return _resources(request).pool(pool_id)
+def get_pool(request: Request, pool_id: str, scope: Annotated[Scope, Depends(scope_of)]) -> PoolView:
+    return _resources(request).pool(pool_id, scope)
 
 
 @router.post("/resources/release", response_model=list[NodeDetail], tags=["resources"])
-def release_resources(request: Request, body: ReleaseBody) -> list[NodeDetail]:
-    return _resources(request).release(body.ids)
+def release_resources(request: Request, body: ReleaseBody, scope: Annotated[Scope, Depends(scope_of)]) -> list[NodeDetail]:
+    return _resources(request).release(body.ids, scope)
 
 
 # -- tokens (admin) --------------------------------------------------------------------------------
@@ -239,21 +245,21 @@ def revoke_token(request: Request, token_id: str) -> TokenView:
 
 # -- secrets (member; values are write-only) --------------------------------------------------------
 @router.post("/secrets", response_model=SecretView, status_code=201, tags=["secrets"])
-def create_secret(request: Request, body: SecretBody) -> SecretView:
+def create_secret(request: Request, body: SecretBody, scope: Annotated[Scope, Depends(scope_of)]) -> SecretView:
     """Store a secret, sealed with AES-256-GCM. Specs use it as `env: {VAR: {secret: NAME}}`; no
     route ever returns its value."""
-    return request.app.state.secrets.create(body.name, body.value, overwrite=body.overwrite)
+    return request.app.state.secrets.create(body.name, body.value, overwrite=body.overwrite, scope=scope)
 
 
 @router.get("/secrets", response_model=list[SecretView], tags=["secrets"])
-def list_secrets(request: Request) -> list[SecretView]:
-    return request.app.state.secrets.list()
+def list_secrets(request: Request, scope: Annotated[Scope, Depends(scope_of)]) -> list[SecretView]:
+    return request.app.state.secrets.list(scope)
 
 
 @router.delete("/secrets/{name}", status_code=204, tags=["secrets"])
-def delete_secret(request: Request, name: str) -> Response:
+def delete_secret(request: Request, name: str, scope: Annotated[Scope, Depends(scope_of)]) -> Response:
     """Refused (409, naming them) while a live job or a deployment uses it."""
-    request.app.state.secrets.delete(name)
+    request.app.state.secrets.delete(name, scope)
     return Response(status_code=204)
 
 
@@ -264,6 +270,25 @@ admin_only = APIRouter(prefix="/api/v1", dependencies=[Depends(admin)])
 def rotate_secret_key(request: Request) -> dict:
     """A new key encrypts from now on; every secret is re-sealed with it; old keys still decrypt."""
     return {"resealed": request.app.state.secrets.rotate_key()}
+
+
+# -- workspaces (admin) ----------------------------------------------------------------------------
+@admin_only.post("/workspaces", response_model=WorkspaceView, status_code=201, tags=["workspaces"])
+def create_workspace(request: Request, body: WorkspaceBody,
+                     caller: Annotated[Principal, Depends(admin)]) -> WorkspaceView:
+    return request.app.state.workspaces.create(body.name, actor=caller.name)
+
+
+@admin_only.get("/workspaces", response_model=list[WorkspaceView], tags=["workspaces"])
+def list_workspaces(request: Request) -> list[WorkspaceView]:
+    return request.app.state.workspaces.list()
+
+
+@admin_only.delete("/workspaces/{name}", status_code=204, tags=["workspaces"])
+def delete_workspace(request: Request, name: str) -> Response:
+    """Only an empty workspace (no jobs, deployments or pools); its tokens and secrets go with it."""
+    request.app.state.workspaces.delete(name)
+    return Response(status_code=204)
 
 
 ROUTERS = (public, admin_only, router, workload, tokens)

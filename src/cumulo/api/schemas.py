@@ -72,3 +72,9 @@ class SecretBody(BaseModel):
     name: str = Field(max_length=63)
     value: str = Field(min_length=1, max_length=65536)
     overwrite: bool = False
+
+
+class WorkspaceBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=63)

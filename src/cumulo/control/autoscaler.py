@@ -23,6 +23,7 @@ import numpy as np
 
 from cumulo.core.specs import Autoscaling, DeploymentSpec
 from cumulo.core.states import ReplicaState
+from cumulo.core.tokens import route_key
 from cumulo.policy.autoscaling import POLICIES, AutoscaleInput, LoadWindow, configure, period
 from cumulo.store import deployments as store
 from cumulo.store import events
@@ -98,11 +99,11 @@ class AutoscalerReconciler:
             ready = sum(1 for r in live if r.state == ReplicaState.READY.value)
             starting = sum(1 for r in live if r.state == ReplicaState.STARTING.value)
             current = d.desired_replicas if d.desired_replicas is not None else spec.initial_replicas()
-            name, last_reason = d.name, d.autoscale_reason
+            name, last_reason, workspace = d.name, d.autoscale_reason, d.workspace
         track = self._tracks.setdefault(dep_id, _Track())
         if track.policy != a.policy:  # a new policy starts from no state
             track.state, track.last_decision, track.policy = None, -1e18, a.policy
-        sample = self.load(name)
+        sample = self.load(route_key(name, workspace))  # the gateway knows deployments by route key
         track.times.append(now)
         track.totals.append(sample.requests_total)
         track.in_flight.append(sample.in_flight)
@@ -124,7 +125,8 @@ class AutoscalerReconciler:
                 if desired != current:  # a scaling decision: an event with the policy's reason
                     events.record(s, now=self.wall(), kind="Deployment", name=name, object_id=dep_id, type="Normal",
                                   reason="Autoscaled",
-                                  message=f"{current} -> {desired} replicas ({a.policy}): {decision.reason}")
+                                  message=f"{current} -> {desired} replicas ({a.policy}): {decision.reason}",
+                                  workspace=workspace)
             if desired != current:
                 self.wake_deployment(dep_id)
         return STEP

@@ -77,6 +77,7 @@ class _Loaded:
     next_ordinal: int
     handles: dict[str, Handle]
     ports: dict[str, int]
+    workspace: str = "default"
 
 
 class DeploymentReconciler:
@@ -169,7 +170,7 @@ class DeploymentReconciler:
             )
             handles = {str(r.ordinal): Handle(r.runtime, r.handle) for r in reps}
             ports = {str(r.ordinal): r.port for r in reps}
-            return _Loaded(snap, d.id, d.name, d.workdir, d.next_ordinal, handles, ports)
+            return _Loaded(snap, d.id, d.name, d.workdir, d.next_ordinal, handles, ports, d.workspace)
 
     def _observe(self, loaded: _Loaded) -> DeploymentSnapshot:
         snap = loaded.snapshot
@@ -211,7 +212,7 @@ class DeploymentReconciler:
         launches: list[LaunchSpec] = []
         routes_changed = False
         # secrets are read before the transaction below (one at a time on SQLite: never nest them)
-        base_env = workload_env(self.secret_values(snap.spec.env)) if d.start else {}
+        base_env = workload_env(self.secret_values(snap.spec.env, loaded.workspace)) if d.start else {}
         with self.placement.lock, self.db.tx() as s:
             values = dict(state=d.state.value, reason=d.reason, failures=d.failures, next_start_at=d.next_start_at,
                           last_failure=d.last_failure)
@@ -221,7 +222,8 @@ class DeploymentReconciler:
             if d.deleted:
                 s.delete(dep)
                 events.record(s, now=now, kind="Deployment", name=loaded.name, object_id=loaded.dep_id,
-                              type="Normal", reason="Deleted", message="every replica drained; deployment deleted")
+                              type="Normal", reason="Deleted", message="every replica drained; deployment deleted",
+                              workspace=loaded.workspace)
                 routes_changed = True
             else:
                 by_id = {str(r.ordinal): r for r in store.live_replicas(s, loaded.dep_id)}
@@ -236,7 +238,7 @@ class DeploymentReconciler:
                         dep.next_ordinal += 1
                 for type_, reason, message in d.events:
                     events.record(s, now=now, kind="Deployment", name=loaded.name, object_id=loaded.dep_id,
-                                  type=type_, reason=reason, message=message)
+                                  type=type_, reason=reason, message=message, workspace=loaded.workspace)
         if routes_changed:
             self.publish_routes()
         # stop only once the gateway no longer routes to them and the requests it had sent them have
@@ -317,7 +319,8 @@ class DeploymentReconciler:
             allocation=alloc.to_dict(), reason="starting", probe_failures=0,
         ))
         events.record(s, now=now, kind="Deployment", name=loaded.name, object_id=loaded.dep_id, type="Normal",
-                      reason="ReplicaStarting", message=f"starting replica {ordinal} on port {port}")
+                      reason="ReplicaStarting", message=f"starting replica {ordinal} on port {port}",
+                      workspace=loaded.workspace)
         if spec.service:
             command: str | list[str] = [sys.executable, "-m", "cumulo.serving", spec.service,
                                         "--host", HOST, "--port", str(port)]

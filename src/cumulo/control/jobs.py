@@ -42,6 +42,7 @@ class _Loaded:
     artifacts: str
     handle: Handle | None
     created_at: datetime
+    workspace: str = "default"
 
 
 def _free_port() -> int:
@@ -139,7 +140,7 @@ class JobReconciler:
                 capacity=capacity,
                 used=used,
             )
-            return _Loaded(snapshot, job.id, job.name, job.artifacts_dir, handle, job.created_at)
+            return _Loaded(snapshot, job.id, job.name, job.artifacts_dir, handle, job.created_at, job.workspace)
 
     def _act_and_apply(
         self, job_id: str, token: str, loaded: _Loaded, obs: Observation | None, d: JobDecision
@@ -176,7 +177,8 @@ class JobReconciler:
                 self.runtime.abandon(handle)
                 with self.db.tx() as s:
                     events.record(s, now=now, kind="Job", name=loaded.job_name, object_id=job_id,
-                                  type="Warning", reason="LaunchFailed", message=f"could not launch: {exc}")
+                                  type="Warning", reason="LaunchFailed", message=f"could not launch: {exc}",
+                                  workspace=loaded.workspace)
                 return 0.0
             return d.requeue_after
 
@@ -234,7 +236,7 @@ class JobReconciler:
     def _events(self, s, loaded: _Loaded, d: JobDecision, now: datetime) -> None:
         for type_, reason, message in d.events:
             events.record(s, now=now, kind="Job", name=loaded.job_name, object_id=loaded.job_id,
-                          type=type_, reason=reason, message=message)
+                          type=type_, reason=reason, message=message, workspace=loaded.workspace)
 
     def wake_waiting(self) -> None:
         """Room was freed (a job or a replica ended): the jobs waiting for it look again, oldest
@@ -243,7 +245,7 @@ class JobReconciler:
             self.wake(job_id)
 
     def _launch_spec(self, key: str, spec: JobSpec, loaded: _Loaded, number: int, alloc: Allocation) -> LaunchSpec:
-        env = workload_env(self.secret_values(spec.env))  # never the control plane's own environment
+        env = workload_env(self.secret_values(spec.env, loaded.workspace))  # never the control plane's own environment
         env.update({
             "CUMULO_JOB": spec.name,
             "CUMULO_ATTEMPT": str(number),

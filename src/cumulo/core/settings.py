@@ -40,3 +40,8 @@ def token() -> str | None:
 def auth_headers(explicit: str | None = None) -> dict[str, str]:
     value = explicit or token()
     return {"authorization": f"Bearer {value}"} if value else {}
+
+
+def workspace() -> str | None:
+    """The workspace a client asks to act in (CUMULO_WORKSPACE); None: its token's own."""
+    return os.environ.get("CUMULO_WORKSPACE") or None

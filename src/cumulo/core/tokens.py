@@ -13,9 +13,27 @@ import base64
 import hashlib
 import hmac
 import secrets
+from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["Role", "new_token", "token_hash", "workload_token", "parse_workload_token", "PREFIX"]
+__all__ = ["Role", "Scope", "DEFAULT_WORKSPACE", "route_key", "new_token", "token_hash", "workload_token",
+           "parse_workload_token", "PREFIX"]
+
+DEFAULT_WORKSPACE = "default"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where a request acts (its workspace) and who acts (the token's name, for audit events)."""
+
+    workspace: str = DEFAULT_WORKSPACE
+    actor: str = "system"
+
+
+def route_key(name: str, workspace: str) -> str:
+    """How the gateway names a deployment: `name` in the default workspace, `name.workspace` in
+    another (names hold no dots, so this never collides), e.g. /d/digits.team-a/predict."""
+    return name if workspace == DEFAULT_WORKSPACE else f"{name}.{workspace}"
 
 PREFIX = "cumulo_"
 WORKLOAD_PREFIX = "cumulo_w."

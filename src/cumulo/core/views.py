@@ -64,6 +64,7 @@ class EventView(_View):
     type: str
     reason: str
     message: str
+    actor: str | None = None  # the token that made the change, for writes through the API
 
 
 class MetricPoint(_View):
@@ -190,3 +191,10 @@ class SecretView(_View):
     workspace: str
     created_at: datetime
     updated_at: datetime
+
+
+class WorkspaceView(_View):
+    name: str
+    created_at: datetime
+    jobs: int = 0
+    deployments: int = 0

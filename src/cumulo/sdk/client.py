@@ -13,7 +13,7 @@ from cumulo.core import settings
 from cumulo.core.errors import CumuloError, ServerUnavailable, from_problem
 from cumulo.core.specs import DeploymentSpec, JobSpec
 from cumulo.core.views import (
-    DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeView, SecretView, System, TokenView,
+    DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeView, SecretView, System, TokenView, WorkspaceView,
 )
 from cumulo.sdk.handle import DeploymentHandle
 from cumulo.sdk.specs import load_spec
@@ -21,15 +21,21 @@ from cumulo.sdk.specs import load_spec
 
 class Client:
     """A control plane at `url` (default: CUMULO_URL, else http://127.0.0.1:8200), called with
-    `token` (default: CUMULO_TOKEN, else $CUMULO_HOME/token, which `cumulo up` writes).
+    `token` (default: CUMULO_TOKEN, else $CUMULO_HOME/token, which `cumulo up` writes), acting in
+    `workspace` (default: CUMULO_WORKSPACE, else the token's own workspace).
 
     Every error the server reports is raised as a CumuloError subclass (NotFound, Conflict,
     InvalidSpec, Unschedulable) carrying the server's message.
     """
 
-    def __init__(self, url: str | None = None, *, token: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(self, url: str | None = None, *, token: str | None = None, workspace: str | None = None,
+                 timeout: float = 30.0) -> None:
         self.url = (url or settings.server_url()).rstrip("/")
-        self._http = httpx.Client(base_url=self.url + "/api/v1", timeout=timeout, headers=settings.auth_headers(token))
+        self.workspace = workspace or settings.workspace()
+        headers = settings.auth_headers(token)
+        if self.workspace:
+            headers["x-cumulo-workspace"] = self.workspace
+        self._http = httpx.Client(base_url=self.url + "/api/v1", timeout=timeout, headers=headers)
 
     def close(self) -> None:
         self._http.close()
@@ -224,4 +230,15 @@ class Client:
 
     def deployment(self, name: str) -> DeploymentHandle:
         """A handle whose methods call the deployment's handlers through the gateway: d.predict(pixels=[...])."""
-        return DeploymentHandle(f"{self.url}/d/{name}", name)
+        key = name if self.workspace in (None, "default") else f"{name}.{self.workspace}"
+        return DeploymentHandle(f"{self.url}/d/{key}", name)
+
+    # -- workspaces (admin) ------------------------------------------------------------------------
+    def create_workspace(self, name: str) -> WorkspaceView:
+        return WorkspaceView.model_validate(self._call("POST", "/workspaces", json={"name": name}))
+
+    def workspaces(self) -> list[WorkspaceView]:
+        return [WorkspaceView.model_validate(w) for w in self._call("GET", "/workspaces")]
+
+    def delete_workspace(self, name: str) -> None:
+        self._call("DELETE", f"/workspaces/{name}")

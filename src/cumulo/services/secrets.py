@@ -13,12 +13,14 @@ from cumulo.core.errors import Conflict, InvalidSpec, NotFound
 from cumulo.core.keyring import Keyring
 from cumulo.core.specs import SecretRef, secret_refs, validate_name
 from cumulo.core.states import JobState
+from cumulo.core.tokens import DEFAULT_WORKSPACE, Scope
 from cumulo.core.views import SecretView
 from cumulo.store import secrets as store
 from cumulo.store.db import Database
 from cumulo.store.models import Deployment, Job, Secret
 
 MAX_VALUE = 64 * 1024
+SYSTEM = Scope()
 
 
 class SecretService:
@@ -27,7 +29,7 @@ class SecretService:
         self.keyring = keyring
         self.now = now
 
-    def create(self, name: str, value: str, *, overwrite: bool = False) -> SecretView:
+    def create(self, name: str, value: str, *, overwrite: bool = False, scope: Scope = SYSTEM) -> SecretView:
         try:
             validate_name(name)
         except ValueError as exc:
@@ -35,30 +37,30 @@ class SecretService:
         if not value or len(value.encode()) > MAX_VALUE or "\0" in value:
             msg = "a secret's value must be 1 byte to 64 KiB of text without NUL bytes"
             raise InvalidSpec(f"value: {msg}", errors=[{"field": "value", "message": msg}])
-        sealed = self.keyring.seal(value.encode(), _aad(name, store.DEFAULT_WORKSPACE))
+        sealed = self.keyring.seal(value.encode(), _aad(name, scope.workspace))
         now = self.now()
         with self.db.tx() as s:
-            row = store.get(s, name)
+            row = store.get(s, name, scope.workspace)
             if row is not None and not overwrite:
                 raise Conflict(f"a secret named {name!r} exists; give --overwrite to replace its value")
             if row is None:
-                row = Secret(name=name, workspace=store.DEFAULT_WORKSPACE, sealed=sealed, created_at=now, updated_at=now)
+                row = Secret(name=name, workspace=scope.workspace, sealed=sealed, created_at=now, updated_at=now)
                 s.add(row)
             else:
                 row.sealed, row.updated_at = sealed, now
             s.flush()
             return _view(row)
 
-    def list(self) -> list[SecretView]:
+    def list(self, scope: Scope = SYSTEM) -> list[SecretView]:
         with self.db.tx() as s:
-            return [_view(r) for r in store.listed(s)]
+            return [_view(r) for r in store.listed(s, scope.workspace)]
 
-    def delete(self, name: str) -> None:
+    def delete(self, name: str, scope: Scope = SYSTEM) -> None:
         with self.db.tx() as s:
-            row = store.get(s, name)
+            row = store.get(s, name, scope.workspace)
             if row is None:
                 raise NotFound(f"no secret named {name!r}; `cumulo secret list` shows them")
-            users = _users(s, name)
+            users = _users(s, name, scope.workspace)
             if users:
                 raise Conflict(f"the secret {name!r} is used by {', '.join(users)}; delete or change those first")
             s.delete(row)
@@ -76,7 +78,7 @@ class SecretService:
                     n += 1
         return n
 
-    def values(self, env: dict[str, str | SecretRef]) -> dict[str, str]:
+    def values(self, env: dict[str, str | SecretRef], workspace: str = DEFAULT_WORKSPACE) -> dict[str, str]:
         """The environment with each secret reference replaced by its value (for a workload)."""
         refs = secret_refs(env)
         if not refs:
@@ -84,7 +86,7 @@ class SecretService:
         out = {k: v for k, v in env.items() if not isinstance(v, SecretRef)}
         with self.db.tx() as s:
             for var, name in refs.items():
-                row = store.get(s, name)
+                row = store.get(s, name, workspace)
                 if row is None:
                     raise NotFound(f"env.{var}: the secret {name!r} no longer exists; create it again")
                 out[var] = self.keyring.open(row.sealed, _aad(name, row.workspace)).decode()
@@ -95,13 +97,13 @@ def _aad(name: str, workspace: str) -> str:
     return f"{workspace}/{name}"
 
 
-def _users(s, name: str) -> list[str]:
+def _users(s, name: str, workspace: str) -> list[str]:
     live = [JobState.PENDING.value, JobState.STARTING.value, JobState.RUNNING.value]
     users = []
-    for job_name, spec in s.execute(select(Job.name, Job.spec).where(Job.state.in_(live))):
+    for job_name, spec in s.execute(select(Job.name, Job.spec).where(Job.workspace == workspace, Job.state.in_(live))):
         if name in _refs(spec):
             users.append(f"job {job_name}")
-    for dep_name, spec in s.execute(select(Deployment.name, Deployment.spec)):
+    for dep_name, spec in s.execute(select(Deployment.name, Deployment.spec).where(Deployment.workspace == workspace)):
         if name in _refs(spec):
             users.append(f"deployment {dep_name}")
     return users

@@ -102,8 +102,8 @@ class TokenService:
             job = s.get(Job, job_id)
             if job is None:
                 raise Unauthorized("the job this workload token was made for no longer exists")
-            name = job.name
-        return Principal(name=f"job/{name}#{attempt}", workspace="default", role=None, job_id=job_id)
+            name, workspace = job.name, job.workspace
+        return Principal(name=f"job/{name}#{attempt}", workspace=workspace, role=None, job_id=job_id)
 
     def for_workload(self, job_id: str, attempt: int) -> str:
         """The token a job's processes get as CUMULO_TOKEN (enough to report their own metrics)."""

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -32,9 +33,11 @@ class Base(DeclarativeBase):
 
 class Job(Base):
     __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("workspace", "name", name="uq_jobs_workspace_name"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    name: Mapped[str] = mapped_column(String(63), unique=True)
+    name: Mapped[str] = mapped_column(String(63))
+    workspace: Mapped[str] = mapped_column(String(63), default="default")
     created_at: Mapped[datetime]
     # spec (written by services)
     spec: Mapped[dict[str, Any]]
@@ -77,9 +80,11 @@ class Attempt(Base):
 
 class Event(Base):
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_object", "kind", "name", "id"),)
+    __table_args__ = (Index("ix_events_object", "kind", "name", "id"), Index("ix_events_workspace", "workspace", "id"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    workspace: Mapped[str] = mapped_column(String(63), default="default")
+    actor: Mapped[str | None] = mapped_column(String(63), nullable=True)  # the token's name, for writes through the API
     time: Mapped[datetime] = mapped_column(index=True)
     kind: Mapped[str] = mapped_column(String(32))
     name: Mapped[str] = mapped_column(String(63))
@@ -143,6 +148,7 @@ class Pool(Base):
     __tablename__ = "pools"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    workspace: Mapped[str] = mapped_column(String(63), default="default")
     created_at: Mapped[datetime]
     #: the placement request (spec): instance type or cpu/memory/accelerators, spot, providers, ...
     request: Mapped[dict[str, Any]]
@@ -152,9 +158,11 @@ class Pool(Base):
 
 class Deployment(Base):
     __tablename__ = "deployments"
+    __table_args__ = (UniqueConstraint("workspace", "name", name="uq_deployments_workspace_name"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    name: Mapped[str] = mapped_column(String(63), unique=True)
+    name: Mapped[str] = mapped_column(String(63))
+    workspace: Mapped[str] = mapped_column(String(63), default="default")
     created_at: Mapped[datetime]
     # spec (written by services); `generation` goes up whenever what replicas run changes
     spec: Mapped[dict[str, Any]]

@@ -1,4 +1,4 @@
-"""workspaces, API tokens and secrets
+"""workspaces (objects, names unique per workspace), API tokens, secrets, audit actors
 
 Revision ID: 0005
 Revises: 0004
@@ -53,7 +53,35 @@ def upgrade() -> None:
     )
 
 
+    pg = op.get_bind().dialect.name == "postgresql"
+    # the old global unique(name) constraints were created unnamed: PostgreSQL named them
+    # <table>_name_key; on SQLite the naming convention gives batch mode a name to drop
+    convention = {"uq": "uq_%(table_name)s_%(column_0_name)s"}
+    for table in ("jobs", "deployments"):
+        with op.batch_alter_table(table, naming_convention=convention) as b:
+            b.add_column(sa.Column('workspace', sa.String(length=63), nullable=False, server_default='default'))
+            b.drop_constraint(f"{table}_name_key" if pg else f"uq_{table}_name", type_="unique")
+            b.create_unique_constraint(f"uq_{table}_workspace_name", ["workspace", "name"])
+    with op.batch_alter_table('events') as b:
+        b.add_column(sa.Column('workspace', sa.String(length=63), nullable=False, server_default='default'))
+        b.add_column(sa.Column('actor', sa.String(length=63), nullable=True))
+        b.create_index('ix_events_workspace', ['workspace', 'id'])
+    with op.batch_alter_table('pools') as b:
+        b.add_column(sa.Column('workspace', sa.String(length=63), nullable=False, server_default='default'))
+
+
 def downgrade() -> None:
+    with op.batch_alter_table('pools') as b:
+        b.drop_column('workspace')
+    with op.batch_alter_table('events') as b:
+        b.drop_index('ix_events_workspace')
+        b.drop_column('actor')
+        b.drop_column('workspace')
+    for table in ("jobs", "deployments"):
+        with op.batch_alter_table(table) as b:
+            b.drop_constraint(f"uq_{table}_workspace_name", type_="unique")
+            b.drop_column('workspace')
+            b.create_unique_constraint(f"{table}_name_key", ["name"])
     op.drop_table('secrets')
     op.drop_index('ix_tokens_workspace', table_name='tokens')
     op.drop_table('tokens')
