@@ -66,6 +66,9 @@ def upgrade() -> None:
         b.add_column(sa.Column('workspace', sa.String(length=63), nullable=False, server_default='default'))
         b.add_column(sa.Column('actor', sa.String(length=63), nullable=True))
         b.create_index('ix_events_workspace', ['workspace', 'id'])
+        # workspaces are event objects too, with names of up to 63 characters
+        b.alter_column('object_id', type_=sa.String(length=64), existing_type=sa.String(length=32),
+                       existing_nullable=False)
     with op.batch_alter_table('pools') as b:
         b.add_column(sa.Column('workspace', sa.String(length=63), nullable=False, server_default='default'))
 
@@ -74,6 +77,8 @@ def downgrade() -> None:
     with op.batch_alter_table('pools') as b:
         b.drop_column('workspace')
     with op.batch_alter_table('events') as b:
+        b.alter_column('object_id', type_=sa.String(length=32), existing_type=sa.String(length=64),
+                       existing_nullable=False)
         b.drop_index('ix_events_workspace')
         b.drop_column('actor')
         b.drop_column('workspace')
