@@ -29,6 +29,7 @@ from cumulo.api import errors as api_errors
 from cumulo.api.routes import ROUTERS
 from cumulo.catalog import find_instance_type, load_catalog
 from cumulo.control.autoscaler import AutoscalerReconciler, LoadSample
+from cumulo.control.costs import CostReconciler
 from cumulo.control.deployments import DeploymentReconciler
 from cumulo.control.jobs import JobReconciler, utcnow
 from cumulo.control.loop import Loop
@@ -46,6 +47,7 @@ from cumulo.providers.aws import AWSProvider
 from cumulo.providers.local import LocalProvider
 from cumulo.runtimes.local import LocalRuntime
 from cumulo.services.cluster import ClusterService
+from cumulo.services.costs import CostService
 from cumulo.services.deployments import DeploymentService
 from cumulo.services.jobs import JobService
 from cumulo.services.resources import ResourceService
@@ -72,6 +74,8 @@ class ServerConfig:
     auth: bool = True  # False (`--no-auth`) only on a loopback address
     tls_cert: str | None = None
     tls_key: str | None = None
+    #: $/hour of this machine: work here is charged its share of it (`cumulo cost`, budgets)
+    local_price: float = 0.0
 
     @property
     def url(self) -> str:
@@ -112,7 +116,7 @@ class ControlPlane:
     gateway: Gateway
 
     def start(self) -> None:
-        register_local_node(self.db, self.runtime, utcnow())
+        register_local_node(self.db, self.runtime, utcnow(), price=self.config.local_price)
         for loop in self.loops:
             loop.start()
 
@@ -174,6 +178,7 @@ def build(config: ServerConfig) -> ControlPlane:
     app.state.secrets = secrets
     reconciler.secret_values = dep_reconciler.secret_values = secrets.values
     app.state.workspaces = WorkspaceService(db)
+    app.state.costs = CostService(db, local_node=LOCAL_NODE)
     tokens = TokenService(db, server_key(config.home))
     app.state.tokens = tokens if config.auth else None  # None: every request is an anonymous admin
     app.state.tokens_admin = tokens
@@ -201,7 +206,8 @@ def build(config: ServerConfig) -> ControlPlane:
                                       home=str(config.home), passes=job_loop.passes)
     app.state.resources = ResourceService(db, offerings=load_catalog, providers=sorted(providers),
                                           find_instance_type=find_instance_type, wake=node_loop.enqueue)
-    plane = ControlPlane(config, db, runtime, [job_loop, dep_loop, autoscale_loop, node_loop], app, gateway)
+    cost_loop = Loop(CostReconciler(db, local_node=LOCAL_NODE))
+    plane = ControlPlane(config, db, runtime, [job_loop, dep_loop, autoscale_loop, node_loop, cost_loop], app, gateway)
     return plane
 
 
@@ -245,11 +251,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-auth", action="store_true", help="serve without tokens (only on a loopback address)")
     p.add_argument("--tls-cert", default=None, help="certificate file (PEM): serve HTTPS")
     p.add_argument("--tls-key", default=None, help="private key file (PEM) of --tls-cert")
+    p.add_argument("--local-price", type=float, default=float(os.environ.get("CUMULO_LOCAL_PRICE_PER_HOUR", "0")),
+                   help="$/hour of this machine; work here is charged its share (default: CUMULO_LOCAL_PRICE_PER_HOUR or 0)")
     args = p.parse_args(argv)
     if args.no_auth and not is_loopback(args.host):
         print(f"error: --no-auth is allowed only on a loopback address, not on --host {args.host}: anyone who "
               "reaches the port could run commands as this user. Drop --no-auth (clients then need a token: "
               "`cumulo token create`), or bind 127.0.0.1.", file=sys.stderr)
+        return 2
+    if not 0 <= args.local_price < 1e6:
+        print(f"error: --local-price {args.local_price} must be a price in $/hour, 0 or more", file=sys.stderr)
         return 2
     if bool(args.tls_cert) != bool(args.tls_key):
         print("error: --tls-cert and --tls-key go together: give both files, or neither", file=sys.stderr)
@@ -259,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         lock = _lock_home(home)
         config = ServerConfig(home=home, database_url=args.db or env.database_url(home), host=args.host, port=args.port,
-                              auth=not args.no_auth, tls_cert=args.tls_cert, tls_key=args.tls_key)
+                              auth=not args.no_auth, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                              local_price=args.local_price)
         plane = build(config)
     except CumuloError as exc:
         print(f"error: {exc}", file=sys.stderr)

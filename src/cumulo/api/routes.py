@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from cumulo.api.auth import admin, authorize, reporter, reporter_scope
 from cumulo.api.auth import scope as scope_of
-from cumulo.api.schemas import MAX_INT, Accepted, MetricsBody, ReleaseBody, RouteEndpoint, Routes, ScaleBody, SecretBody, TokenBody, WorkspaceBody
-from cumulo.core.errors import Forbidden
-from cumulo.core.tokens import Scope, route_key
-from cumulo.core.views import (
-    DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeDetail, NodeView, PoolView, SecretView, System, TokenView, WorkspaceView,
+from cumulo.api.schemas import (
+    MAX_INT, Accepted, MetricsBody, QuotaBody, ReleaseBody, RouteEndpoint, Routes, ScaleBody, SecretBody, TokenBody,
+    WorkspaceBody,
 )
-from cumulo.services.tokens import Principal
+from cumulo.core.errors import Forbidden
+from cumulo.core.tokens import Role, Scope, route_key
+from cumulo.core.views import (
+    CostReport, DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeDetail, NodeView, PoolView, SecretView, System, TokenView, WorkspaceView,
+)
 from cumulo.services.cluster import ClusterService
 from cumulo.services.deployments import DeploymentService
 from cumulo.services.jobs import JobService
 from cumulo.services.resources import ResourceService
+from cumulo.services.tokens import Principal
 
 #: /health: no token (it says only that the server is up)
 public = APIRouter(prefix="/api/v1")
@@ -276,7 +280,28 @@ def rotate_secret_key(request: Request) -> dict:
 @admin_only.post("/workspaces", response_model=WorkspaceView, status_code=201, tags=["workspaces"])
 def create_workspace(request: Request, body: WorkspaceBody,
                      caller: Annotated[Principal, Depends(admin)]) -> WorkspaceView:
-    return request.app.state.workspaces.create(body.name, actor=caller.name)
+    quota = body.quota.model_dump() if body.quota else None
+    return request.app.state.workspaces.create(body.name, quota=quota, actor=caller.name)
+
+
+@admin_only.put("/workspaces/{name}/quota", response_model=WorkspaceView, tags=["workspaces"])
+def set_workspace_quota(request: Request, name: str, body: QuotaBody,
+                        caller: Annotated[Principal, Depends(admin)]) -> WorkspaceView:
+    """Replace a workspace's limits (an absent field is no limit). Running work keeps running."""
+    return request.app.state.workspaces.set_quota(name, body.model_dump(), actor=caller.name)
+
+
+@router.get("/costs", response_model=CostReport, tags=["costs"])
+def costs(request: Request, scope: Annotated[Scope, Depends(scope_of)],
+          caller: Annotated[Principal, Depends(authorize)],
+          by: Annotated[str, Query(description="workspace, job, deployment or node")] = "workspace",
+          since: Annotated[datetime | None, Query(description="start (default: the 1st of this month, UTC)")] = None,
+          all: Annotated[bool, Query(description="every workspace (admin)")] = False) -> CostReport:  # noqa: A002
+    """What work cost since a date: cloud nodes at their price, local work at its share of the
+    machine's price (`cumulo up --local-price`)."""
+    if all:
+        caller.require(Role.ADMIN)
+    return request.app.state.costs.report(by=by, since=since, scope=scope, all_workspaces=all)
 
 
 @admin_only.get("/workspaces", response_model=list[WorkspaceView], tags=["workspaces"])

@@ -74,7 +74,20 @@ class SecretBody(BaseModel):
     overwrite: bool = False
 
 
+class QuotaBody(BaseModel):
+    """Limits of a workspace; an absent field is no limit."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    cpu: float | None = Field(None, ge=0, le=1e6, description="CPUs its running work may hold")
+    gpu: int | None = Field(None, ge=0, le=1_000_000, description="GPUs its running work may hold")
+    nodes: int | None = Field(None, ge=0, le=1_000_000, description="cloud nodes it may keep")
+    price_per_hour: float | None = Field(None, ge=0, le=1e9, description="$/h its cloud nodes may cost together")
+    budget_per_month: float | None = Field(None, ge=0, le=1e12, description="$ it may spend in a calendar month (UTC)")
+
+
 class WorkspaceBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(max_length=63)
+    quota: QuotaBody | None = None

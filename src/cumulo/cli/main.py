@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from cumulo.cli import deployments, jobs, resources, secrets, server, tokens, workspaces
+from cumulo.cli import costs, deployments, jobs, resources, secrets, server, tokens, workspaces
 from cumulo.cli.render import console, emit_json, err, events_table, nodes_table
 from cumulo.core.errors import CumuloError
 from cumulo.sdk.client import Client
@@ -31,6 +31,7 @@ app.add_typer(resources.app, name="resources")
 app.add_typer(tokens.app, name="token")
 app.add_typer(secrets.app, name="secret")
 app.add_typer(workspaces.app, name="workspace")
+app.command("cost")(costs.cost)
 
 
 @app.callback()

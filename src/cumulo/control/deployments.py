@@ -167,6 +167,7 @@ class DeploymentReconciler:
                 last_failure=d.last_failure,
                 capacity=self.placement.capacity(s),
                 used=self.placement.used(s),
+                **dict(zip(("quota", "quota_used", "spent"), self.placement.quota(s, d.workspace, now))),
             )
             handles = {str(r.ordinal): Handle(r.runtime, r.handle) for r in reps}
             ports = {str(r.ordinal): r.port for r in reps}
@@ -232,7 +233,7 @@ class DeploymentReconciler:
                     if c.state.terminal:
                         self._last_probe.pop(f"{loaded.dep_id}/{c.id}", None)
                 starts = list(d.start)
-                if starts and self.placement.confirm(s, starts):  # else: the room was taken; decide again
+                if starts and self.placement.confirm(s, starts, loaded.workspace):  # else: the room was taken; decide again
                     for alloc in starts:
                         launches.append(self._new_replica(s, loaded, snap, dep.next_ordinal, alloc, now, base_env))
                         dep.next_ordinal += 1

@@ -113,10 +113,11 @@ class JobReconciler:
                 leases.release(s, Job, job_id, token)
                 return None
             current = jobs_store.attempt(s, job_id, job.attempts) if job.attempts else None
-            capacity, used = None, ()
+            capacity, used, quota = None, (), (None, (), 0.0)
             if job.state == JobState.PENDING.value or current is None or AttemptState(current.state).terminal:
-                # only a job that may start next needs what is free on the node
+                # only a job that may start next needs what is free on the node and in its workspace
                 capacity, used = self.placement.capacity(s), self.placement.used(s)
+                quota = self.placement.quota(s, job.workspace, now)
             attempt_snap = handle = None
             if current is not None:
                 attempt_snap = AttemptSnapshot(
@@ -139,6 +140,9 @@ class JobReconciler:
                 current=attempt_snap,
                 capacity=capacity,
                 used=used,
+                quota=quota[0],
+                quota_used=quota[1],
+                spent=quota[2],
             )
             return _Loaded(snapshot, job.id, job.name, job.artifacts_dir, handle, job.created_at, job.workspace)
 
@@ -155,7 +159,7 @@ class JobReconciler:
             # record the attempt BEFORE launching: a crash in between leaves a launch that never
             # came up (abandoned later), never a process the store does not know
             with self.placement.lock, self.db.tx() as s:
-                if not self.placement.confirm(s, [d.allocation]):
+                if not self.placement.confirm(s, [d.allocation], loaded.workspace):
                     leases.release(s, Job, job_id, token)
                     return 0.0  # something else took the room meanwhile: decide again
                 if not leases.guarded_update(

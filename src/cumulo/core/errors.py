@@ -60,6 +60,13 @@ class Forbidden(CumuloError):
     title = "Forbidden"
 
 
+class OverQuota(CumuloError):
+    """The workspace's quota or budget does not allow this; the message gives the numbers."""
+
+    status = 403
+    title = "Workspace quota exceeded"
+
+
 class ServerUnavailable(CumuloError):
     """The client could not reach the control plane."""
 
@@ -99,7 +106,7 @@ class CredentialsError(ProviderError):
 
 
 _BY_STATUS_TITLE = {cls.title: cls for cls in (
-    InvalidSpec, NotFound, Conflict, Unschedulable, Unauthorized, Forbidden, ServerUnavailable, ProviderError, CapacityError, QuotaError,
+    InvalidSpec, NotFound, Conflict, Unschedulable, Unauthorized, Forbidden, OverQuota, ServerUnavailable, ProviderError, CapacityError, QuotaError,
     CredentialsError,
 )}
 

@@ -198,3 +198,23 @@ class WorkspaceView(_View):
     created_at: datetime
     jobs: int = 0
     deployments: int = 0
+    quota: dict[str, float] = {}  # cpu, gpu, nodes, price_per_hour, budget_per_month (absent: no limit)
+    spent_this_month: float = 0.0
+
+
+class CostLine(_View):
+    """What one thing (or group) cost over the period."""
+
+    key: str  # the workspace, job, deployment or node name
+    workspace: str
+    kind: str  # workspace, job, deployment or node
+    cost: float  # dollars
+    price_per_hour: float  # what it costs per hour now (0 when nothing runs)
+
+
+class CostReport(_View):
+    since: datetime
+    until: datetime
+    by: str
+    total: float
+    lines: list[CostLine]

@@ -13,7 +13,7 @@ from cumulo.core import settings
 from cumulo.core.errors import CumuloError, ServerUnavailable, from_problem
 from cumulo.core.specs import DeploymentSpec, JobSpec
 from cumulo.core.views import (
-    DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeView, SecretView, System, TokenView, WorkspaceView,
+    CostReport, DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeView, SecretView, System, TokenView, WorkspaceView,
 )
 from cumulo.sdk.handle import DeploymentHandle
 from cumulo.sdk.specs import load_spec
@@ -234,8 +234,17 @@ class Client:
         return DeploymentHandle(f"{self.url}/d/{key}", name)
 
     # -- workspaces (admin) ------------------------------------------------------------------------
-    def create_workspace(self, name: str) -> WorkspaceView:
-        return WorkspaceView.model_validate(self._call("POST", "/workspaces", json={"name": name}))
+    def create_workspace(self, name: str, *, quota: dict | None = None) -> WorkspaceView:
+        """A workspace; `quota` may cap cpu, gpu, nodes, price_per_hour and budget_per_month."""
+        return WorkspaceView.model_validate(self._call("POST", "/workspaces", json={"name": name, "quota": quota}))
+
+    def set_quota(self, workspace: str, **quota: float | None) -> WorkspaceView:
+        """Replace a workspace's limits (cpu, gpu, nodes, price_per_hour, budget_per_month)."""
+        return WorkspaceView.model_validate(self._call("PUT", f"/workspaces/{workspace}/quota", json=quota))
+
+    def costs(self, *, by: str = "workspace", since: str | None = None, all_workspaces: bool = False) -> CostReport:
+        params = {"by": by, "all": all_workspaces, **({"since": since} if since else {})}
+        return CostReport.model_validate(self._call("GET", "/costs", params=params))
 
     def workspaces(self) -> list[WorkspaceView]:
         return [WorkspaceView.model_validate(w) for w in self._call("GET", "/workspaces")]

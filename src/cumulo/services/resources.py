@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from cumulo.control.resources import placement_request
-from cumulo.core.errors import InvalidSpec, NotFound
+from cumulo.core.errors import InvalidSpec, NotFound, OverQuota
 from cumulo.core.offerings import Offering
 from cumulo.core.resources import ResourcesRequest
 from cumulo.core.specs import describe_errors, field_errors
@@ -18,10 +18,11 @@ from cumulo.core.states import NodeState
 from cumulo.core.tokens import Scope
 from cumulo.core.views import NodeDetail, PoolView
 from cumulo.policy.placement import rank
+from cumulo.policy.quota import Quota, over_node_quota
 from cumulo.store import events
 from cumulo.store import resources as store
 from cumulo.store.db import Database
-from cumulo.store.models import Node, Pool
+from cumulo.store.models import Node, Pool, Workspace
 
 
 SYSTEM = Scope()  # callers inside the control plane: the default workspace
@@ -70,6 +71,7 @@ class ResourceService:
         body_json = req.model_dump(mode="json")
         body_json["providers"] = allowed
         with self.db.tx() as s:
+            self._check_quota(s, scope, now, plans)
             s.add(Pool(id=pool_id, workspace=scope.workspace, created_at=now, request=body_json, count=len(req.nodes), idle_ttl=req.idle_ttl))
             s.flush()
             for i, c in enumerate(plans):
@@ -87,6 +89,23 @@ class ResourceService:
         for i in range(len(plans)):
             self.wake(f"{pool_id}-{i}")
         return self.pool(pool_id, scope)
+
+    @staticmethod
+    def _check_quota(s, scope: Scope, now: datetime, plans: list) -> None:
+        """Refuse machines past the workspace's node count, $/h or monthly budget, with the numbers."""
+        row = s.get(Workspace, scope.workspace)
+        quota = Quota.from_dict(row.quota) if row is not None else None
+        if quota is None:
+            return
+        live = store.cloud_nodes(s, workspace=scope.workspace)
+        why = over_node_quota(
+            quota, nodes=len(live), price_per_hour=sum(n.price for n in live), new_nodes=len(plans),
+            new_price_per_hour=sum(c.hourly for c in plans),
+            spent=row.spent if row.spent_month == f"{now:%Y-%m}" else 0.0,
+        )
+        if why:
+            raise OverQuota(f"workspace {scope.workspace!r} cannot add these machines: {why}; an admin can raise its "
+                            f"quota (`cumulo workspace quota {scope.workspace} ...`), or release nodes first")
 
     def pool(self, pool_id: str, scope: Scope = SYSTEM) -> PoolView:
         with self.db.tx() as s:

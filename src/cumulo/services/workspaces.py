@@ -32,7 +32,7 @@ class WorkspaceService:
             self._known.add(name)
         return found
 
-    def create(self, name: str, *, actor: str = "system") -> WorkspaceView:
+    def create(self, name: str, *, quota: dict | None = None, actor: str = "system") -> WorkspaceView:
         try:
             validate_name(name)
         except ValueError as exc:
@@ -40,19 +40,28 @@ class WorkspaceService:
         with self.db.tx() as s:
             if s.get(Workspace, name) is not None:
                 raise Conflict(f"a workspace named {name!r} exists")
-            row = Workspace(name=name, created_at=self.now())
+            row = Workspace(name=name, created_at=self.now(), quota=_clean(quota), spent_month="", spent=0.0, alerted=0)
             s.add(row)
             events.record(s, now=row.created_at, kind="Workspace", name=name, object_id=name, type="Normal",
                           reason="Created", message="workspace created", workspace=name, actor=actor)
             s.flush()
-            return WorkspaceView(name=name, created_at=row.created_at)
+            return _view(row)
+
+    def set_quota(self, name: str, quota: dict | None, *, actor: str = "system") -> WorkspaceView:
+        with self.db.tx() as s:
+            row = s.get(Workspace, name)
+            if row is None:
+                raise NotFound(f"no workspace named {name!r}; `cumulo workspace list` shows them")
+            row.quota = _clean(quota)
+            events.record(s, now=self.now(), kind="Workspace", name=name, object_id=name, type="Normal",
+                          reason="QuotaSet", message=f"quota {row.quota or 'removed'}", workspace=name, actor=actor)
+            return _view(row)
 
     def list(self) -> list[WorkspaceView]:
         with self.db.tx() as s:
             jobs = dict(s.execute(select(Job.workspace, func.count()).group_by(Job.workspace)).all())
             deps = dict(s.execute(select(Deployment.workspace, func.count()).group_by(Deployment.workspace)).all())
-            return [WorkspaceView(name=w.name, created_at=w.created_at, jobs=jobs.get(w.name, 0),
-                                  deployments=deps.get(w.name, 0))
+            return [_view(w, jobs.get(w.name, 0), deps.get(w.name, 0))
                     for w in s.scalars(select(Workspace).order_by(Workspace.name))]
 
     def delete(self, name: str) -> None:
@@ -74,3 +83,13 @@ class WorkspaceService:
                     s.delete(r)
             s.delete(row)
         self._known.discard(name)
+
+
+def _clean(quota: dict | None) -> dict | None:
+    out = {k: v for k, v in (quota or {}).items() if v is not None}
+    return out or None
+
+
+def _view(w: Workspace, jobs: int = 0, deployments: int = 0) -> WorkspaceView:
+    return WorkspaceView(name=w.name, created_at=w.created_at, jobs=jobs, deployments=deployments,
+                         quota=w.quota or {}, spent_this_month=w.spent or 0.0)

@@ -216,6 +216,11 @@ class Workspace(Base):
 
     name: Mapped[str] = mapped_column(String(63), primary_key=True)
     created_at: Mapped[datetime]
+    quota: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # policy/quota.py Quota
+    # status (written by the cost reconciler): this month's spend so far and the alert level reached
+    spent_month: Mapped[str] = mapped_column(String(7), default="")
+    spent: Mapped[float] = mapped_column(Float, default=0.0)
+    alerted: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Token(Base):

@@ -23,9 +23,14 @@ def upgrade() -> None:
         'workspaces',
         sa.Column('name', sa.String(length=63), nullable=False),
         sa.Column('created_at', cumulo.store.models.UTCDateTime(), nullable=False),
+        sa.Column('quota', sa.JSON(), nullable=True),
+        sa.Column('spent_month', sa.String(length=7), nullable=False, server_default=''),
+        sa.Column('spent', sa.Float(), nullable=False, server_default='0'),
+        sa.Column('alerted', sa.Integer(), nullable=False, server_default='0'),
         sa.PrimaryKeyConstraint('name'),
     )
-    op.bulk_insert(workspaces, [{"name": "default", "created_at": datetime.now(UTC).replace(tzinfo=None)}])
+    op.bulk_insert(workspaces, [{"name": "default", "created_at": datetime.now(UTC).replace(tzinfo=None),
+                                 "spent_month": "", "spent": 0.0, "alerted": 0}])
     op.create_table(
         'tokens',
         sa.Column('id', sa.String(length=16), nullable=False),
