@@ -17,7 +17,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
 
@@ -49,6 +49,7 @@ from cumulo.runtimes.local import LocalRuntime
 from cumulo.services.cluster import ClusterService
 from cumulo.services.costs import CostService
 from cumulo.services.deployments import DeploymentService
+from cumulo.services.gateways import GatewayRegistry
 from cumulo.services.jobs import JobService
 from cumulo.services.resources import ResourceService
 from cumulo.services.secrets import SecretService
@@ -138,12 +139,21 @@ def build(config: ServerConfig) -> ControlPlane:
     dep_reconciler = DeploymentReconciler(db, LocalRuntime(config.home / "deployments"), placement=placement,
                                           server_url=config.url)
     dep_loop = Loop(dep_reconciler)
+    dep_reconciler.wake = dep_loop.enqueue  # a health probe finished: act on its result now
     dep_reconciler.capacity_freed = reconciler.wake_waiting
     gateway = Gateway(metrics_path="/metrics")
 
+    gateways = GatewayRegistry(db)  # the standalone gateways (`cumulo gateway`) that sync with this plane
+
     def load_of(name: str) -> LoadSample:
-        st = gateway.stats(name)
-        return LoadSample(st["requests_total"], st["in_flight"], st["latency_seconds"]["mean"] or 0.0)
+        """Deployment `name`'s load: this process's gateway plus every live standalone one."""
+        st, ext = gateway.stats(name), gateways.totals(name)
+        lat = st["latency_seconds"]
+        count = lat["count"] + ext.latency_count
+        return LoadSample(arrivals_total=st["arrivals_total"] + ext.arrivals_total,
+                          requests_total=st["requests_total"] + ext.requests_total,
+                          in_flight=st["in_flight"] + ext.in_flight,
+                          mean_latency=(lat["sum"] + ext.latency_sum) / count if count else 0.0)
 
     autoscaler = AutoscalerReconciler(db, load=load_of, wake_deployment=dep_loop.enqueue)
     autoscale_loop = Loop(autoscaler)
@@ -151,7 +161,8 @@ def build(config: ServerConfig) -> ControlPlane:
     nodes = NodeReconciler(db, providers, offerings=load_catalog, install_id=install_id(config.home))
     node_loop = Loop(nodes)
     nodes.wake = node_loop.enqueue
-    dep_reconciler.in_flight = gateway.in_flight_to
+    # a drained replica's SIGTERM waits for the requests every gateway has in flight to it
+    dep_reconciler.in_flight = lambda host, port: gateway.in_flight_to(host, port) + gateways.in_flight_to(host, port)
     dep_reconciler.publish = lambda routes, hold: gateway.update(
         {name: [Endpoint(str(o), host, port) for o, host, port in eps] for name, eps in routes.items()}, hold
     )
@@ -196,11 +207,13 @@ def build(config: ServerConfig) -> ControlPlane:
 
     app.state.deployments = DeploymentService(db, node=LOCAL_NODE, base_url=config.url, wake=wake_deployment)
 
-    def routes() -> dict:
+    def routes() -> tuple[dict, set[str]]:
         with db.tx() as s:
-            return deployments_store.ready_endpoints(s)
+            return deployments_store.ready_endpoints(s), deployments_store.scale_from_zero_names(s)
 
     app.state.routes = routes
+    app.state.gateways = gateways
+    app.state.load = lambda name: {**asdict(load_of(name)), "standalone_gateways": gateways.arrivals_by_gateway(name)}
     app.state.gateway = gateway
     app.state.system = lambda: System(version=version("cumulo"), database=db.backend, auth=config.auth,
                                       home=str(config.home), passes=job_loop.passes)

@@ -72,8 +72,9 @@ def test_a_job_running_across_a_sigkill_finishes_exactly_once(server, tmp_path):
     assert steps == list(range(1, 11)), "metrics reported while the control plane was down were lost"
 
 
-@pytest.mark.parametrize("exit_code, state", [(0, "Succeeded"), (3, "Pending")])
-def test_exit_status_of_a_job_that_ended_while_the_control_plane_was_down(server, tmp_path, exit_code, state):
+@pytest.mark.parametrize("exit_code, state, attempts", [(0, "Succeeded", 1), (3, "Failed", 3)])
+def test_exit_status_of_a_job_that_ended_while_the_control_plane_was_down(server, tmp_path, exit_code, state,
+                                                                        attempts):
     marker = submit(server, tmp_path, "ender", steps=2, exit_code=exit_code)
     wait_until(lambda: status(server, "ender")["state"] == "Running", what="job to run")
     server.kill(signal.SIGKILL)
@@ -85,11 +86,14 @@ def test_exit_status_of_a_job_that_ended_while_the_control_plane_was_down(server
     first = job["attempt_list"][0]
     assert first["exit_code"] == exit_code
     assert first["state"] == ("Succeeded" if exit_code == 0 else "Failed")
+    # a failed attempt is retried by policy (max_retries: 2): the job ends only when every try has
+    job = wait_until(lambda: (j := status(server, "ender"))["state"] in ("Succeeded", "Failed") and j,
+                     timeout=60, what="the job to end")
+    assert job["state"] == state and job["attempts"] == attempts, job
+    assert [a["exit_code"] for a in job["attempt_list"]] == [exit_code] * attempts
     if exit_code:
-        assert job["attempts"] >= 1 and "attempt 1 failed (exit code 3)" in "".join(
+        assert "attempt 1 failed (exit code 3)" in "".join(
             e["message"] for e in json.loads(server.cli("events", "--job", "ender", "--json").stdout))
-    else:
-        assert job["state"] == state and job["attempts"] == 1
 
 
 def test_pending_work_resumes_after_a_restart(server, tmp_path):

@@ -56,6 +56,30 @@ def test_invalid_specs_are_422_naming_the_field_and_create_nothing(http, body, f
 
 
 @pytest.mark.parametrize(
+    "health, field",
+    [
+        ({"timeout": "1000h"}, "health.timeout"),  # a probe that may hang for weeks stalls nothing, but is refused
+        ({"timeout": 61}, "health.timeout"),
+        ({"timeout": 0}, "health.timeout"),
+        ({"period": -1}, "health.period"),
+    ],
+)
+def test_health_settings_out_of_range_are_422_naming_the_field(http, tmp_path, health, field):
+    body = {"kind": "Deployment", "name": "probed", "command": "python -m http.server $PORT",
+            "workdir": str(tmp_path), "health": health}
+    p = problem(http.post("/deployments", json=body), 422)
+    assert field in [e["field"] for e in p["errors"]], p
+    assert http.get("/deployments/probed").status_code == 404
+
+
+def test_a_health_timeout_up_to_the_cap_is_accepted(http, tmp_path):
+    body = {"kind": "Deployment", "name": "patient", "command": "python -m http.server $PORT",
+            "workdir": str(tmp_path), "replicas": 0, "health": {"timeout": 60}}
+    assert http.post("/deployments", json=body).status_code == 201
+    assert http.delete("/deployments/patient").status_code == 202
+
+
+@pytest.mark.parametrize(
     "content, ctype",
     [(b"{not json", "application/json"), (b"[1, 2]", "application/json"), (b"", "application/json"),
      (b"name=a", "application/x-www-form-urlencoded"),

@@ -1,113 +1,179 @@
-"""The reconcile loop's work queue: each key once at a time, requeues, hints while busy, backoff."""
+"""The reconcile loop's work queue on a fake clock: each key once at a time, requeues, hints while
+busy, backoff. The queue is driven by hand (`poll` + `step`, what each worker thread does), so no
+test sleeps and every count is exact; one test runs real worker threads, synchronised by events."""
 
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from cumulo.control.loop import Loop
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
 class Recorder:
     name = "test"
     resync = 60.0
 
-    def __init__(self, keys=(), work=0.0, again=None, fail=()):
+    def __init__(self, keys=(), again=None, fail=()):
         self._keys = list(keys)
-        self.work = work
         self.again = again
         self.fail = set(fail)
-        self.lock = threading.Lock()
-        self.active: dict[str, int] = {}
-        self.overlaps: list[str] = []
         self.calls: list[str] = []
-        self.done = threading.Event()
 
     def keys(self):
         return list(self._keys)
 
     def reconcile(self, key):
-        with self.lock:
-            self.active[key] = self.active.get(key, 0) + 1
-            if self.active[key] > 1:
-                self.overlaps.append(key)
-            self.calls.append(key)
-        try:
-            time.sleep(self.work)
-            if key in self.fail:
-                raise RuntimeError("boom")
-            return self.again(key) if callable(self.again) else self.again
-        finally:
-            with self.lock:
-                self.active[key] -= 1
-            self.done.set()
+        self.calls.append(key)
+        if key in self.fail:
+            raise RuntimeError("boom")
+        return self.again(key) if callable(self.again) else self.again
 
 
-def wait_for(cond, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.005)
+def drain(loop: Loop) -> list[str]:
+    """Reconcile every key due now, as the workers would; the keys in the order taken."""
+    taken = []
+    while (key := loop.poll()) is not None:
+        taken.append(key)
+        loop.step(key)
+    return taken
 
 
-@pytest.mark.parametrize("workers", [1, 4])
-def test_every_key_is_reconciled_once_on_start_and_never_by_two_workers_at_once(workers):
-    rec = Recorder(keys=[f"k{i}" for i in range(20)], work=0.01)
-    loop = Loop(rec, workers=workers)
+def run_for(loop: Loop, clock: Clock, seconds: float, tick: float) -> None:
+    """Advance the fake clock in `tick` steps for `seconds`, draining what is due at each step
+    (ticks and delays here are binary fractions, so the arithmetic is exact)."""
+    start = clock.t
+    for i in range(round(seconds / tick) + 1):
+        clock.t = start + i * tick
+        drain(loop)
+
+
+def test_a_resync_queues_every_key_and_each_is_reconciled_once():
+    clock = Clock()
+    rec = Recorder(keys=[f"k{i}" for i in range(5)])
+    loop = Loop(rec, clock=clock)
+    loop.resync_now()
+    loop.resync_now()  # listing again while they wait does not queue them twice
+    assert drain(loop) == ["k0", "k1", "k2", "k3", "k4"]
+    assert rec.calls == ["k0", "k1", "k2", "k3", "k4"]
+    assert loop.poll() is None
+    assert loop.passes == 5
+
+
+def test_a_key_being_reconciled_is_not_handed_out_again_and_hints_fold_into_one_more_pass():
+    clock = Clock()
+    rec = Recorder()
+    loop = Loop(rec, clock=clock)
+    loop.enqueue("a")
+    assert loop.poll() == "a"  # a worker has it now
+    for _ in range(50):
+        loop.enqueue("a")  # hints while it is being reconciled
+    assert loop.poll() is None  # a second worker is not given the same key
+    loop.step("a")
+    assert loop.poll() == "a"  # the hints became exactly one more pass
+    loop.step("a")
+    assert loop.poll() is None
+    assert rec.calls == ["a", "a"]
+
+
+def test_requeue_after_is_honoured_on_the_loops_clock():
+    clock = Clock()
+    rec = Recorder(again=lambda key: 0.5)
+    loop = Loop(rec, clock=clock)
+    loop.enqueue("a")
+    assert drain(loop) == ["a"]
+    clock.t += 0.49
+    assert loop.poll() is None
+    clock.t += 0.01
+    assert loop.poll() == "a"
+
+
+def test_an_earlier_hint_moves_a_queued_key_up_and_the_later_entry_is_dropped():
+    clock = Clock()
+    rec = Recorder()
+    loop = Loop(rec, clock=clock)
+    loop.enqueue("a", after=10)
+    assert loop.poll() is None
+    loop.enqueue("a")  # an API write: now
+    loop.enqueue("a", after=30)  # a later one changes nothing
+    assert drain(loop) == ["a"]
+    clock.t += 40
+    assert drain(loop) == []  # the superseded due times are not passes
+    assert rec.calls == ["a"]
+
+
+def test_a_failing_key_backs_off_exponentially_and_does_not_stop_the_others():
+    clock = Clock()
+    rec = Recorder(fail={"bad"}, again=lambda key: 0.25)
+    loop = Loop(rec, clock=clock)
+    loop.enqueue_all(["bad", "good"])
+    run_for(loop, clock, 3.75, 0.25)
+    # backoff 0.5 s, then 1 s, then 2 s: passes at 0, 0.5, 1.5 and 3.5 s
+    assert rec.calls.count("bad") == 4
+    assert rec.calls.count("good") == 16  # every 0.25 s from 0 to 3.75 s
+    rec.fail.clear()  # it recovers: a success forgets the failures
+    rec.again = lambda key: None
+    clock.t += 4.0
+    assert sorted(drain(loop)) == ["bad", "good"]
+    rec.fail.add("bad")
+    loop.enqueue("bad")
+    assert drain(loop) == ["bad"]
+    clock.t += 0.49
+    assert drain(loop) == []
+    clock.t += 0.01  # the first backoff again (0.5 s), not the fifth
+    assert drain(loop) == ["bad"]
+
+
+def test_two_worker_threads_never_reconcile_one_key_at_once():
+    clock = Clock()  # frozen: only hints queue work
+    release = threading.Event()
+    seen: dict[str, threading.Event] = {k: threading.Event() for k in ("a1", "a2", "b")}
+    calls: list[str] = []
+    lock = threading.Lock()
+    active: set[str] = set()
+    overlaps: list[str] = []
+
+    class Blocking(Recorder):
+        def reconcile(self, key):
+            with lock:
+                if key in active:
+                    overlaps.append(key)
+                active.add(key)
+                calls.append(key)
+                n = calls.count(key)
+            try:
+                seen.get(f"{key}{n}" if key == "a" else key, threading.Event()).set()
+                if key == "a" and n == 1:
+                    assert release.wait(10)
+            finally:
+                with lock:
+                    active.discard(key)
+
+    loop = Loop(Blocking(keys=["a"]), workers=2, clock=clock)
     loop.start()
     try:
-        wait_for(lambda: len(rec.calls) >= 20)
-        for _ in range(50):  # hammer one key with hints while workers have it
-            loop.enqueue("k0")
-            time.sleep(0.001)
-        time.sleep(0.1)
+        assert seen["a1"].wait(10)  # one worker has "a" and holds it
+        for _ in range(20):
+            loop.enqueue("a")
+        loop.enqueue("b")  # queued after the hints: a free worker would take "a" first if it could
+        assert seen["b"].wait(10)
+        assert calls == ["a", "b"]
+        release.set()
+        assert seen["a2"].wait(10)  # the hints were folded into one more pass
     finally:
+        release.set()
         loop.stop()
-    assert sorted(set(rec.calls)) == sorted(rec.keys())
-    assert rec.overlaps == []
-    # hints that came while k0 was being reconciled were folded into one more pass each time
-    assert 2 <= rec.calls.count("k0") <= 51
-
-
-def test_a_hint_while_busy_is_not_lost():
-    rec = Recorder(keys=["a"], work=0.2)
-    loop = Loop(rec, workers=2)
-    loop.start()
-    try:
-        wait_for(lambda: rec.calls == ["a"])
-        loop.enqueue("a")  # arrives while the first pass runs: a second pass must follow it
-        wait_for(lambda: len(rec.calls) == 2)
-    finally:
-        loop.stop()
-    assert rec.overlaps == []
-
-
-def test_requeue_after_is_honoured():
-    rec = Recorder(keys=["a"], again=lambda key: 0.1)
-    loop = Loop(rec)
-    loop.start()
-    try:
-        t0 = time.monotonic()
-        wait_for(lambda: len(rec.calls) >= 4)
-        elapsed = time.monotonic() - t0
-    finally:
-        loop.stop()
-    assert elapsed >= 0.25  # three waits of 0.1 s between four passes
-
-
-def test_a_failing_key_backs_off_and_does_not_stop_the_others():
-    rec = Recorder(keys=["bad", "good"], fail={"bad"}, again=lambda key: 0.05 if key == "good" else None)
-    loop = Loop(rec, workers=2)
-    loop.start()
-    try:
-        time.sleep(1.2)
-    finally:
-        loop.stop()
-    # backoff 0.5 s, then 1 s: at most three passes of the bad key in 1.2 s; the good one kept going
-    assert 1 <= rec.calls.count("bad") <= 3
-    assert rec.calls.count("good") >= 10
+    assert overlaps == []
+    assert calls.count("a") == 2
 
 
 def test_zero_workers_is_refused():

@@ -10,16 +10,18 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from cumulo.api.auth import admin, authorize, reporter, reporter_scope
 from cumulo.api.auth import scope as scope_of
 from cumulo.api.schemas import (
-    MAX_INT, Accepted, MetricsBody, QuotaBody, ReleaseBody, RouteEndpoint, Routes, ScaleBody, SecretBody, TokenBody,
-    WorkspaceBody,
+    MAX_INT, Accepted, GatewaySync, MetricsBody, QuotaBody, ReleaseBody, RouteEndpoint, Routes, ScaleBody, SecretBody,
+    TokenBody, WorkspaceBody,
 )
 from cumulo.core.errors import Forbidden
 from cumulo.core.tokens import Role, Scope, route_key
 from cumulo.core.views import (
-    CostReport, DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeDetail, NodeView, PoolView, SecretView, System, TokenView, WorkspaceView,
+    CostReport, DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeDetail, NodeView, PoolView,
+    SecretView, System, TokenView, WorkspaceView,
 )
 from cumulo.services.cluster import ClusterService
 from cumulo.services.deployments import DeploymentService
+from cumulo.services.gateways import Counters, GatewayRegistry, GatewayReport
 from cumulo.services.jobs import JobService
 from cumulo.services.resources import ResourceService
 from cumulo.services.tokens import Principal
@@ -30,6 +32,8 @@ public = APIRouter(prefix="/api/v1")
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(authorize)])
 #: what a job's own processes call with their workload token
 workload = APIRouter(prefix="/api/v1")
+#: installation-wide operations: workspaces, the secret key, the gateways' route table
+admin_only = APIRouter(prefix="/api/v1", dependencies=[Depends(admin)])
 
 JOB_EXAMPLE = {"kind": "Job", "name": "digits", "command": "python train.py", "workdir": "/abs/path",
                "resources": {"cpu": 1, "memory": "1Gi"}, "max_retries": 2}
@@ -181,21 +185,46 @@ def deployment_logs(
     return _deployments(request).logs(name, replica=replica, offset=offset, scope=scope)
 
 
-@router.get("/gateway/routes", response_model=Routes, tags=["gateway"])
-def gateway_routes(request: Request) -> Routes:
-    """Ready replicas of every deployment, for a gateway running on its own (`cumulo gateway`)."""
-    table = request.app.state.routes()
+def _routes(table: dict, hold) -> Routes:
     return Routes(deployments={
         name: [RouteEndpoint(replica_id=str(o), host=h, port=p, ready=True) for o, h, p in eps]
         for name, eps in table.items()
-    })
+    }, hold=sorted(hold))
+
+
+@admin_only.get("/gateway/routes", response_model=Routes, tags=["gateway"])
+def gateway_routes(request: Request) -> Routes:
+    """Ready replicas of every deployment and the hold list. A gateway that only reads this is
+    invisible to the autoscaler and to the drain wait: `cumulo gateway` uses POST /gateway/sync."""
+    table, hold = request.app.state.routes()
+    return _routes(table, hold)
+
+
+@admin_only.post("/gateway/sync", response_model=Routes, tags=["gateway"])
+def gateway_sync(request: Request, body: GatewaySync) -> Routes:
+    """A standalone gateway's poll: it reports its per-deployment counters and what it has in flight
+    to each replica address (counted by the autoscaler and the drain wait while it keeps reporting),
+    and gets the routes and the hold list back."""
+    gateways: GatewayRegistry = request.app.state.gateways
+    table, hold = gateways.sync(GatewayReport(
+        gateway_id=body.gateway_id,
+        deployments={name: Counters(c.arrivals_total, c.requests_total, c.in_flight, c.latency_sum, c.latency_count)
+                     for name, c in body.deployments.items()},
+        in_flight={(r.host, r.port): r.in_flight for r in body.replicas if r.in_flight},
+        routed=frozenset((r.host, r.port) for r in body.replicas if r.routed),
+    ))
+    return _routes(table, hold)
 
 
 @router.get("/deployments/{name}/metrics", tags=["deployments"])
 def deployment_metrics(request: Request, name: str, scope: Annotated[Scope, Depends(scope_of)]) -> dict:
-    """Load the gateway sees for this deployment: request rate, in-flight, latency, status codes."""
+    """Load the gateway sees for this deployment: request rate, in-flight, latency, status codes
+    (this process's gateway); `load`: what the autoscaler reads, summed over this gateway and every
+    standalone one (`cumulo gateway`) that synced within the last seconds, with each of those
+    gateways' own arrivals count (`standalone_gateways`: gateway id -> arrivals)."""
     _deployments(request).get(name, scope)  # 404 for an unknown name
-    return request.app.state.gateway.stats(route_key(name, scope.workspace))
+    key = route_key(name, scope.workspace)
+    return {**request.app.state.gateway.stats(key), "load": request.app.state.load(key)}
 
 
 # -- resources -------------------------------------------------------------------------------------
@@ -265,9 +294,6 @@ def delete_secret(request: Request, name: str, scope: Annotated[Scope, Depends(s
     """Refused (409, naming them) while a live job or a deployment uses it."""
     request.app.state.secrets.delete(name, scope)
     return Response(status_code=204)
-
-
-admin_only = APIRouter(prefix="/api/v1", dependencies=[Depends(admin)])
 
 
 @admin_only.post("/secrets/rotate-key", tags=["secrets"])

@@ -48,6 +48,43 @@ class RouteEndpoint(BaseModel):
 
 class Routes(BaseModel):
     deployments: dict[str, list[RouteEndpoint]]
+    #: deployments that may scale from zero: a gateway holds their requests while a replica starts
+    hold: list[str] = []
+
+
+#: counters grow for the life of a gateway; 2**53 keeps them exact as JSON numbers
+MAX_COUNT = 2**53
+
+
+class GatewayCounters(BaseModel):
+    """One deployment's counters as one gateway saw them since it started."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    arrivals_total: int = Field(0, ge=0, le=MAX_COUNT, description="requests that arrived (demand)")
+    requests_total: int = Field(0, ge=0, le=MAX_COUNT, description="requests answered")
+    in_flight: int = Field(0, ge=0, le=MAX_COUNT, description="requests arrived and not yet answered")
+    latency_sum: float = Field(0.0, ge=0, le=1e15, description="seconds, summed over answered requests")
+    latency_count: int = Field(0, ge=0, le=MAX_COUNT)
+
+
+class ReplicaLoad(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    host: str = Field(min_length=1, max_length=255)
+    port: int = Field(ge=1, le=65535)
+    in_flight: int = Field(0, ge=0, le=MAX_COUNT, description="requests being proxied there now")
+    routed: bool = Field(False, description="whether the gateway's table routes new requests there now")
+
+
+class GatewaySync(BaseModel):
+    """What a standalone gateway (one worker process) reports at each poll."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    gateway_id: str = Field(pattern=r"^[A-Za-z0-9._:-]{1,100}$", description="unique per gateway process")
+    deployments: dict[str, GatewayCounters] = Field(default_factory=dict, max_length=100_000)
+    replicas: list[ReplicaLoad] = Field(default_factory=list, max_length=100_000)
 
 
 class ReleaseBody(BaseModel):

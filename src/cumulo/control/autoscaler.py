@@ -1,9 +1,14 @@
 """The autoscaler reconciler: sample each autoscaled deployment's load, ask its policy, set replicas.
 
-Every second it samples the gateway (requests served so far, requests in flight, mean latency) into
+Every second it samples the gateways (requests arrived so far, requests in flight, mean latency) into
 a window per deployment; at the policy's own period it calls the pure policy with that window and
 the policy's previous state, and records a changed replica count (Status: `desired_replicas`) with
 an event giving the policy's reason. The deployment reconciler then starts or drains replicas.
+
+The window is what the simulator (sim/model.py) hands the same policies: per step, the arrival rate
+(demand: requests that reached a gateway, answered or not) and the requests in the system (in flight
+at the gateway: queued or in service). Finished requests would show capacity, not demand: a
+saturated deployment completes what its replicas can serve however many more arrive.
 
 Load windows and policy state live in memory: after a control-plane restart they start empty,
 and the policies fall back to their reactive behaviour until history builds up again.
@@ -39,21 +44,43 @@ STEP = 1.0
 
 @dataclass(frozen=True)
 class LoadSample:
-    """What the gateway has seen of one deployment so far."""
+    """What the gateways have seen of one deployment so far (counters only grow)."""
 
-    requests_total: float
-    in_flight: float
+    arrivals_total: float  # requests that arrived (demand), counted before any replica is chosen
+    requests_total: float  # requests answered: capacity under saturation, so never a policy's rate
+    in_flight: float  # requests arrived and not yet answered: queued or in service
     mean_latency: float  # seconds; 0 when nothing was served yet
 
 
 @dataclass
 class _Track:
-    times: deque = field(default_factory=lambda: deque(maxlen=WINDOW + 1))
-    totals: deque = field(default_factory=lambda: deque(maxlen=WINDOW + 1))
-    in_flight: deque = field(default_factory=lambda: deque(maxlen=WINDOW + 1))
+    #: one sample per STEP seconds, oldest first: arrivals/s in it, requests in flight at its end
+    rates: deque = field(default_factory=lambda: deque(maxlen=WINDOW))
+    in_flight: deque = field(default_factory=lambda: deque(maxlen=WINDOW))
+    last_time: float | None = None
+    last_arrivals: float = 0.0
     state: Any = None
     last_decision: float = -1e18
     policy: str = ""
+
+    def add(self, now: float, sample: LoadSample) -> bool:
+        """Fold a reading into the window on a regular STEP grid (the policies weigh every sample
+        as STEP seconds, as the simulator's): a reading sooner than that after the last one (a pass
+        woken early) is skipped, and a late one fills the seconds it spans with its mean rate.
+        True if samples were added."""
+        if self.last_time is None:
+            self.last_time, self.last_arrivals = now, sample.arrivals_total
+            return False
+        dt = now - self.last_time
+        if dt < 0.9 * STEP:
+            return False
+        n = max(1, min(WINDOW, round(dt / STEP)))
+        rate = max(0.0, sample.arrivals_total - self.last_arrivals) / dt
+        for _ in range(n):
+            self.rates.append(rate)
+            self.in_flight.append(sample.in_flight)
+        self.last_time, self.last_arrivals = now, sample.arrivals_total
+        return True
 
 
 class AutoscalerReconciler:
@@ -104,11 +131,9 @@ class AutoscalerReconciler:
         if track.policy != a.policy:  # a new policy starts from no state
             track.state, track.last_decision, track.policy = None, -1e18, a.policy
         sample = self.load(route_key(name, workspace))  # the gateway knows deployments by route key
-        track.times.append(now)
-        track.totals.append(sample.requests_total)
-        track.in_flight.append(sample.in_flight)
+        track.add(now, sample)
         cfg = configure(a.policy, a.options, scale_to_zero_after=a.scale_to_zero_after)
-        if now - track.last_decision < period(cfg) or len(track.times) < 2:
+        if now - track.last_decision < period(cfg) or not track.rates:
             return STEP
         track.last_decision = now
         decision = POLICIES[a.policy][1](self._input(track, a, sample, now, ready, starting), cfg)
@@ -133,11 +158,8 @@ class AutoscalerReconciler:
 
     @staticmethod
     def _input(track: _Track, a: Autoscaling, sample: LoadSample, now: float, ready: int, starting: int) -> AutoscaleInput:
-        times = np.fromiter(track.times, float)
-        totals = np.fromiter(track.totals, float)
-        dt = np.maximum(np.diff(times), 1e-3)
-        rates = np.maximum(np.diff(totals), 0) / dt
-        concurrency = np.fromiter(track.in_flight, float)[1:]
+        rates = np.fromiter(track.rates, float)  # arrivals per second in each sample, as in sim/
+        concurrency = np.fromiter(track.in_flight, float)
         target_rps = a.target_rps or (a.target / sample.mean_latency if sample.mean_latency > 0 else a.target)
         return AutoscaleInput(
             now=now, load=LoadWindow(step=STEP, rates=rates, concurrency=concurrency), ready=ready,

@@ -1,8 +1,10 @@
 """The deployment reconciler: observe and health-check replicas, decide (pure), act, apply.
 
 Replicas are processes on the local runtime, one per replica incarnation (a replacement is a new
-row and a new process). Health checks are HTTP GETs made here, outside any transaction. After a
-pass that changed which replicas are ready, the gateway's routes are republished.
+row and a new process). Health checks are HTTP GETs made off the reconcile thread (control/probes.py):
+a pass starts the checks that are due and acts on those that finished since, so a replica that never
+answers holds up nothing but itself. After a pass that changed which replicas are ready, the
+gateway's routes are republished.
 """
 
 from __future__ import annotations
@@ -17,10 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import httpx
-
 from cumulo.control.environment import no_secrets, workload_env
 from cumulo.control.placement import Placement
+from cumulo.control.probes import Prober
 from cumulo.core.specs import DeploymentSpec
 from cumulo.core.states import ProcessPhase, ReplicaState
 from cumulo.policy.capacity import Allocation
@@ -111,7 +112,9 @@ class DeploymentReconciler:
         self._stopping: dict[tuple[str, str], tuple[Handle, int, float]] = {}
         self._signaled: set[tuple[str, str]] = set()  # SIGTERM sent (a restart forgets: sent once more)
         self._last_probe: dict[str, float] = {}
-        self._http = httpx.Client()
+        #: wakes a deployment when one of its probes finished (the loop's enqueue; app.py sets it)
+        self.wake: Callable[[str], None] = lambda dep_id: None
+        self.prober = Prober(wake=lambda dep_id: self.wake(dep_id))
 
     def keys(self) -> list[str]:
         self.publish_routes()
@@ -187,24 +190,19 @@ class DeploymentReconciler:
                 detail = log_tail(self.runtime.log_path(handle)) or detail
             elif obs.phase == ProcessPhase.RUNNING and r.state in (ReplicaState.STARTING, ReplicaState.READY):
                 key = f"{loaded.dep_id}/{r.id}"
+                probe = self.prober.take(key)  # a check that finished since the last pass
                 period = STARTING_PROBE_PERIOD if r.state == ReplicaState.STARTING else spec.health.period
                 age = (snap.now - r.created_at).total_seconds()
-                if age >= spec.health.initial_delay and mono - self._last_probe.get(key, 0.0) >= period:
+                if age >= spec.health.initial_delay and mono - self._last_probe.get(key, 0.0) >= period \
+                        and self.prober.start(loaded.dep_id, key, f"http://{HOST}:{loaded.ports[r.id]}{spec.health_path}",
+                                              spec.health.timeout):
                     self._last_probe[key] = mono
-                    probe = self._probe(loaded.ports[r.id], spec)
             observed.append(ReplicaSnapshot(
                 id=r.id, generation=r.generation, state=r.state, created_at=r.created_at, phase=obs.phase,
                 exit_code=obs.exit_code, detail=detail, probe_ok=probe, probe_failures=r.probe_failures,
                 stop_requested_at=r.stop_requested_at,
             ))
         return DeploymentSnapshot(**{**snap.__dict__, "replicas": tuple(observed)})
-
-    def _probe(self, port: int, spec: DeploymentSpec) -> bool:
-        try:
-            r = self._http.get(f"http://{HOST}:{port}{spec.health_path}", timeout=spec.health.timeout)
-            return r.status_code < 400
-        except httpx.HTTPError:
-            return False
 
     def _act_and_apply(self, loaded: _Loaded, snap: DeploymentSnapshot, token: str, d: DeploymentDecision) -> float | None:
         now = snap.now
@@ -232,6 +230,7 @@ class DeploymentReconciler:
                     routes_changed |= self._apply_change(by_id.get(c.id), c, now)
                     if c.state.terminal:
                         self._last_probe.pop(f"{loaded.dep_id}/{c.id}", None)
+                        self.prober.forget(f"{loaded.dep_id}/{c.id}")
                 starts = list(d.start)
                 if starts and self.placement.confirm(s, starts, loaded.workspace):  # else: the room was taken; decide again
                     for alloc in starts:

@@ -72,22 +72,38 @@ class Loop:
         for key in keys:
             self.enqueue(key)
 
+    def poll(self) -> str | None:
+        """Take the next key that is due now, without waiting (None if none is); the caller owns it
+        until it calls `step(key)`. The worker threads use this; so can a test driving the loop by
+        hand with a fake clock."""
+        with self._cond:
+            return self._take()
+
+    def _take(self) -> str | None:
+        while self._heap and self._due.get(self._heap[0][2]) != self._heap[0][0]:
+            heapq.heappop(self._heap)  # superseded by an earlier due time
+        if self._heap and self._heap[0][0] <= self.clock():
+            _, _, key = heapq.heappop(self._heap)
+            del self._due[key]
+            self._processing.add(key)
+            return key
+        return None
+
     def _next(self) -> str | None:
         with self._cond:
             while not self._stop.is_set():
-                while self._heap and self._due.get(self._heap[0][2]) != self._heap[0][0]:
-                    heapq.heappop(self._heap)  # superseded by an earlier due time
-                wait = self._heap[0][0] - self.clock() if self._heap else self.reconciler.resync
-                if self._heap and wait <= 0:
-                    _, _, key = heapq.heappop(self._heap)
-                    del self._due[key]
-                    self._processing.add(key)
+                key = self._take()
+                if key is not None:
                     return key
-                if wait > 0:
-                    self._cond.wait(min(wait, self.reconciler.resync))
+                wait = self._heap[0][0] - self.clock() if self._heap else self.reconciler.resync
+                self._cond.wait(min(max(wait, 0.0), self.reconciler.resync))
                 if not self._heap and not self._stop.is_set():
                     return None  # idle for a whole resync period: time for a resync
             return None
+
+    def resync_now(self) -> None:
+        """Queue every key the reconciler lists (what a worker does once per resync period)."""
+        self._resync()
 
     # -- running -----------------------------------------------------------------------------
     def start(self) -> None:

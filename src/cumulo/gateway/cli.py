@@ -14,8 +14,11 @@ def gateway(
     port: int = 8300,
     control_plane: str = "http://127.0.0.1:8200",
     host: str = "127.0.0.1",
+    workers: int = 1,
 ) -> None:
-    """Serve /d/<deployment>/<path> on its own port, routing by the control plane's route table."""
+    """Serve /d/<deployment>/<path> on its own port, in sync with the control plane: its routes and
+    hold list in, this gateway's traffic out (the autoscaler and replica drains count it).
+    --workers N runs N processes on the port (SO_REUSEPORT)."""
     args = [sys.executable, "-m", "cumulo.gateway", "--port", str(port), "--control-plane", control_plane,
-            "--host", host]
+            "--host", host, "--workers", str(workers)]
     os.execv(sys.executable, args)

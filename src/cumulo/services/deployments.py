@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cumulo.control.probes import MAX_TIMEOUT as MAX_PROBE_TIMEOUT
 from cumulo.core.errors import Conflict, InvalidSpec, NotFound, Unschedulable
 from cumulo.core.specs import DeploymentSpec, parse_spec
 from cumulo.core.states import DeploymentState, ReplicaState
@@ -52,6 +53,12 @@ class DeploymentService:
             raise InvalidSpec(
                 f"service: {spec.service.split(':')[0]!r} is not a file in {workdir}",
                 errors=[{"field": "service", "message": "file not found"}],
+            )
+        if spec.health.timeout > MAX_PROBE_TIMEOUT:
+            raise InvalidSpec(
+                f"health.timeout: {spec.health.timeout:g} s is too long; a health check may take at most "
+                f"{MAX_PROBE_TIMEOUT:g} s (a replica that answers nothing within that is not healthy)",
+                errors=[{"field": "health.timeout", "message": f"must be at most {MAX_PROBE_TIMEOUT:g} s"}],
             )
         if spec.autoscaling is not None:  # unknown policy options are an error now, not at the first tick
             a = spec.autoscaling

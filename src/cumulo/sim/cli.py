@@ -30,9 +30,24 @@ def _parse_options(items: list[str]) -> dict[str, Any]:
 
 
 def _clean(v: Any) -> Any:
+    """Strict JSON: nan is null, an infinite latency "inf" (nested dicts too, e.g. ``fit``)."""
     if isinstance(v, float) and not math.isfinite(v):
         return None if math.isnan(v) else "inf"
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
     return v
+
+
+def _require_requests(metrics: dict[str, Any], eval_from: float) -> None:
+    """An evaluated part without a single request has no SLO attainment: say so, never 100 %."""
+    from cumulo.core.errors import InvalidSpec
+
+    if metrics["requests"] == 0:
+        t0 = metrics["evaluated_from_s"]
+        t1 = t0 + metrics["evaluated_seconds"]
+        msg = (f"no requests arrive in the evaluated part of {metrics['trace']!r} ({t0:g} s to {t1:g} s, "
+               f"--eval-from {eval_from:g}); choose an earlier --eval-from")
+        raise InvalidSpec(f"eval_from: {msg}", errors=[{"field": "eval_from", "message": msg}])
 
 
 @app.command("sim")
@@ -77,6 +92,8 @@ def sim(
             rows = []
             for p in policies:
                 rows += sim_sweep.sweep(load, p, m, overrides=overrides, eval_from=eval_from)
+            for r in rows:
+                _require_requests(r, eval_from)
             out = {"sweep": [{k: _clean(v) for k, v in r.items()} for r in rows]}
             if plot:
                 from cumulo.sim.plot import plot_sweep
@@ -87,6 +104,7 @@ def sim(
             for p in policies:
                 cfg = sim_model.make_config(p, load, m, overrides)
                 results.append(sim_model.simulate(load, p, replace(m), config=cfg, eval_from=eval_from))
+                _require_requests(results[-1].metrics, eval_from)
             out = {"runs": [{k: _clean(v) for k, v in r.metrics.items()} for r in results]}
             if plot:
                 from cumulo.sim.plot import plot_run

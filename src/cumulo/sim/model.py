@@ -31,7 +31,7 @@ from cumulo.policy.autoscaling import POLICIES, period
 from cumulo.policy.autoscaling.base import AutoscaleInput, LoadWindow
 from cumulo.sim.load import Load
 
-__all__ = ["ReplicaModel", "SimResult", "simulate", "make_config"]
+__all__ = ["ReplicaModel", "SimResult", "check_eval_from", "make_config", "simulate"]
 
 #: seconds of history handed to a policy at each decision
 WINDOW_SECONDS = 600.0
@@ -100,6 +100,7 @@ def simulate(load: Load, policy: str, model: ReplicaModel = ReplicaModel(), *, c
     _, decide = POLICIES[policy]
     dt = load.step
     T = load.steps
+    check_eval_from(load, eval_from)
     k = model.concurrency
     target_conc = model.utilization * k
     target_rps = model.utilization * k / load.mean_service
@@ -132,7 +133,7 @@ def simulate(load: Load, policy: str, model: ReplicaModel = ReplicaModel(), *, c
             n_ready += 1
         cap = n_ready * cap_step
         tot = B + work[t]
-        served = tot if tot <= cap else cap
+        served = min(tot, cap)
         B = tot - served
         if B < 1e-9:
             B = 0.0
@@ -182,6 +183,15 @@ def simulate(load: Load, policy: str, model: ReplicaModel = ReplicaModel(), *, c
     return SimResult(
         policy, metrics, np.arange(T) * dt, rates, ready_s, starting_s, ready_s * k / sbar, step_latency, decisions
     )
+
+
+def check_eval_from(load: Load, eval_from: float) -> None:
+    """``eval_from`` must leave at least one step of the trace to evaluate."""
+    length = load.steps * load.step
+    if not (0 <= eval_from < length):
+        msg = (f"{eval_from:g} s is outside the trace {load.name!r}, which is {length:g} s long; "
+               f"give a value from 0 up to below {length:g}")
+        raise InvalidSpec(f"eval_from: {msg}", errors=[{"field": "eval_from", "message": msg}])
 
 
 def _start_times(served_cum: np.ndarray, positions: np.ndarray, dt: float) -> np.ndarray:
@@ -245,7 +255,8 @@ def _metrics(load, model, served_cum, backlog_end, ready_s, starting_s, decision
             "evaluated_seconds": (e1 - e0) * dt,
             "requests": int(round(total)),
             "slo": f"latency <= service time + {model.slo_wait:g} s",
-            "slo_attainment": ok / total if total else 1.0,
+            # no request arrived in [e0, e1): nothing was attained or missed (nan, never 100 %)
+            "slo_attainment": ok / total if total else math.nan,
             "latency_p50_s": weighted_quantile(values, weights, 0.50),
             "latency_p99_s": weighted_quantile(values, weights, 0.99),
             "replica_seconds": rs,

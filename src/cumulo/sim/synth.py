@@ -24,7 +24,7 @@ import numpy as np
 
 from cumulo.sim.traces import Window, WindowTrace
 
-__all__ = ["exact_arrivals", "step_counts", "expected_requests"]
+__all__ = ["exact_arrivals", "expected_requests", "step_counts"]
 
 
 def expected_requests(trace: WindowTrace) -> float:

@@ -27,7 +27,7 @@ import numpy as np
 
 from cumulo.core.errors import InvalidSpec
 
-__all__ = ["RequestTrace", "TraceError", "WindowTrace", "Window", "load_trace"]
+__all__ = ["RequestTrace", "TraceError", "Window", "WindowTrace", "load_trace"]
 
 
 class TraceError(InvalidSpec):

@@ -105,3 +105,72 @@ def test_predictive_never_below_the_reactive_rule(series):
 
 def test_oracle_config_default_is_empty():
     assert len(OracleConfig().rates) == 0
+
+
+# --- the predictive policy's conformal bound, gate and fallback -------------------------------
+
+from cumulo.policy.autoscaling import predictive
+from cumulo.policy.autoscaling.predictive import PredictiveConfig, conformal_quantile
+
+FAST = PredictiveConfig(coverage=0.9, min_calibration=0.0, calibration_window=600.0)
+
+
+def _drive_predictive(series, cfg, *, per=60, lo=1, hi=1000, cold_start=30.0):
+    """Each value of ``series`` is the rate for ``per`` seconds; decide every tick with 1 s samples."""
+    rates = np.repeat(np.asarray(series, dtype=float), per)
+    state, n, out = None, lo, []
+    for end in range(int(cfg.tick), len(rates) + 1, int(cfg.tick)):
+        w = rates[max(0, end - 600) : end]
+        d = predictive.decide(inp(float(end), rate=list(w), conc=list(w * 0.2), ready=n, state=state, target_rps=5.0,
+                                  target_concurrency=1.0, min_replicas=lo, max_replicas=hi, cold_start=cold_start), cfg)
+        state, n = d.state, d.desired
+        out.append((end, n, d.reason))
+    return out, state
+
+
+@settings(max_examples=25, deadline=None)
+@given(series=st.lists(st.floats(min_value=0, max_value=300, allow_nan=False), min_size=1, max_size=40),
+       b=bounds, cold_start=st.sampled_from([30.0, 120.0]))
+def test_predictive_bounds_hold_with_calibration_on(series, b, cold_start):
+    lo, hi = b
+    out, _ = _drive_predictive(series, FAST, lo=lo, hi=hi, cold_start=cold_start)
+    assert all(lo <= n <= hi for _, n, _ in out)
+
+
+@settings(max_examples=25, deadline=None)
+@given(rate=st.floats(min_value=0.5, max_value=300), minutes=st.integers(20, 40))
+def test_predictive_does_not_flap_under_a_constant_load(rate, minutes):
+    """A constant rate: once the first cold start and the calibration are behind it, the count never
+    changes again."""
+    out, _ = _drive_predictive([rate] * minutes, FAST)
+    settled = [n for t, n, _ in out if t > 15 * 60]
+    assert len(set(settled)) == 1, settled
+
+
+@settings(max_examples=20, deadline=None)
+@given(lie=st.floats(min_value=3.0, max_value=50.0), rate=st.floats(min_value=5.0, max_value=200.0))
+def test_predictive_falls_back_to_reaction_when_its_forecasts_fail(lie, rate):
+    """A seasonal profile that lies (every bin says ``lie`` x the real rate) and a forecast that trusts
+    it fully: its calibrated bound is wider than persistence's, so the policy plans with persistence's
+    bound (the rate now, a constant here, times a quantile of 1), i.e. what the rate needs."""
+    out, state = _drive_predictive([rate] * 30, FAST)
+    nday = int(86400 / FAST.bin_seconds)
+    st_lie = predictive.replace(state, day=np.full(nday, rate * lie), day_n=np.ones(nday),
+                                xtx=np.eye(3) * 1e9, xty=np.array([0.0, 1e9, 0.0]), samples=1e9)
+    w = np.full(600, rate)
+    t = out[-1][0]
+    s = st_lie
+    for k in range(1, 120):  # 20 min: the lying forecasts come due and fill the calibration window
+        d = predictive.decide(inp(float(t + 10 * k), rate=list(w), conc=list(w * 0.2), ready=out[-1][1], state=s,
+                                  target_rps=5.0, target_concurrency=1.0, max_replicas=1000), FAST)
+        s = d.state
+    assert "reacting" in d.reason, d.reason
+    assert d.desired == int(np.ceil(rate / 5.0 - 1e-9))
+
+
+def test_conformal_quantile():
+    v = np.arange(1.0, 20.0)  # 19 values: the 0.95 conformal quantile is the largest
+    assert conformal_quantile(v, 0.95) == 19.0
+    assert conformal_quantile(v, 0.5) == 10.0
+    assert conformal_quantile(v[:5], 0.95) == float("inf")  # too few values for that coverage
+    assert conformal_quantile(np.zeros(0), 0.5) == float("inf")

@@ -102,3 +102,25 @@ def test_seeded_synthesis_is_reproducible(tmp_path):
     assert a.counts[600:1200].sum() == 0
     assert a.counts[:600].sum() == pytest.approx(1200, rel=0.15)
     assert a.counts[1200:].sum() == pytest.approx(3000, rel=0.35)
+
+
+def test_eval_from_must_lie_inside_the_trace(tmp_path):
+    from cumulo.core.errors import InvalidSpec
+
+    load = build_load(load_trace(_jsonl(tmp_path, [0, 0, 0, 0, 9000])), ServiceModel(service_time=1.0))
+    for bad in (10.0, 1e9, -1.0):
+        with pytest.raises(InvalidSpec, match="eval_from") as e:
+            simulate(load, "hpa", FIXED_ONE, eval_from=bad)
+        assert "10 s" in str(e.value) and f"{bad:g}" in str(e.value)
+
+
+def test_a_part_without_requests_has_no_slo_attainment(tmp_path):
+    """The fitting part [0, 5 s) holds 4 requests, the evaluated part [5, 10 s) one at 9 s; from
+    9.5 s on nothing arrives: attainment is undefined (nan), and tune() never picks such a row."""
+    from cumulo.sim.sweep import tune
+
+    load = build_load(load_trace(_jsonl(tmp_path, [0, 0, 0, 0, 9000])), ServiceModel(service_time=1.0))
+    m = simulate(load, "hpa", FIXED_ONE, eval_from=9.5).metrics
+    assert m["requests"] == 0 and np.isnan(m["slo_attainment"])
+    assert m["fit"]["requests"] == 5
+    assert tune([{"slo_attainment": m["slo_attainment"], "replica_seconds": 1.0}]) is None
