@@ -82,7 +82,7 @@ def expected(caller: str, method: str, path: str) -> set[int] | None:
         return {401}
     if caller == "workload":
         return None if (method, path) == ("post", "/api/v1/jobs/{name}/metrics") else {403}
-    if path.startswith(("/api/v1/tokens", "/api/v1/workspaces")) or path == "/api/v1/secrets/rotate-key":
+    if path.startswith(("/api/v1/tokens", "/api/v1/workspaces", "/api/v1/gateway")) or path == "/api/v1/secrets/rotate-key":
         return None if caller == "admin" else {403}
     if caller in ("viewer", "other-viewer") and method not in READ:
         return {403}
