@@ -151,7 +151,7 @@ def test_a_job_waits_in_pending_while_the_machine_is_full(server, tmp_path):
     big = write_spec(tmp_path, f"""
         kind: Job
         name: hog
-        command: sleep 3
+        command: sleep 120
         resources: {{cpu: {cpus}}}
     """)
     server.cli("job", "submit", str(big), check=True)
@@ -161,6 +161,8 @@ def test_a_job_waits_in_pending_while_the_machine_is_full(server, tmp_path):
     server.cli("job", "submit", str(small), check=True)
     job = job_json(server, "small")
     assert job["state"] == "Pending" and job["reason"].startswith("waiting for resources: needs 1 CPU")
+    # hog ends (however long the checks above took on a busy machine: a fixed short sleep raced them)
+    server.cli("job", "cancel", "hog", check=True)
     done = wait_until(lambda: (j := job_json(server, "small"))["state"] == "Succeeded" and j, timeout=30,
                       what="small to run after hog")
     hog_finished = job_json(server, "hog")["finished_at"]

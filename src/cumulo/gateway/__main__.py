@@ -36,7 +36,7 @@ import uvicorn
 from cumulo.core import settings
 from cumulo.gateway.proxy import Gateway
 from cumulo.gateway.routing import parse_routes
-from cumulo.gateway.server import uvicorn_config
+from cumulo.gateway.server import listen_socket, uvicorn_config
 
 log = logging.getLogger("cumulo.gateway")
 
@@ -162,17 +162,6 @@ class ControlPlaneSync:
 RoutePoller = ControlPlaneSync
 
 
-def reuse_port_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to (host, port) with SO_REUSEPORT: every worker binds its own and the
-    kernel spreads new connections over them."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    return sock
-
-
 def serve_one(args: argparse.Namespace, reuse_port: bool) -> int:
     gw = Gateway(timeout=args.timeout)
     sync = ControlPlaneSync(gw, args.control_plane, args.poll)
@@ -182,7 +171,7 @@ def serve_one(args: argparse.Namespace, reuse_port: bool) -> int:
              args.host, args.port, sync.base)
     server = uvicorn.Server(uvicorn_config(gw, host=args.host, port=args.port))
     try:
-        server.run(sockets=[reuse_port_socket(args.host, args.port)] if reuse_port else None)
+        server.run(sockets=[listen_socket(args.host, args.port, reuse_port=True)] if reuse_port else None)
     finally:
         sync.stop()
     return 0
@@ -190,7 +179,7 @@ def serve_one(args: argparse.Namespace, reuse_port: bool) -> int:
 
 def supervise(args: argparse.Namespace, argv: list[str]) -> int:
     """Run `args.workers` worker processes on one port; restart one that dies; stop all on a signal."""
-    probe = reuse_port_socket(args.host, args.port)  # fail here, once, if the port is taken
+    probe = listen_socket(args.host, args.port, reuse_port=True)  # fail here, once, if the port is taken
     probe.close()
     cmd = [sys.executable, "-m", "cumulo.gateway", *argv, "--worker"]
     env = {**os.environ, "CUMULO_GATEWAY_WORKER": "1"}

@@ -3,8 +3,9 @@ responses parsed by httptools (llhttp, C), keep-alive connections pooled per rep
 
 httpx costs 1.6-3 ms of CPU per request on this machine and aiohttp's client ~0.22 ms; this one
 costs a few tens of microseconds because it does only what a reverse proxy needs: write the request
-head and body as bytes, parse the response head, and hand body chunks to the caller as they arrive
-(with flow control: reading pauses while the caller has not taken a buffered megabyte).
+head and body as bytes, parse the response head (keeping only the headers a proxy passes on, and
+refusing a head over 64 KiB), and hand body chunks to the caller as they arrive (with flow control:
+reading pauses while the caller has not taken a buffered megabyte).
 
 One request at a time per connection (no pipelining). A connection goes back to the pool only when
 its response was read to the end and both sides allow keep-alive.
@@ -18,6 +19,10 @@ import socket
 import httptools
 
 HIGH_WATER = 1 << 20  # pause reading from the replica while this much body waits for the client
+MAX_HEAD = 64 * 1024  # the most response head (status line and headers) a replica may send, as proxies cap it
+# response headers never passed on: hop-by-hop ones (RFC 9110 7.6.1) and those the gateway sets itself
+DROPPED = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
+                     b"upgrade", b"proxy-authenticate", b"date", b"server"})
 
 
 class UpstreamError(Exception):
@@ -29,6 +34,7 @@ class UpstreamError(Exception):
         self.got_nothing = got_nothing  # no byte of a response arrived
         self.timeout = False  # the gateway's timeout fired (set by the proxy)
         self.stale = False  # on a pooled connection idle long enough to have been closed by the replica
+        self.client_gone = False  # aborted because the client went away (not the replica's fault)
 
 
 class Connection(asyncio.Protocol):
@@ -37,7 +43,7 @@ class Connection(asyncio.Protocol):
     __slots__ = (
         "pool", "loop", "transport", "parser", "head", "status", "headers", "chunks", "buffered",
         "done", "keep_alive", "closed", "got_bytes", "waiter", "error", "paused", "reused",
-        "head_only", "_no_length", "idle_since", "_drained",
+        "head_only", "_no_length", "idle_since", "_drained", "connection_header", "head_seen", "dropped_size",
     )
 
     def __init__(self, pool: Pool, loop: asyncio.AbstractEventLoop) -> None:
@@ -65,6 +71,9 @@ class Connection(asyncio.Protocol):
         self.paused = False
         self.head_only = False
         self._no_length = True
+        self.connection_header: bytes | None = None  # the response's Connection header(s), if any
+        self.head_seen = 0  # bytes received while the head was incomplete: at least the head's size
+        self.dropped_size = 0  # bytes of the headers left out of `headers`
 
     # -- exchange API (called by the proxy) -------------------------------------------------------
 
@@ -104,10 +113,12 @@ class Connection(asyncio.Protocol):
         finally:
             self.waiter = None
 
-    def abort(self, reason: str) -> None:
+    def abort(self, reason: str, *, client_gone: bool = False) -> None:
         """Give up on this exchange (timeout, client gone): close the connection hard."""
         if not self.closed:
-            self._fail(UpstreamError(reason, got_nothing=not self.got_bytes))
+            err = UpstreamError(reason, got_nothing=not self.got_bytes)
+            err.client_gone = client_gone
+            self._fail(err)
             self.transport.abort()
 
     # -- protocol callbacks ---------------------------------------------------------------------
@@ -126,11 +137,16 @@ class Connection(asyncio.Protocol):
         if self.parser is None:  # bytes with no request outstanding: the replica is confused
             self.transport.abort()
             return
+        if self.status == 0:  # still reading the response head
+            self.head_seen += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(UpstreamError(f"invalid HTTP response from the replica: {exc}", got_nothing=False))
             self.transport.abort()
+            return
+        if self.status == 0 and self.head_seen > MAX_HEAD:
+            self._head_too_large()
 
     def eof_received(self):
         return False  # close our side too
@@ -167,18 +183,32 @@ class Connection(asyncio.Protocol):
     # httptools callbacks
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
+        # `headers` gets what the proxy passes on (lowercased names); the framing ones are noted
+        name = name.lower()
+        if name in DROPPED:
+            if name == b"transfer-encoding":
+                self._no_length = False
+            elif name == b"connection":
+                c = self.connection_header
+                self.connection_header = value if c is None else c + b"," + value
+            self.dropped_size += len(name) + len(value) + 4
+            return
+        if name == b"content-length":
+            self._no_length = False
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         p = self.parser
         self.status = p.get_status_code()
+        if self.head_seen > MAX_HEAD and self.dropped_size + _head_size(self.headers) > MAX_HEAD:  # 1st test: cheap
+            self._head_too_large()
+            raise _Stop
         if self.status < 200:  # 1xx interim response: llhttp reports it as a message; skip it
             self.headers = []
+            self.connection_header = None
+            self._no_length = True
             return
         self.keep_alive = p.should_keep_alive()
-        for name, _ in self.headers:
-            if name == b"content-length" or name == b"transfer-encoding":
-                self._no_length = False
         if self.status in (204, 304):
             self._no_length = False
         if not self.head.done():
@@ -214,6 +244,11 @@ class Connection(asyncio.Protocol):
         if w is not None and not w.done():
             w.set_result(None)
 
+    def _head_too_large(self) -> None:
+        self._fail(UpstreamError(f"its response head is larger than the gateway's limit of {MAX_HEAD // 1024} KiB "
+                                 "(status line and headers); send less in headers", got_nothing=False))
+        self.transport.abort()
+
     def _fail(self, err: UpstreamError) -> None:
         if self.error is None:
             self.error = err
@@ -227,6 +262,14 @@ class Connection(asyncio.Protocol):
         d, self._drained = self._drained, None
         if d is not None and not d.done():
             d.set_result(None)
+
+
+def _head_size(headers: list[tuple[bytes, bytes]]) -> int:
+    return sum(len(k) + len(v) + 4 for k, v in headers)
+
+
+class _Stop(Exception):
+    """Raised from a parser callback to stop parsing (the error is already recorded)."""
 
 
 class Pool:

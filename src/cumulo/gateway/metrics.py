@@ -1,8 +1,11 @@
 """Per-deployment request metrics: counted with plain integers on the hot path, turned into
 Prometheus text (prometheus-client) only when scraped.
 
-`DeploymentStats.snapshot()` is the load signal the autoscaler reads: request rate, requests in
-flight, latency percentiles and status codes.
+`DeploymentStats.snapshot()` is the load signal the autoscaler reads: arrivals (demand, counted
+before a replica is chosen), request rate, requests in flight, latency percentiles, status codes
+(499: the client went away first, nginx's convention), and queue time: how long requests waited in
+the gateway before being handed to a replica (today: held while a deployment scaled to zero starts
+a replica; a request that did not wait counts in the first bucket).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ class DeploymentStats:
     any thread (a reader may see a request counted in one field and not yet in another)."""
 
     __slots__ = ("name", "arrivals", "requests", "in_flight", "codes", "buckets", "latency_sum", "retries",
-                 "_sec", "_window", "_clock")
+                 "queue_buckets", "queue_sum", "_sec", "_window", "_clock")
 
     def __init__(self, name: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
@@ -38,6 +41,9 @@ class DeploymentStats:
         self.buckets = [0] * (len(BUCKETS) + 1)
         self.latency_sum = 0.0
         self.retries = 0
+        # queue time histogram (same bounds): `queue_buckets[0] += 1` for a request that did not wait
+        self.queue_buckets = [0] * (len(BUCKETS) + 1)
+        self.queue_sum = 0.0
         self._clock = clock
         self._sec = int(clock())
         self._window = [0] * RATE_WINDOW  # arrivals per second, a ring indexed by second
@@ -57,6 +63,11 @@ class DeploymentStats:
         codes[status] = codes.get(status, 0) + 1
         self.buckets[bisect_left(BUCKETS, seconds)] += 1
         self.latency_sum += seconds
+
+    def queued(self, seconds: float) -> None:
+        """A request waited `seconds` in the gateway before it was handed to a replica (or gave up)."""
+        self.queue_buckets[bisect_left(BUCKETS, seconds)] += 1
+        self.queue_sum += seconds
 
     def _advance(self, sec: int) -> None:
         w = self._window
@@ -80,23 +91,9 @@ class DeploymentStats:
 
     def quantile(self, q: float) -> float | None:
         """Latency quantile estimated from the histogram (linear within a bucket)."""
-        counts = list(self.buckets)
-        total = sum(counts)
-        if total == 0:
-            return None
-        rank = q * total
-        seen = 0
-        lower = 0.0
-        for i, c in enumerate(counts):
-            upper = BUCKETS[i] if i < len(BUCKETS) else BUCKETS[-1]
-            if seen + c >= rank and c > 0:
-                return lower + (upper - lower) * ((rank - seen) / c)
-            seen += c
-            lower = upper
-        return BUCKETS[-1]
+        return _quantile(list(self.buckets), q)
 
     def snapshot(self) -> dict:
-        count = sum(self.buckets)
         return {
             "deployment": self.name,
             "arrivals_total": self.arrivals,
@@ -106,17 +103,47 @@ class DeploymentStats:
             "status_codes": {str(k): v for k, v in sorted(self.codes.items())},
             "errors_total": sum(v for k, v in self.codes.items() if k >= 500),
             "retries_total": self.retries,
-            "latency_seconds": {
-                "count": count,
-                "sum": self.latency_sum,
-                "mean": self.latency_sum / count if count else None,
-                "p50": self.quantile(0.5),
-                "p90": self.quantile(0.9),
-                "p99": self.quantile(0.99),
-                "buckets": {("+Inf" if i == len(BUCKETS) else repr(BUCKETS[i])): c
-                            for i, c in enumerate(self.buckets)},
-            },
+            "latency_seconds": _histogram(list(self.buckets), self.latency_sum),
+            "queue_seconds": _histogram(list(self.queue_buckets), self.queue_sum),
         }
+
+
+def _histogram(counts: list[int], total: float) -> dict:
+    count = sum(counts)
+    return {
+        "count": count,
+        "sum": total,
+        "mean": total / count if count else None,
+        "p50": _quantile(counts, 0.5),
+        "p90": _quantile(counts, 0.9),
+        "p99": _quantile(counts, 0.99),
+        "buckets": {("+Inf" if i == len(BUCKETS) else repr(BUCKETS[i])): c for i, c in enumerate(counts)},
+    }
+
+
+def _quantile(counts: list[int], q: float) -> float | None:
+    """A quantile estimated from histogram counts over BUCKETS (linear within a bucket)."""
+    total = sum(counts)
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    lower = 0.0
+    for i, c in enumerate(counts):
+        upper = BUCKETS[i] if i < len(BUCKETS) else BUCKETS[-1]
+        if seen + c >= rank and c > 0:
+            return lower + (upper - lower) * ((rank - seen) / c)
+        seen += c
+        lower = upper
+    return BUCKETS[-1]
+
+
+def _cumulative(counts: list[int]) -> list[tuple[str, int]]:
+    cum, out = 0, []
+    for i, c in enumerate(counts):
+        cum += c
+        out.append(("+Inf" if i == len(BUCKETS) else repr(BUCKETS[i]), cum))
+    return out
 
 
 class GatewayCollector(Collector):
@@ -127,6 +154,8 @@ class GatewayCollector(Collector):
 
     def collect(self) -> Iterator:
         stats = self._stats()
+        arrivals = CounterMetricFamily("cumulo_gateway_arrivals", "Requests that arrived (demand), counted "
+                                       "before a replica is chosen", labels=["deployment"])
         req = CounterMetricFamily("cumulo_gateway_requests", "Requests proxied, by deployment and status code",
                                   labels=["deployment", "code"])
         inflight = GaugeMetricFamily("cumulo_gateway_requests_in_flight", "Requests being proxied now",
@@ -137,18 +166,19 @@ class GatewayCollector(Collector):
                                       "after a connection failure", labels=["deployment"])
         lat = HistogramMetricFamily("cumulo_gateway_request_duration_seconds",
                                     "Time from request arrival to the end of the response", labels=["deployment"])
+        queue = HistogramMetricFamily("cumulo_gateway_queue_seconds", "Time a request waited in the gateway "
+                                      "before it was handed to a replica (held while scaling from zero)",
+                                      labels=["deployment"])
         for s in stats:
+            arrivals.add_metric([s.name], s.arrivals)
             for code, n in sorted(s.codes.items()):
                 req.add_metric([s.name, str(code)], n)
             inflight.add_metric([s.name], s.in_flight)
             rate.add_metric([s.name], s.rate())
             retries.add_metric([s.name], s.retries)
-            cum, out = 0, []
-            for i, c in enumerate(list(s.buckets)):
-                cum += c
-                out.append(("+Inf" if i == len(BUCKETS) else repr(BUCKETS[i]), cum))
-            lat.add_metric([s.name], out, s.latency_sum)
-        yield from (req, inflight, rate, retries, lat)
+            lat.add_metric([s.name], _cumulative(list(s.buckets)), s.latency_sum)
+            queue.add_metric([s.name], _cumulative(list(s.queue_buckets)), s.queue_sum)
+        yield from (arrivals, req, inflight, rate, retries, lat, queue)
 
 
 def exposition(stats: Callable[[], list[DeploymentStats]]) -> bytes:

@@ -12,8 +12,16 @@ exchange with it over a pooled keep-alive connection (`_upstream`). A connection
 response byte is retried on another replica (bounded); a replica that refuses connections is left
 out of the choice for a short while, until the control plane's table catches up. The response head
 and body are passed through as they arrive (chunked, server-sent events); the request body is
-streamed too. The timeout bounds the wait for the response head and every gap between body chunks
-(504 when nothing was sent yet).
+streamed too. The timeout bounds each wait, never the whole exchange: every gap while the request
+body streams (408 when the client pauses, 504 when the replica stops reading), the wait for the
+response head once the body is sent (504), and every gap between response body chunks. A client
+that goes away first is counted as 499 (nginx's convention) and its exchange with the replica is
+dropped. Websockets under /d/ are proxied too (`websocket.py`).
+
+All per-replica state (requests in flight, ejections, connection pools) lives per deployment
+(`_Deployment`): replica ids are only unique within one (the control plane publishes ordinals), and
+pools are keyed by id and address, so replica 0 of one deployment never shares anything with replica
+0 of another.
 """
 
 from __future__ import annotations
@@ -25,25 +33,23 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from urllib.parse import unquote
 
+from cumulo.gateway import websocket
 from cumulo.gateway._upstream import Connection, Pool, UpstreamError
 from cumulo.gateway.metrics import DeploymentStats, exposition
-from cumulo.gateway.routing import Endpoint, RouteTable, pick
+from cumulo.gateway.routing import Endpoint, RouteTable, pick, split_path
 
 __all__ = ["Gateway"]
 
 log = logging.getLogger("cumulo.gateway")
 
-PREFIX = "/d/"
 # hop-by-hop headers (RFC 9110 7.6.1) and those the proxy sets itself
 _HOP_REQ = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
                       b"upgrade", b"proxy-authorization", b"expect", b"content-length", b"x-forwarded-for",
                       b"x-forwarded-proto", b"x-forwarded-prefix"})
-_HOP_RESP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
-                       b"upgrade", b"proxy-authenticate", b"date", b"server"})
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _STALE_IDLE = 1.0  # a pooled connection idle this long may have been closed by the replica meanwhile
+WATCH_AFTER = 0.05  # seconds: the ASGI path watches for a client that leaves once a response is this slow
 
 ASGIApp = Callable
 
@@ -58,7 +64,24 @@ class _Timeout:
 
     def __call__(self, conn: Connection) -> None:
         self.fired = True
-        conn.abort("the replica did not answer in time")
+        conn.abort("it sent nothing in time")
+
+
+class _SlowClient(Exception):
+    """The client paused sending the request body for longer than the timeout."""
+
+
+class _Deployment:
+    """One deployment's state on the serving loop (created from any thread, mutated on the loop)."""
+
+    __slots__ = ("stats", "outstanding", "ejected", "pools", "held")
+
+    def __init__(self, name: str) -> None:
+        self.stats = DeploymentStats(name)
+        self.outstanding: dict[str, int] = {}  # replica id -> requests (and websockets) in flight to it
+        self.ejected: dict[str, float] = {}  # replica id -> monotonic time it may be tried again
+        self.pools: dict[tuple[str, str, int], Pool] = {}  # (replica id, host, port) -> pool
+        self.held = 0  # requests waiting for a first replica
 
 
 class Gateway:
@@ -83,7 +106,6 @@ class Gateway:
         self.hold_timeout = hold_timeout
         self.hold_limit = hold_limit
         self._hold: frozenset[str] = frozenset()
-        self._held: dict[str, int] = {}
         self.connect_timeout = connect_timeout
         self.max_attempts = max(1, max_attempts)
         self.retry_after = retry_after
@@ -92,11 +114,8 @@ class Gateway:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._table = RouteTable()
-        self._stats: dict[str, DeploymentStats] = {}
-        self._pools: dict[tuple[str, str, int], Pool] = {}
-        self._outstanding: dict[str, int] = {}
+        self._deps: dict[str, _Deployment] = {}
         self._busy: dict[tuple[str, int], int] = {}  # (host, port) -> requests being proxied there now
-        self._ejected: dict[str, float] = {}  # replica id -> monotonic time it may be tried again
         self._loop: asyncio.AbstractEventLoop | None = None
         if routes:
             self.update(routes)
@@ -112,11 +131,11 @@ class Gateway:
         """
         table = RouteTable(routes)
         with self._lock:
+            for name in table.names():
+                if name not in self._deps:
+                    self._deps[name] = _Deployment(name)
             self._table = table
             self._hold = frozenset(hold)
-            for name in table.names():
-                if name not in self._stats:
-                    self._stats[name] = DeploymentStats(name)
             loop = self._loop
         if loop is not None and not loop.is_closed():
             try:
@@ -134,26 +153,33 @@ class Gateway:
 
     def stats(self, name: str) -> dict:
         """A snapshot of deployment `name`'s request metrics (zeros if it has had no traffic)."""
-        s = self._stats.get(name)
-        return (s or DeploymentStats(name)).snapshot()
+        d = self._deps.get(name)
+        return (d.stats if d is not None else DeploymentStats(name)).snapshot()
 
     def metrics_text(self) -> bytes:
         """Prometheus text exposition of every deployment's metrics."""
-        return exposition(lambda: list(self._stats.values()))
+        return exposition(lambda: [d.stats for d in list(self._deps.values())])
 
     async def aclose(self) -> None:
         """Close pooled connections (call on shutdown, on the serving loop)."""
-        for pool in list(self._pools.values()):
-            pool.close()
-        self._pools.clear()
+        for d in list(self._deps.values()):
+            for pool in list(d.pools.values()):
+                pool.close()
+            d.pools.clear()
 
     def _prune(self) -> None:
-        keys = self._table.keys()
-        for key in [k for k in self._pools if k not in keys]:
-            self._pools.pop(key).close()
-        ids = {k[0] for k in keys}
-        for rid in [r for r in self._ejected if r not in ids]:
-            del self._ejected[rid]
+        """Drop the pools, ejections and idle counters of replicas no longer in the table."""
+        table = self._table
+        for name, d in list(self._deps.items()):
+            eps = table.endpoints(name)
+            keys = {e.key for e in eps}
+            for key in [k for k in d.pools if k not in keys]:
+                d.pools.pop(key).close()
+            ids = {e.replica_id for e in eps}
+            for rid in [r for r in d.ejected if r not in ids]:
+                del d.ejected[rid]
+            for rid in [r for r, n in d.outstanding.items() if not n and r not in ids]:
+                del d.outstanding[rid]
 
     # -- ASGI ---------------------------------------------------------------------------------
 
@@ -165,11 +191,16 @@ class Gateway:
         proxy = self._proxy
 
         async def app(scope, receive, send):
-            if scope["type"] == "http":
-                path = scope["path"]
-                if path.startswith(PREFIX):
-                    return await proxy(scope, receive, send)
-                if path == metrics_path:
+            kind = scope["type"]
+            if kind == "http" or kind == "websocket":
+                # the raw path decides (see routing.split_path): the decoded one could disagree
+                raw = scope.get("raw_path") or scope["path"].encode()
+                where = split_path(raw)
+                if where is not None:
+                    if kind == "http":
+                        return await proxy(scope, receive, send, raw, where)
+                    return await self._proxy_websocket(scope, receive, send, where)
+                if kind == "http" and scope["path"] == metrics_path:
                     return await _respond(send, 200, self.metrics_text(),
                                           b"text/plain; version=0.0.4; charset=utf-8")
             return await fallback(scope, receive, send)
@@ -177,20 +208,23 @@ class Gateway:
         app.gateway = self  # type: ignore[attr-defined]
         return app
 
-    async def _proxy(self, scope, receive, send) -> None:
-        raw = scope.get("raw_path") or scope["path"].encode()
+    async def _proxy(self, scope, receive, send, raw: bytes, where: tuple[str, bytes]) -> None:
         client = scope.get("client")
         io = AsgiIO(receive, send)
         await self.forward(io, scope["method"], raw, scope["query_string"], scope["headers"],
-                           client[0] if client else None, scope.get("scheme", "http"))
+                           client[0] if client else None, scope.get("scheme", "http"), where)
 
     async def forward(self, io, method: str, raw_path: bytes, query: bytes, headers, client_ip: str | None,
-                      scheme: str = "http") -> None:
-        """Serve one /d/<name>/... request through `io` (AsgiIO, or the raw protocol's)."""
-        slash = raw_path.find(b"/", 3)
-        name_raw = raw_path[3:] if slash < 0 else raw_path[3:slash]
-        target = b"/" if slash < 0 else raw_path[slash:]
-        name = unquote(name_raw.decode("latin-1")) if b"%" in name_raw else name_raw.decode("latin-1")
+                      scheme: str = "http", where: tuple[str, bytes] | None = None) -> None:
+        """Serve one /d/<name>/... request through `io` (AsgiIO, or the raw protocol's); `where` is
+        `split_path(raw_path)` when the caller has it already."""
+        if where is None:
+            where = split_path(raw_path)
+        if where is None:
+            await io.problem(404, "Not found", f"no such path {raw_path.decode('latin-1')!r}; deployments are "
+                             "served at /d/<name>/<path>")
+            return
+        name, target = where
         ready = self._table.ready(name)
         if ready is None:
             await io.problem(404, "Unknown deployment",
@@ -200,27 +234,33 @@ class Gateway:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        stats = self._stats.get(name)
-        if stats is None:
-            stats = self._stats.setdefault(name, DeploymentStats(name))
+        dep = self._deps.get(name)
+        if dep is None:
+            dep = self._deps.setdefault(name, _Deployment(name))
+        stats = dep.stats
         t0 = time.monotonic()
         stats.started(t0)
         status = 500
         try:
             if not ready and name in self._hold:
-                ready = await self._wait_for_replica(name)
+                ready = await self._wait_for_replica(name, dep)
+                stats.queued(time.monotonic() - t0)
+                if io.gone():
+                    status = 499
+                    return
+            else:
+                stats.queue_buckets[0] += 1  # handed on without waiting
             if query:
                 target = target + b"?" + query
-            status = await self._exchange(io, method, target, headers, client_ip, scheme, name, ready, loop, stats)
+            status = await self._exchange(io, method, target, headers, client_ip, scheme, name, dep, ready, loop)
         finally:
             stats.finished(status, time.monotonic() - t0)
 
-    async def _wait_for_replica(self, name: str):
+    async def _wait_for_replica(self, name: str, dep: _Deployment):
         """Hold a request while a deployment scaled to zero starts its first replica."""
-        held = self._held.get(name, 0)
-        if held >= self.hold_limit:
+        if dep.held >= self.hold_limit:
             return self._table.ready(name) or ()
-        self._held[name] = held + 1
+        dep.held += 1
         try:
             deadline = time.monotonic() + self.hold_timeout
             ready = self._table.ready(name) or ()
@@ -229,9 +269,24 @@ class Gateway:
                 ready = self._table.ready(name) or ()
             return ready
         finally:
-            self._held[name] -= 1
+            dep.held -= 1
 
-    async def _exchange(self, io, method, target, headers, client_ip, scheme, name, ready, loop, stats) -> int:
+    def _choose(self, dep: _Deployment, ready, tried: set[str]) -> Endpoint | None:
+        """A ready replica of `dep` not yet tried, avoiding ejected ones unless nothing else is left."""
+        exclude = tried
+        ejected = dep.ejected
+        if ejected:
+            now = time.monotonic()
+            for r in [r for r, until in ejected.items() if until <= now]:
+                del ejected[r]
+            if ejected:
+                exclude = tried | ejected.keys()
+        ep = pick(ready, dep.outstanding, self._rng, exclude)
+        if ep is None and exclude is not tried:  # every candidate is ejected: try them anyway
+            ep = pick(ready, dep.outstanding, self._rng, tried)
+        return ep
+
+    async def _exchange(self, io, method, target, headers, client_ip, scheme, name, dep, ready, loop) -> int:
         # the request head, minus framing
         lines = [method.encode(), b" ", target, b" HTTP/1.1\r\n"]
         client_len = None
@@ -275,19 +330,12 @@ class Gateway:
         request = b"".join(lines)
         replayable = not more
 
-        outstanding = self._outstanding
+        outstanding = dep.outstanding
         tried: set[str] = set()
         attempts = 0
         last_error: Exception | None = None
         while True:
-            exclude = tried
-            if self._ejected:
-                live = self._live_ejections()
-                if live:
-                    exclude = tried | live
-            ep = pick(ready, outstanding, self._rng, exclude)
-            if ep is None and exclude is not tried:  # every candidate is ejected: try them anyway
-                ep = pick(ready, outstanding, self._rng, tried)
+            ep = self._choose(dep, ready, tried) if dep.ejected else pick(ready, outstanding, self._rng, tried)
             if ep is None:
                 if not tried:
                     return await io.problem(503, "No ready replica",
@@ -304,19 +352,27 @@ class Gateway:
             busy = self._busy
             busy[addr] = busy.get(addr, 0) + 1
             try:
-                result = await self._attempt(io, ep, request, chunked, more, method == "HEAD", loop)
+                result = await self._attempt(io, dep, ep, request, chunked, more, method == "HEAD", loop)
+            except _SlowClient:
+                return await io.problem(408, "Request body timed out",
+                                        f"the client sent no part of the request body for {self.timeout:g} s; "
+                                        "send the body without pauses that long",
+                                        headers=[(b"connection", b"close")])
             except UpstreamError as exc:
+                if exc.client_gone:
+                    return 499  # nobody to answer; not the replica's failure
                 last_error = exc
                 retry = attempts < self.max_attempts and (
                     exc.connect or (exc.got_nothing and not exc.timeout and replayable
                                     and (method in _IDEMPOTENT or exc.stale)))
                 if exc.connect:
-                    self._ejected[rid] = time.monotonic() + self.eject_seconds
+                    dep.ejected[rid] = time.monotonic() + self.eject_seconds
                 if exc.timeout:
                     return await io.problem(504, "Replica timed out",
-                                            f"a replica of {name!r} sent no response within {self.timeout:g} s")
+                                            f"a replica of {name!r} timed out: {exc} (the gateway's timeout "
+                                            f"is {self.timeout:g} s)")
                 if retry:
-                    stats.retries += 1
+                    dep.stats.retries += 1
                     log.debug("retrying %s %s on another replica: %s", method, name, exc)
                     continue
                 return await io.problem(502, "Replica failed", f"a replica of {name!r} failed before answering: {exc}")
@@ -327,53 +383,48 @@ class Gateway:
                     busy[addr] = left
                 else:
                     del busy[addr]
-            if rid in self._ejected:
-                del self._ejected[rid]
+            if rid in dep.ejected:
+                del dep.ejected[rid]
             return result
 
-    def _live_ejections(self) -> set[str]:
-        now = time.monotonic()
-        live = {r for r, until in self._ejected.items() if until > now}
-        for r in [r for r in self._ejected if r not in live]:
-            del self._ejected[r]
-        return live
-
-    def _pool(self, ep: Endpoint) -> Pool:
-        key = (ep.replica_id, ep.host, ep.port)
-        pool = self._pools.get(key)
-        if pool is None:
-            pool = self._pools[key] = Pool(ep.host, ep.port)
-        return pool
-
-    async def _attempt(self, io, ep, request, chunked, more, head_only, loop) -> int:
+    async def _attempt(self, io, dep, ep, request, chunked, more, head_only, loop) -> int:
         """One exchange with one replica; returns the status sent to the client."""
-        pool = self._pool(ep)
+        key = (ep.replica_id, ep.host, ep.port)
+        pool = dep.pools.get(key)
+        if pool is None:
+            pool = dep.pools[key] = Pool(ep.host, ep.port)
         conn = await pool.acquire(loop, self.connect_timeout)
         stale = conn.reused and time.monotonic() - conn.idle_since > _STALE_IDLE
         head = conn.begin(head_only=head_only)
-        timer = _Timeout()
+        conn.write(request)
+        if more:
+            await self._pump_body(conn, io, chunked)
+        io.watch(conn)  # from here a client that goes away aborts the exchange
+        timer = _Timeout()  # the wait for the head starts once the whole body is sent
         th = loop.call_later(self.timeout, timer, conn)
         try:
-            conn.write(request)
-            if more:
-                await _pump_body(conn, io, chunked)
-            try:
-                await head
-            except UpstreamError as exc:
-                exc.timeout = timer.fired
-                exc.stale = stale
-                raise
+            await head
+        except UpstreamError as exc:
+            io.stop_watching()
+            exc.timeout = timer.fired
+            exc.stale = stale
+            raise
+        except BaseException:
+            io.stop_watching()
+            raise
         finally:
             th.cancel()
         status = conn.status
-        headers = [(k, v) for k, v in conn.headers if k not in _HOP_RESP]
+        headers = conn.headers  # minus hop-by-hop ones (see _upstream.DROPPED)
+        if conn.connection_header is not None:  # headers named in Connection are hop-by-hop too
+            headers = _without_named(headers, conn.connection_header)
         if conn.done:  # the whole response is here: the common case for small responses
-            await io.respond(status, headers, conn.take())
+            await io.respond(status, headers, conn.take())  # (stops watching)
             conn.idle_since = time.monotonic()
             pool.release(conn)
             return status
-        await io.start(status, headers, conn)
         try:
+            await io.start(status, headers)
             while True:
                 data = conn.take()
                 if conn.done:
@@ -387,6 +438,8 @@ class Gateway:
                 try:
                     await conn.wait_body()
                 except UpstreamError as exc:
+                    if exc.client_gone:
+                        return 499
                     # too late for a 504 or a retry: the client has the head. Closing the client's
                     # connection makes it see a truncated body rather than a complete-looking one.
                     log.warning("response from %s:%s cut short: %s", pool.host, pool.port, exc)
@@ -400,16 +453,144 @@ class Gateway:
         pool.release(conn)
         return status
 
+    async def _pump_body(self, conn: Connection, io, chunked: bool) -> None:
+        """Stream the rest of the request body to the replica; the timeout bounds every gap."""
+        timeout = self.timeout
+        while True:
+            try:
+                async with asyncio.timeout(timeout):
+                    got = await io.read()
+            except TimeoutError:
+                conn.abort("the client stopped sending the request body")
+                raise _SlowClient from None
+            if got is None:
+                conn.abort("the client went away while sending the body", client_gone=True)
+                err = UpstreamError("the client went away", got_nothing=False)
+                err.client_gone = True
+                raise err
+            body, more = got
+            if chunked:
+                out = (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + (b"" if more else b"0\r\n\r\n")
+            else:
+                out = body
+            if out:
+                if conn.closed:
+                    raise conn.error or UpstreamError("the replica closed the connection",
+                                                      got_nothing=not conn.got_bytes)
+                conn.write(out)
+                try:
+                    async with asyncio.timeout(timeout):
+                        await conn.drain()
+                except TimeoutError:
+                    conn.abort("it stopped reading the request body")
+                    err = conn.error or UpstreamError("it stopped reading the request body", got_nothing=False)
+                    err.timeout = True
+                    raise err from None
+            if not more:
+                return
+
+    async def _proxy_websocket(self, scope, receive, send, where: tuple[str, bytes]) -> None:
+        """Proxy one websocket under /d/<name>/ to a ready replica (see websocket.py). The handshake
+        counts as the request in the metrics (101 when it succeeds); an open session counts as load
+        on its replica for the balancing choice."""
+        name, target = where
+        if scope.get("query_string"):
+            target = target + b"?" + scope["query_string"]
+        if (await receive())["type"] != "websocket.connect":
+            return
+        ready = self._table.ready(name)
+        if ready is None:
+            await _ws_problem(scope, send, 404, "Unknown deployment",
+                                 f"no deployment named {name!r} is served by this gateway; "
+                                 "`cumulo deployment list` shows the deployments")
+            return
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        dep = self._deps.get(name)
+        if dep is None:
+            dep = self._deps.setdefault(name, _Deployment(name))
+        stats = dep.stats
+        t0 = time.monotonic()
+        stats.started(t0)
+        status, opened = 500, None
+        try:
+            if not ready and name in self._hold:
+                ready = await self._wait_for_replica(name, dep)
+                stats.queued(time.monotonic() - t0)
+            else:
+                stats.queue_buckets[0] += 1
+            status, opened = await self._open_websocket(scope, send, name, target, dep, ready)
+        finally:
+            stats.finished(status, time.monotonic() - t0)
+        if opened is None:
+            return
+        rid, upstream = opened
+        dep.outstanding[rid] = dep.outstanding.get(rid, 0) + 1
+        try:
+            await websocket.relay(upstream, receive, send)
+        finally:
+            dep.outstanding[rid] -= 1
+
+    async def _open_websocket(self, scope, send, name, target, dep, ready):
+        """Open the upstream websocket (retrying refused connections elsewhere) and accept the client's;
+        or answer the client's handshake with why not. Returns (status, (replica id, upstream) or None)."""
+        client = scope.get("client")
+        headers = websocket.request_headers(scope["headers"], client[0] if client else None,
+                                            scope.get("scheme", "ws"), name)
+        tried: set[str] = set()
+        last_error: Exception | None = None
+        while True:
+            ep = self._choose(dep, ready, tried)
+            if ep is None:
+                if not tried:
+                    return await _ws_problem(
+                        scope, send, 503, "No ready replica",
+                        f"deployment {name!r} has no ready replica right now; retry shortly "
+                        "(`cumulo deployment status` shows why)",
+                        headers=[(b"retry-after", str(self.retry_after).encode())]), None
+                return await _ws_problem(scope, send, 502, "Replicas unreachable",
+                                            f"could not reach a replica of {name!r}: {last_error}"), None
+            rid = ep.replica_id
+            tried.add(rid)
+            dep.outstanding[rid] = dep.outstanding.get(rid, 0) + 1
+            try:
+                upstream = await websocket.open_upstream(ep, target, scope.get("subprotocols") or (), headers,
+                                                         self.connect_timeout, self.timeout)
+            except websocket.Refused as exc:  # the replica answered the handshake with an HTTP status
+                return await websocket.relay_refusal(scope, send, exc), None
+            except websocket.Unreachable as exc:
+                last_error = exc
+                dep.ejected[rid] = time.monotonic() + self.eject_seconds
+                if len(tried) < self.max_attempts:
+                    dep.stats.retries += 1
+                    continue
+                return await _ws_problem(scope, send, 502, "Replicas unreachable",
+                                            f"could not reach a replica of {name!r}: {exc}"), None
+            except websocket.HandshakeFailed as exc:
+                if exc.timeout:
+                    return await _ws_problem(scope, send, 504, "Replica timed out",
+                                                f"a replica of {name!r} did not complete the websocket handshake "
+                                                f"within {self.timeout:g} s"), None
+                return await _ws_problem(scope, send, 502, "Replica failed",
+                                            f"a replica of {name!r} failed the websocket handshake: {exc}"), None
+            finally:
+                dep.outstanding[rid] -= 1
+            if rid in dep.ejected:
+                del dep.ejected[rid]
+            await websocket.accept(send, upstream)
+            return 101, (rid, upstream)
+
 
 class AsgiIO:
     """The client side of one proxied request, over ASGI."""
 
-    __slots__ = ("receive", "send", "watcher")
+    __slots__ = ("receive", "send", "watcher", "conn")
 
     def __init__(self, receive, send) -> None:
         self.receive = receive
         self.send = send
-        self.watcher: asyncio.Task | None = None
+        self.watcher: asyncio.TimerHandle | asyncio.Task | None = None
+        self.conn: Connection | None = None
 
     async def read(self) -> tuple[bytes, bool] | None:
         msg = await self.receive()
@@ -417,13 +598,28 @@ class AsgiIO:
             return None
         return msg.get("body", b""), msg.get("more_body", False)
 
+    def gone(self) -> bool:
+        return False  # over ASGI the next read says so
+
+    def watch(self, conn: Connection) -> None:
+        """Abort `conn` if the client goes away (called once the request body has been read). ASGI
+        tells only a reader of `receive`, and a task for that would cost more than the rest of a
+        small request, so the watch starts once the response is slower than WATCH_AFTER."""
+        self.conn = conn
+        self.watcher = asyncio.get_running_loop().call_later(WATCH_AFTER, self._watch)
+
+    def _watch(self) -> None:
+        self.watcher = asyncio.get_running_loop().create_task(_watch_disconnect(self.receive, self.conn))
+
     async def respond(self, status: int, headers, body: bytes) -> None:
+        """The whole response at once (this ends watching for the client going away)."""
+        if self.watcher is not None:
+            self.stop_watching()
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
         await self.send({"type": "http.response.body", "body": body})
 
-    async def start(self, status: int, headers, conn: Connection) -> None:
+    async def start(self, status: int, headers) -> None:
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
-        self.watcher = asyncio.get_running_loop().create_task(_watch_disconnect(self.receive, conn))
 
     async def chunk(self, data: bytes) -> None:
         await self.send({"type": "http.response.body", "body": data, "more_body": True})
@@ -437,6 +633,8 @@ class AsgiIO:
     def stop_watching(self) -> None:
         if self.watcher is not None:
             self.watcher.cancel()
+            self.watcher = None
+            self.conn = None
 
     async def problem(self, status: int, title: str, detail: str, headers=()) -> int:
         body, hdrs = _problem_parts(status, title, detail, headers)
@@ -444,32 +642,18 @@ class AsgiIO:
         return status
 
 
-async def _pump_body(conn: Connection, io, chunked: bool) -> None:
-    while True:
-        got = await io.read()
-        if got is None:
-            conn.abort("the client went away while sending the body")
-            raise UpstreamError("the client went away", got_nothing=False)
-        body, more = got
-        if chunked:
-            out = (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + (b"" if more else b"0\r\n\r\n")
-        else:
-            out = body
-        if out:
-            if conn.closed:
-                raise conn.error or UpstreamError("the replica closed the connection", got_nothing=not conn.got_bytes)
-            conn.write(out)
-            await conn.drain()
-        if not more:
-            return
-
-
 async def _watch_disconnect(receive, conn: Connection) -> None:
     while True:
         msg = await receive()
         if msg["type"] == "http.disconnect":
-            conn.abort("the client went away")
+            conn.abort("the client went away", client_gone=True)
             return
+
+
+def _without_named(headers: list, connection: bytes) -> list:
+    """`headers` minus those named in a Connection header's value (RFC 9110 7.6.1)."""
+    named = {t.strip().lower() for t in connection.split(b",")}
+    return [(k, v) for k, v in headers if k not in named]
 
 
 def _drop_named(lines: list[bytes], named: set[bytes]) -> list[bytes]:
@@ -494,6 +678,12 @@ def _problem_parts(status: int, title: str, detail: str, headers=()):
                   *headers]
 
 
+async def _ws_problem(scope, send, status: int, title: str, detail: str, headers=()) -> int:
+    """Refuse a websocket handshake with a problem+json response."""
+    body, hdrs = _problem_parts(status, title, detail, headers)
+    return await websocket.deny(scope, send, status, body, hdrs)
+
+
 async def _problem(send, status: int, title: str, detail: str, headers=()) -> int:
     body, hdrs = _problem_parts(status, title, detail, headers)
     await send({"type": "http.response.start", "status": status, "headers": hdrs})
@@ -513,3 +703,7 @@ async def _not_found_app(scope, receive, send) -> None:
     if scope["type"] == "http":
         await _problem(send, 404, "Not found",
                        f"no such path {scope['path']!r}; deployments are served at /d/<name>/<path>")
+    elif scope["type"] == "websocket":
+        await receive()
+        await _ws_problem(scope, send, 404, "Not found",
+                          f"no such path {scope['path']!r}; deployments are served at /d/<name>/<path>")

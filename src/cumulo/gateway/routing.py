@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import unquote
 
-__all__ = ["Endpoint", "RandomSource", "RouteTable", "pick", "parse_routes"]
+__all__ = ["Endpoint", "RandomSource", "RouteTable", "pick", "parse_routes", "split_path"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +64,36 @@ class RouteTable:
         """The ready endpoints of `name`, or None when no such deployment is routed."""
         return self._ready.get(name)
 
-    def keys(self) -> set[tuple[str, str, int]]:
-        return {e.key for eps in self._all.values() for e in eps}
+    def keys(self) -> set[tuple[str, str, str, int]]:
+        """(deployment, replica id, host, port) of every endpoint: replica ids are unique only within
+        a deployment (the control plane publishes ordinals), so the deployment is part of the key."""
+        return {(n, *e.key) for n, eps in self._all.items() for e in eps}
 
     def as_dict(self) -> dict[str, list[Endpoint]]:
         return {n: list(eps) for n, eps in self._all.items()}
+
+
+def split_path(raw_path: bytes) -> tuple[str, bytes] | None:
+    """`/d/<name>/<rest>` -> (name, b"/<rest>"); None when the path is not under /d/.
+
+    One view of the path decides both: the raw (still percent-encoded) path, split at its real
+    slashes. The first segment is the prefix when it is `d` or its encoding `%64` (RFC 3986 6.2.2.2:
+    an encoded unreserved character is the character); the second, percent-decoded, is the name;
+    the rest goes to the replica exactly as sent. An encoded slash (%2F) is data, never a separator,
+    so `/d%2Fm/x` is not under /d/ and `/d/a%2Fb/x` names the deployment "a/b".
+    """
+    if raw_path.startswith(b"/d/"):
+        start = 3
+    elif raw_path[:5].lower() == b"/%64/":
+        start = 5
+    else:
+        return None
+    slash = raw_path.find(b"/", start)
+    name_raw = raw_path[start:] if slash < 0 else raw_path[start:slash]
+    name = name_raw.decode("latin-1")
+    if "%" in name:
+        name = unquote(name)
+    return name, (b"/" if slash < 0 else raw_path[slash:])
 
 
 def pick(

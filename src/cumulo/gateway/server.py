@@ -7,8 +7,12 @@ returns a subclass of uvicorn's httptools protocol that serves the common `/d/` 
 straight from the parser callbacks: a small, fully received request (no body or a Content-Length
 body up to 64 KiB, HTTP/1.1, no Expect or Upgrade) is forwarded as bytes and its response written
 to the client in one write. Everything else (the control plane's API, the console, websockets,
-large or chunked uploads, HTTP/1.0) goes through uvicorn's ordinary ASGI path untouched, and the
-ASGI app from `Gateway.asgi()` still serves /d/ for those requests, streaming their bodies.
+large or chunked uploads, HTTP/1.0, a percent-encoded /d/ prefix) goes through uvicorn's ordinary
+ASGI path untouched, and the ASGI app from `Gateway.asgi()` still serves /d/ for those requests,
+streaming their bodies (and proxying websockets).
+
+`serve(..., reuse_port=True)` binds with SO_REUSEPORT, so several gateway processes can share one
+port (the kernel spreads new connections over them).
 
     uvicorn.run(gw.asgi(control_plane_app), host=..., port=..., http=http_protocol(gw),
                 loop="uvloop")
@@ -21,6 +25,7 @@ pipeline; a fast request behind an unfinished ASGI response waits in ours.
 from __future__ import annotations
 
 import logging
+import socket
 from collections import deque
 from http import HTTPStatus
 
@@ -30,7 +35,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from cumulo.gateway._upstream import Connection
 from cumulo.gateway.proxy import Gateway, _problem_parts
 
-__all__ = ["http_protocol", "serve", "uvicorn_config"]
+__all__ = ["http_protocol", "listen_socket", "serve", "uvicorn_config"]
 
 log = logging.getLogger("cumulo.gateway")
 
@@ -57,7 +62,7 @@ class _FastCycle:
 
     def set(self) -> None:
         if self.disconnected and self.conn is not None and not self.response_complete:
-            self.conn.abort("the client went away")
+            self.conn.abort("the client went away", client_gone=True)
 
 
 class RawIO:
@@ -74,6 +79,12 @@ class RawIO:
 
     async def read(self):
         return self.body, False
+
+    def gone(self) -> bool:
+        return self.cycle.disconnected
+
+    def watch(self, conn: Connection) -> None:
+        self.cycle.conn = conn  # uvicorn tells the cycle when the client goes away
 
     def _write(self, data: bytes) -> None:
         t = self.proto.transport
@@ -92,6 +103,8 @@ class RawIO:
         return out
 
     async def respond(self, status: int, headers, body: bytes) -> None:
+        """The whole response in one write (this ends watching for the client going away)."""
+        self.cycle.conn = None
         has_len = any(k == b"content-length" for k, _ in headers)
         extra = b"" if has_len or status in (204, 304) or (100 <= status < 200) \
             else b"content-length: %d\r\n" % len(body)
@@ -100,8 +113,7 @@ class RawIO:
             out.append(body)
         self._write(b"".join(out))
 
-    async def start(self, status: int, headers, conn: Connection) -> None:
-        self.cycle.conn = conn
+    async def start(self, status: int, headers) -> None:
         has_len = any(k == b"content-length" for k, _ in headers)
         self.chunked = not has_len and not self.head_only and status not in (204, 304)
         self._write(b"".join(self._head(status, headers, b"transfer-encoding: chunked\r\n" if self.chunked else b"")))
@@ -241,7 +253,31 @@ def uvicorn_config(gateway: Gateway, fallback=None, *, host: str = "127.0.0.1", 
                           loop="uvloop", lifespan="auto" if fallback is not None else "off", **kwargs)
 
 
-def serve(gateway: Gateway, fallback=None, *, host: str = "127.0.0.1", port: int = 8300, **kwargs) -> None:
-    """Serve until interrupted (blocking)."""
-    uvicorn.Server(uvicorn_config(gateway, fallback, host=host, port=port, **kwargs)).run()
+def listen_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A bound TCP socket for uvicorn (`Server.run(sockets=[...])`). With `reuse_port`, SO_REUSEPORT
+    lets other processes bind the same address too (each must set it), and the kernel balances new
+    connections across them."""
+    family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                      flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(addr)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(gateway: Gateway, fallback=None, *, host: str = "127.0.0.1", port: int = 8300, reuse_port: bool = False,
+          **kwargs) -> None:
+    """Serve until interrupted (blocking). With `reuse_port`, several processes may serve one port."""
+    server = uvicorn.Server(uvicorn_config(gateway, fallback, host=host, port=port, **kwargs))
+    if reuse_port:
+        server.run(sockets=[listen_socket(host, port, reuse_port=True)])
+    else:
+        server.run()
 

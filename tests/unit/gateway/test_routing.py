@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cumulo.gateway.metrics import DeploymentStats
-from cumulo.gateway.routing import Endpoint, RouteTable, parse_routes, pick
+from cumulo.gateway.routing import Endpoint, RouteTable, parse_routes, pick, split_path
 
 
 class Scripted:
@@ -95,8 +95,29 @@ def test_route_table():
     assert t.ready("a") == (E[0],) and t.ready("b") == () and t.ready("zz") is None
     assert "a" in t and "zz" not in t and t.names() == ["a", "b"]
     assert len(t.endpoints("a")) == 2 and t.endpoints("zz") == ()
-    assert ("x", "h", 1) in t.keys()
+    assert ("a", "x", "h", 1) in t.keys()
     assert t.as_dict()["a"][1].ready is False
+
+
+@pytest.mark.parametrize("raw, expected", [
+    (b"/d/m/x/y", ("m", b"/x/y")),
+    (b"/d/m", ("m", b"/")),
+    (b"/d/m/", ("m", b"/")),
+    (b"/%64/m/x", ("m", b"/x")),  # an encoded "d" is "d" (RFC 3986 6.2.2.2)
+    (b"/%64/m", ("m", b"/")),
+    (b"/d/%6D/x", ("m", b"/x")),  # an encoded name is decoded
+    (b"/d/a%20b/p%2Fq", ("a b", b"/p%2Fq")),  # the rest is passed on as sent
+    (b"/d/m%2Fx/y", ("m/x", b"/y")),  # an encoded slash is part of the name, not a separator
+    (b"/d//x", ("", b"/x")),
+    (b"/d%2Fm/x", None),  # one segment "d/m": not under /d/
+    (b"/%44/m/x", None),  # "D" is not "d"
+    (b"/d", None),
+    (b"/dm/x", None),
+    (b"/api/v1/health", None),
+    (b"/", None),
+])
+def test_split_path(raw, expected):
+    assert split_path(raw) == expected
 
 
 def test_parse_routes():
