@@ -57,6 +57,7 @@ from cumulo.services.tokens import TokenService
 from cumulo.services.workspaces import WorkspaceService
 from cumulo.store import deployments as deployments_store
 from cumulo.store.db import Database
+from cumulo.store.gateway_view import GatewayView, gateway_view
 from cumulo.store.migrate import upgrade
 
 log = logging.getLogger("cumulo")
@@ -163,8 +164,9 @@ def build(config: ServerConfig) -> ControlPlane:
     nodes.wake = node_loop.enqueue
     # a drained replica's SIGTERM waits for the requests every gateway has in flight to it
     dep_reconciler.in_flight = lambda host, port: gateway.in_flight_to(host, port) + gateways.in_flight_to(host, port)
-    dep_reconciler.publish = lambda routes, hold: gateway.update(
-        {name: [Endpoint(str(o), host, port) for o, host, port in eps] for name, eps in routes.items()}, hold
+    dep_reconciler.publish = lambda view: gateway.update(
+        {name: [Endpoint(str(o), host, port) for o, host, port in eps] for name, eps in view.routes.items()},
+        view.hold, view.auth,
     )
 
     @asynccontextmanager
@@ -191,6 +193,7 @@ def build(config: ServerConfig) -> ControlPlane:
     app.state.workspaces = WorkspaceService(db)
     app.state.costs = CostService(db, local_node=LOCAL_NODE)
     tokens = TokenService(db, server_key(config.home))
+    tokens.on_change = dep_reconciler.publish_routes
     app.state.tokens = tokens if config.auth else None  # None: every request is an anonymous admin
     app.state.tokens_admin = tokens
     if config.auth:
@@ -204,12 +207,13 @@ def build(config: ServerConfig) -> ControlPlane:
     def wake_deployment(dep_id: str) -> None:
         dep_loop.enqueue(dep_id)
         autoscale_loop.enqueue(dep_id)
+        dep_reconciler.publish_routes()  # a spec's `auth` takes effect at the gateway now
 
     app.state.deployments = DeploymentService(db, node=LOCAL_NODE, base_url=config.url, wake=wake_deployment)
 
-    def routes() -> tuple[dict, set[str]]:
+    def routes() -> GatewayView:
         with db.tx() as s:
-            return deployments_store.ready_endpoints(s), deployments_store.scale_from_zero_names(s)
+            return gateway_view(s, utcnow())
 
     app.state.routes = routes
     app.state.gateways = gateways

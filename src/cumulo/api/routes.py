@@ -25,6 +25,7 @@ from cumulo.services.gateways import Counters, GatewayRegistry, GatewayReport
 from cumulo.services.jobs import JobService
 from cumulo.services.resources import ResourceService
 from cumulo.services.tokens import Principal
+from cumulo.store.gateway_view import GatewayView
 
 #: /health: no token (it says only that the server is up)
 public = APIRouter(prefix="/api/v1")
@@ -185,19 +186,18 @@ def deployment_logs(
     return _deployments(request).logs(name, replica=replica, offset=offset, scope=scope)
 
 
-def _routes(table: dict, hold) -> Routes:
+def _routes(view: GatewayView) -> Routes:
     return Routes(deployments={
         name: [RouteEndpoint(replica_id=str(o), host=h, port=p, ready=True) for o, h, p in eps]
-        for name, eps in table.items()
-    }, hold=sorted(hold))
+        for name, eps in view.routes.items()
+    }, hold=sorted(view.hold), auth=view.auth)
 
 
 @admin_only.get("/gateway/routes", response_model=Routes, tags=["gateway"])
 def gateway_routes(request: Request) -> Routes:
     """Ready replicas of every deployment and the hold list. A gateway that only reads this is
     invisible to the autoscaler and to the drain wait: `cumulo gateway` uses POST /gateway/sync."""
-    table, hold = request.app.state.routes()
-    return _routes(table, hold)
+    return _routes(request.app.state.routes())
 
 
 @admin_only.post("/gateway/sync", response_model=Routes, tags=["gateway"])
@@ -206,14 +206,14 @@ def gateway_sync(request: Request, body: GatewaySync) -> Routes:
     to each replica address (counted by the autoscaler and the drain wait while it keeps reporting),
     and gets the routes and the hold list back."""
     gateways: GatewayRegistry = request.app.state.gateways
-    table, hold = gateways.sync(GatewayReport(
+    view = gateways.sync(GatewayReport(
         gateway_id=body.gateway_id,
         deployments={name: Counters(c.arrivals_total, c.requests_total, c.in_flight, c.latency_sum, c.latency_count)
                      for name, c in body.deployments.items()},
         in_flight={(r.host, r.port): r.in_flight for r in body.replicas if r.in_flight},
         routed=frozenset((r.host, r.port) for r in body.replicas if r.routed),
     ))
-    return _routes(table, hold)
+    return _routes(view)
 
 
 @router.get("/deployments/{name}/metrics", tags=["deployments"])
@@ -263,7 +263,7 @@ tokens = APIRouter(prefix="/api/v1/tokens", tags=["tokens"], dependencies=[Depen
 def create_token(request: Request, body: TokenBody) -> TokenView:
     """A new token; the answer is the only place its value is ever shown."""
     return request.app.state.tokens_admin.create(name=body.name, workspace=body.workspace, role=body.role,
-                                                 expires=body.expires)
+                                                 expires=body.expires, deployment=body.deployment)
 
 
 @tokens.get("", response_model=list[TokenView])

@@ -50,6 +50,8 @@ class Routes(BaseModel):
     deployments: dict[str, list[RouteEndpoint]]
     #: deployments that may scale from zero: a gateway holds their requests while a replica starts
     hold: list[str] = []
+    #: `auth: token` deployments -> {SHA-256 (hex) of a token made for it: expiry (epoch s) or null}
+    auth: dict[str, dict[str, float | None]] = {}
 
 
 #: counters grow for the life of a gateway; 2**53 keeps them exact as JSON numbers
@@ -101,6 +103,8 @@ class TokenBody(BaseModel):
     role: str = Field("member", description="admin, member or viewer")
     expires: str | None = Field(None, description="lifetime, e.g. '30d' or '12h'; none: never expires",
                                 max_length=32)
+    deployment: str | None = Field(None, max_length=63,
+                                   description="a token for this deployment's /d/ routes only (`auth: token`)")
 
 
 class SecretBody(BaseModel):

@@ -19,15 +19,18 @@ def create(
     role: str = typer.Option("member", help="admin, member or viewer"),
     workspace: str = typer.Option("default", help="the workspace it is scoped to"),
     expires: str = typer.Option(None, help="lifetime, e.g. 30d or 12h (default: never)"),
+    deployment: str = typer.Option(None, "--deployment", help="a token for this deployment's /d/ routes only "
+                                   "(its spec sets `auth: token`); no API access"),
     json_: bool = JSON,
 ) -> None:
     """Create a token and print it: this is the only time its value is shown."""
     with Client() as client:
-        t = client.create_token(name, role=role, workspace=workspace, expires=expires)
+        t = client.create_token(name, role=role, workspace=workspace, expires=expires, deployment=deployment)
     if json_:
         emit_json(t)
         return
-    console.print(f"token {t.id} ({t.role} of workspace {t.workspace}"
+    what = f"for deployment {t.deployment}" if t.deployment else f"{t.role}"
+    console.print(f"token {t.id} ({what} of workspace {t.workspace}"
                   + (f", expires {t.expires_at:%Y-%m-%d %H:%M} UTC" if t.expires_at else "") + "):")
     console.print(t.token, highlight=False, soft_wrap=True)
     console.print("[dim]store it now: it is never shown again. Use it as CUMULO_TOKEN=... or "
@@ -44,7 +47,7 @@ def list_(workspace: str = typer.Option(None, help="only this workspace's tokens
         return
     table = Table("ID", "NAME", "WORKSPACE", "ROLE", "CREATED", "EXPIRES", "STATE")
     for t in rows:
-        table.add_row(t.id, t.name, t.workspace, t.role, ago(t.created_at),
+        table.add_row(t.id, t.name, t.workspace, f"invoke {t.deployment}" if t.deployment else t.role, ago(t.created_at),
                       f"{t.expires_at:%Y-%m-%d %H:%M}" if t.expires_at else "never",
                       "revoked" if t.revoked_at else "active")
     console.print(table)

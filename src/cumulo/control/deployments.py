@@ -30,6 +30,7 @@ from cumulo.runtimes.base import Handle, LaunchSpec, Observation, Runtime
 from cumulo.store import deployments as store
 from cumulo.store import events, leases
 from cumulo.store.db import Database
+from cumulo.store.gateway_view import GatewayView, gateway_view
 from cumulo.store.models import Deployment, Replica
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,6 @@ DRAIN_WAIT = 10.0
 STARTING_PROBE_PERIOD = 0.2
 LOG_TAIL_LINES = 1  # the error's last line; `cumulo deployment logs` has the rest
 
-Routes = dict[str, list[tuple[int, str, int]]]
 
 
 def utcnow() -> datetime:
@@ -100,7 +100,8 @@ class DeploymentReconciler:
         self.server_url = server_url
         self.clock = clock
         #: routes, and the deployments whose requests the gateway holds while a first replica starts
-        self.publish: Callable[[Routes, set[str]], None] = lambda routes, hold: None
+        #: hands the gateways' view (routes, hold list, deployment tokens) to the in-process gateway
+        self.publish: Callable[[GatewayView], None] = lambda view: None
         #: called when replicas ended and gave their resources back (jobs waiting for room look again)
         self.capacity_freed: Callable[[], None] = lambda: None
         #: a spec's env with each {secret: NAME} replaced by its value (services/secrets.py)
@@ -123,9 +124,8 @@ class DeploymentReconciler:
 
     def publish_routes(self) -> None:
         with self.db.tx() as s:
-            routes = store.ready_endpoints(s)
-            hold = store.scale_from_zero_names(s)
-        self.publish(routes, hold)
+            view = gateway_view(s, utcnow())
+        self.publish(view)
 
     # -- one pass ------------------------------------------------------------------------------
     def reconcile(self, dep_id: str) -> float | None:

@@ -182,6 +182,9 @@ class DeploymentSpec(_Model):
     resources: Resources = Field(default_factory=Resources)
     replicas: int = Field(1, ge=0, le=256)
     health: Health = Field(default_factory=Health)
+    auth: Literal["none", "token"] = Field(
+        "none", description="token: /d/<name>/... needs a token made for this deployment "
+                            "(`cumulo token create NAME --deployment D`)")
     rollout: Rollout = Field(default_factory=Rollout)
     autoscaling: Autoscaling | None = Field(None, description="if set, `replicas` is only the initial count")
 
@@ -207,7 +210,7 @@ class DeploymentSpec(_Model):
 
     def rollout_fields(self) -> dict:
         """What a running replica embodies: changing any of it rolls the replicas (replicas does not)."""
-        return self.model_dump(mode="json", exclude={"replicas", "autoscaling"})
+        return self.model_dump(mode="json", exclude={"replicas", "autoscaling", "auth"})
 
     def initial_replicas(self) -> int:
         a = self.autoscaling

@@ -177,6 +177,7 @@ class TokenView(_View):
     name: str
     workspace: str
     role: str
+    deployment: str | None = None  # a deployment-scoped token: the deployment it opens
     created_at: datetime
     expires_at: datetime | None = None
     revoked_at: datetime | None = None

@@ -109,6 +109,9 @@ class ControlPlaneSync:
             hold = doc.get("hold", [])
             if not isinstance(hold, list) or not all(isinstance(h, str) for h in hold):
                 raise ValueError("routes: 'hold' must be a list of deployment names")
+            auth = doc.get("auth", {})
+            if not isinstance(auth, dict) or not all(isinstance(v, dict) for v in auth.values()):
+                raise ValueError("routes: 'auth' must map deployment names to {token digest: expiry}")
         except (OSError, urllib.error.URLError, ValueError) as exc:
             if not self._failing:
                 hint = ""
@@ -122,7 +125,7 @@ class ControlPlaneSync:
             log.info("control plane %s reachable again", self.base)
         self._failing = False
         if doc != self._last:
-            self.gateway.update(routes, hold)
+            self.gateway.update(routes, hold, auth)
             self._last = doc
             after = {(ep.host, ep.port) for eps in routes.values() for ep in eps}
             self._draining |= before - after

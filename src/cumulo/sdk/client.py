@@ -91,9 +91,10 @@ class Client:
 
     # -- tokens (admin) ----------------------------------------------------------------------------
     def create_token(self, name: str, *, role: str = "member", workspace: str = "default",
-                     expires: str | None = None) -> TokenView:
-        """A new token; `.token` holds its value, which is shown only this once."""
-        body = {"name": name, "role": role, "workspace": workspace, "expires": expires}
+                     expires: str | None = None, deployment: str | None = None) -> TokenView:
+        """A new token; `.token` holds its value, which is shown only this once. With `deployment`:
+        a token for that deployment's handlers only (when its spec sets `auth: token`)."""
+        body = {"name": name, "role": role, "workspace": workspace, "expires": expires, "deployment": deployment}
         return TokenView.model_validate(self._call("POST", "/tokens", json=body))
 
     def tokens(self, *, workspace: str | None = None) -> list[TokenView]:
@@ -228,10 +229,11 @@ class Client:
                 raise CumuloError(f"deployment {name!r} is {d.state} after {timeout:g}s: {d.reason}")
             time.sleep(poll)
 
-    def deployment(self, name: str) -> DeploymentHandle:
-        """A handle whose methods call the deployment's handlers through the gateway: d.predict(pixels=[...])."""
+    def deployment(self, name: str, *, token: str | None = None) -> DeploymentHandle:
+        """A handle whose methods call the deployment's handlers through the gateway: d.predict(pixels=[...]);
+        `token`: one made for it with `--deployment`, when its spec sets `auth: token`."""
         key = name if self.workspace in (None, "default") else f"{name}.{self.workspace}"
-        return DeploymentHandle(f"{self.url}/d/{key}", name)
+        return DeploymentHandle(f"{self.url}/d/{key}", name, token=token)
 
     # -- workspaces (admin) ------------------------------------------------------------------------
     def create_workspace(self, name: str, *, quota: dict | None = None) -> WorkspaceView:

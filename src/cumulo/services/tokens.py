@@ -20,6 +20,7 @@ from cumulo.core.specs import validate_name
 from cumulo.core.tokens import WORKLOAD_PREFIX, Role, new_token, parse_workload_token, token_hash, workload_token
 from cumulo.core.units import parse_duration
 from cumulo.core.views import TokenView
+from cumulo.store import deployments as deployments_store
 from cumulo.store import tokens as store
 from cumulo.store.db import Database
 from cumulo.store.models import Job, Token
@@ -59,6 +60,8 @@ class TokenService:
         self.now = now
         self.monotonic = monotonic
         self._cache: dict[str, tuple[Principal, datetime | None, float]] = {}
+        #: called when a deployment's tokens change (the app republishes the gateways' view)
+        self.on_change: Callable[[], None] = lambda: None
 
     # -- verification (every request) -----------------------------------------------------------
     def verify(self, raw: str | None) -> Principal:
@@ -111,7 +114,11 @@ class TokenService:
 
     # -- management (admin) -----------------------------------------------------------------------
     def create(self, *, name: str, workspace: str = "default", role: str = "member",
-               expires: str | float | None = None) -> TokenView:
+               expires: str | float | None = None, deployment: str | None = None) -> TokenView:
+        """A new token (its value only in the answer). With `deployment`, a token that opens that
+        deployment's /d/ routes (when it sets `auth: token`) and nothing else."""
+        if deployment is not None:
+            role = Role.INVOKE.value
         errors = []
         try:
             validate_name(name)
@@ -119,8 +126,12 @@ class TokenService:
             errors.append({"field": "name", "message": str(exc)})
         try:
             role_ = Role(role)
+            if role_ == Role.INVOKE and deployment is None:
+                raise ValueError
         except ValueError:
-            errors.append({"field": "role", "message": f"{role!r} is not a role: use admin, member or viewer"})
+            role_ = Role.VIEWER
+            errors.append({"field": "role", "message": f"{role!r} is not a role: use admin, member or viewer "
+                                                       "(or --deployment D for a deployment's token)"})
         expires_at = None
         if expires is not None:
             try:
@@ -136,9 +147,14 @@ class TokenService:
         with self.db.tx() as s:
             if not store.workspace_exists(s, workspace):
                 raise NotFound(f"no workspace named {workspace!r}")
+            if deployment is not None and deployments_store.find(s, deployment, workspace) is None:
+                raise NotFound(f"no deployment named {deployment!r} in workspace {workspace!r}")
             row = store.add(s, id="tok_" + secrets.token_hex(6), digest=token_hash(raw), name=name,
-                            workspace=workspace, role=role_.value, now=self.now(), expires_at=expires_at)
+                            workspace=workspace, role=role_.value, now=self.now(), expires_at=expires_at,
+                            deployment=deployment)
             view = _view(row)
+        if deployment is not None:
+            self.on_change()
         return view.model_copy(update={"token": raw})
 
     def list(self, workspace: str | None = None) -> list[TokenView]:
@@ -153,7 +169,10 @@ class TokenService:
             if row.revoked_at is None:
                 row.revoked_at = self.now()
             self._cache.pop(row.hash, None)
-            return _view(row)
+            view = _view(row)
+        if view.deployment is not None:
+            self.on_change()  # the gateways stop accepting it now, not at their next refresh
+        return view
 
     def ensure_admin(self, home: Path) -> Path | None:
         """On first start (no token in the store), create an admin token and write it to
@@ -172,5 +191,5 @@ class TokenService:
 
 
 def _view(t: Token) -> TokenView:
-    return TokenView(id=t.id, name=t.name, workspace=t.workspace, role=t.role, created_at=t.created_at,
-                     expires_at=t.expires_at, revoked_at=t.revoked_at)
+    return TokenView(id=t.id, name=t.name, workspace=t.workspace, role=t.role, deployment=t.deployment,
+                     created_at=t.created_at, expires_at=t.expires_at, revoked_at=t.revoked_at)

@@ -233,6 +233,8 @@ class Token(Base):
     name: Mapped[str] = mapped_column(String(63))  # who or what holds it, shown in audit events
     workspace: Mapped[str] = mapped_column(ForeignKey("workspaces.name", ondelete="CASCADE"), index=True)
     role: Mapped[str] = mapped_column(String(16))
+    #: a deployment-scoped token (role invoke): the deployment whose /d/ routes it opens
+    deployment: Mapped[str | None] = mapped_column(String(63), nullable=True)
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)

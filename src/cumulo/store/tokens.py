@@ -30,7 +30,8 @@ def workspace_exists(s: Session, name: str) -> bool:
 
 
 def add(s: Session, *, id: str, digest: str, name: str, workspace: str, role: str, now: datetime,  # noqa: A002
-        expires_at: datetime | None) -> Token:
-    row = Token(id=id, hash=digest, name=name, workspace=workspace, role=role, created_at=now, expires_at=expires_at)
+        expires_at: datetime | None, deployment: str | None = None) -> Token:
+    row = Token(id=id, hash=digest, name=name, workspace=workspace, role=role, created_at=now, expires_at=expires_at,
+                deployment=deployment)
     s.add(row)
     return row

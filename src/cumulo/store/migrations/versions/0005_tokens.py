@@ -38,6 +38,7 @@ def upgrade() -> None:
         sa.Column('name', sa.String(length=63), nullable=False),
         sa.Column('workspace', sa.String(length=63), nullable=False),
         sa.Column('role', sa.String(length=16), nullable=False),
+        sa.Column('deployment', sa.String(length=63), nullable=True),
         sa.Column('created_at', cumulo.store.models.UTCDateTime(), nullable=False),
         sa.Column('expires_at', cumulo.store.models.UTCDateTime(), nullable=True),
         sa.Column('revoked_at', cumulo.store.models.UTCDateTime(), nullable=True),
