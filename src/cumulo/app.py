@@ -55,7 +55,6 @@ from cumulo.services.resources import ResourceService
 from cumulo.services.secrets import SecretService
 from cumulo.services.tokens import TokenService
 from cumulo.services.workspaces import WorkspaceService
-from cumulo.store import deployments as deployments_store
 from cumulo.store.db import Database
 from cumulo.store.gateway_view import GatewayView, gateway_view
 from cumulo.store.migrate import upgrade
