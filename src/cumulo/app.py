@@ -141,7 +141,7 @@ def build(config: ServerConfig) -> ControlPlane:
     dep_loop = Loop(dep_reconciler)
     dep_reconciler.wake = dep_loop.enqueue  # a health probe finished: act on its result now
     dep_reconciler.capacity_freed = reconciler.wake_waiting
-    gateway = Gateway(metrics_path="/metrics")
+    gateway = Gateway(metrics_path=None)  # /metrics is an API route here: it needs a token (api/routes.py)
 
     gateways = GatewayRegistry(db)  # the standalone gateways (`cumulo gateway`) that sync with this plane
 

@@ -141,6 +141,8 @@ def test_metrics_report_and_validation(server, http):
     assert ok.status_code == 200 and ok.json() == {"accepted": 3}
     problem(http.post("/jobs/m/metrics", json={"points": [{"values": {"loss": "high"}}]}), 422)
     problem(http.post("/jobs/m/metrics", json={"points": []}), 422)
+    too_long = problem(http.post("/jobs/m/metrics", json={"points": [{"values": {"x" * 129: 1.0}}]}), 422)
+    assert "128" in too_long["detail"]  # a name longer than the store's column: a 422, not a 500 on PostgreSQL
     problem(http.post("/jobs/m/metrics", json={"points": [{"step": 2**40, "values": {"loss": 1}}]}), 422)
     problem(http.post("/jobs/m/metrics", content=b'{"points": [{"values": {"loss": Infinity}}]}',
                       headers={"content-type": "application/json"}), 422)

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import stat
 import subprocess
 import sys
@@ -82,7 +83,7 @@ def expected(caller: str, method: str, path: str) -> set[int] | None:
         return {401}
     if caller == "workload":
         return None if (method, path) == ("post", "/api/v1/jobs/{name}/metrics") else {403}
-    if path.startswith(("/api/v1/tokens", "/api/v1/workspaces", "/api/v1/gateway")) or path == "/api/v1/secrets/rotate-key":
+    if path.startswith(("/api/v1/tokens", "/api/v1/workspaces", "/api/v1/gateway", "/metrics")) or path == "/api/v1/secrets/rotate-key":
         return None if caller == "admin" else {403}
     if caller in ("viewer", "other-viewer") and method not in READ:
         return {403}
@@ -231,3 +232,62 @@ def test_every_response_to_another_workspace_is_free_of_this_ones_data(server, c
             continue
         text = httpx.get(server.url + path, headers=b, timeout=30).text
         assert not [i for i in ids if i in text], path
+
+
+def test_prometheus_metrics_need_an_admin_token(server, callers):
+    assert httpx.get(server.url + "/metrics").status_code == 401
+    assert httpx.get(server.url + "/metrics", headers=bearer(callers["member"])).status_code == 403
+    r = httpx.get(server.url + "/metrics", headers=bearer(callers["admin"]))
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+
+
+def test_https_with_a_certificate(tmp_path):
+    """`--tls-cert/--tls-key`: the API answers over TLS, and a client that trusts the certificate gets in."""
+    from datetime import UTC, datetime, timedelta
+
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=1))
+            .not_valid_after(now + timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    trust = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+    port = free_port()
+    env = {**os.environ, "CUMULO_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen([sys.executable, "-m", "cumulo.app", "--port", str(port), "--tls-cert",
+                             str(tmp_path / "cert.pem"), "--tls-key", str(tmp_path / "key.pem")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"https://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = httpx.get(url + "/api/v1/health", verify=trust, timeout=2)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and proc.poll() is None, "the TLS server did not come up"
+                time.sleep(0.2)
+        assert r.json() == {"status": "ok"}
+        token = (tmp_path / "home" / "token").read_text().strip()
+        r = httpx.get(url + "/api/v1/system", headers=bearer(token), verify=trust)
+        assert r.status_code == 200
+        with pytest.raises(httpx.HTTPError):  # plain HTTP on the TLS port gets nothing
+            httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2).raise_for_status()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    r = subprocess.run([sys.executable, "-m", "cumulo.app", "--tls-cert", str(tmp_path / "cert.pem")],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "go together" in r.stderr

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi.responses import PlainTextResponse
 
 from cumulo.api.auth import admin, authorize, reporter, reporter_scope
 from cumulo.api.auth import scope as scope_of
@@ -342,4 +343,15 @@ def delete_workspace(request: Request, name: str) -> Response:
     return Response(status_code=204)
 
 
-ROUTERS = (public, admin_only, router, workload, tokens)
+#: Prometheus exposition of every deployment's gateway metrics (all workspaces): an admin token
+#: (Prometheus: `authorization: {credentials_file: ...}`); a standalone gateway's own /metrics is open
+metrics = APIRouter(dependencies=[Depends(admin)])
+
+
+@metrics.get("/metrics", tags=["system"], response_class=PlainTextResponse)
+def prometheus(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(request.app.state.gateway.metrics_text(),
+                             media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+ROUTERS = (public, admin_only, router, workload, tokens, metrics)
