@@ -153,7 +153,8 @@ def build(config: ServerConfig) -> ControlPlane:
         return LoadSample(arrivals_total=st["arrivals_total"] + ext.arrivals_total,
                           requests_total=st["requests_total"] + ext.requests_total,
                           in_flight=st["in_flight"] + ext.in_flight,
-                          mean_latency=(lat["sum"] + ext.latency_sum) / count if count else 0.0)
+                          mean_latency=(lat["sum"] + ext.latency_sum) / count if count else 0.0,
+                          in_flight_seconds=st["in_flight_seconds_total"] + ext.in_flight_seconds)
 
     autoscaler = AutoscalerReconciler(db, load=load_of, wake_deployment=dep_loop.enqueue)
     autoscale_loop = Loop(autoscaler)

@@ -63,6 +63,8 @@ def test_a_job_running_across_a_sigkill_finishes_exactly_once(server, tmp_path):
     server.kill(signal.SIGKILL)
     time.sleep(1.5)  # the job keeps running (and reporting into a buffer) while nothing watches it
     assert not Path(str(marker) + ".done").exists()
+    # its last step is done while the control plane is still down: at exit it waits to hand its points over
+    wait_until(lambda: Path(str(marker) + ".done").exists(), timeout=30, what="the job's last step")
     server.start()
     job = wait_until(lambda: (j := status(server, "survivor"))["state"] in ("Succeeded", "Failed") and j,
                      timeout=60, what="job to finish")

@@ -123,3 +123,45 @@ def test_passes_woken_early_do_not_skew_the_rate(db, tmp_path):
     with db.tx() as s:
         reason = s.get(Deployment, dep_id).autoscale_reason
     assert float(re.search(r"([\d.]+) req/s", reason).group(1)) == pytest.approx(3.0), reason
+
+
+def test_the_first_decision_waits_one_policy_period(db, tmp_path):
+    """A new track (a new deployment, a restarted control plane) decides one policy period after
+    its first reading, as the simulator does, not on the first second it has seen: here the first
+    second has no arrivals yet and the load comes after it."""
+    dep_id = deploy(db, tmp_path, "predictive")  # tick 2 s
+    clock = Clock()
+    decided: list[float] = []
+
+    def load(name: str) -> LoadSample:
+        n = 0.0 if clock.t < 1.5 else ARRIVALS * (clock.t - 1.5)
+        return LoadSample(arrivals_total=n, requests_total=n, in_flight=0, mean_latency=0.1)
+
+    rec = AutoscalerReconciler(db, load=load, wake_deployment=lambda _id: decided.append(clock.t), clock=clock)
+    for i in range(5):
+        clock.t = float(i)
+        rec.reconcile(dep_id)
+        with db.tx() as s:
+            reason = s.get(Deployment, dep_id).autoscale_reason
+        if i < 2:
+            assert not reason, f"decided at t={i} s on {i} s of load: {reason}"
+    assert reason  # decided by t = 2 s
+
+
+def test_the_policies_get_the_mean_concurrency_of_each_second_not_an_instant(db, tmp_path):
+    """In flight is sampled once a second; a gateway's integral gives the second's mean. Here 10
+    requests are in flight for the first 0.1 s of every second and none at the instants sampled:
+    the mean is 1, the instants say 0."""
+    dep_id = deploy(db, tmp_path, "kpa")
+    clock = Clock()
+
+    def load(name: str) -> LoadSample:
+        return LoadSample(arrivals_total=10 * int(clock.t), requests_total=10 * int(clock.t), in_flight=0,
+                          mean_latency=0.1, in_flight_seconds=1.0 * clock.t)
+
+    rec = AutoscalerReconciler(db, load=load, wake_deployment=lambda _id: None, clock=clock)
+    for i in range(10):
+        clock.t = float(i)
+        rec.reconcile(dep_id)
+    track = rec._tracks[dep_id]
+    assert list(track.in_flight)[-5:] == [1.0] * 5

@@ -209,7 +209,8 @@ def gateway_sync(request: Request, body: GatewaySync) -> Routes:
     gateways: GatewayRegistry = request.app.state.gateways
     view = gateways.sync(GatewayReport(
         gateway_id=body.gateway_id,
-        deployments={name: Counters(c.arrivals_total, c.requests_total, c.in_flight, c.latency_sum, c.latency_count)
+        deployments={name: Counters(c.arrivals_total, c.requests_total, c.in_flight, c.latency_sum, c.latency_count,
+                                       c.in_flight_seconds)
                      for name, c in body.deployments.items()},
         in_flight={(r.host, r.port): r.in_flight for r in body.replicas if r.in_flight},
         routed=frozenset((r.host, r.port) for r in body.replicas if r.routed),

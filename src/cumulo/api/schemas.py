@@ -68,6 +68,7 @@ class GatewayCounters(BaseModel):
     in_flight: int = Field(0, ge=0, le=MAX_COUNT, description="requests arrived and not yet answered")
     latency_sum: float = Field(0.0, ge=0, le=1e15, description="seconds, summed over answered requests")
     latency_count: int = Field(0, ge=0, le=MAX_COUNT)
+    in_flight_seconds: float = Field(0.0, ge=0, le=1e15, description="requests in flight integrated over time")
 
 
 class ReplicaLoad(BaseModel):

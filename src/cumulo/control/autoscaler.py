@@ -48,17 +48,20 @@ class LoadSample:
 
     arrivals_total: float  # requests that arrived (demand), counted before any replica is chosen
     requests_total: float  # requests answered: capacity under saturation, so never a policy's rate
-    in_flight: float  # requests arrived and not yet answered: queued or in service
+    in_flight: float  # requests arrived and not yet answered: queued or in service (now)
     mean_latency: float  # seconds; 0 when nothing was served yet
+    #: requests in flight integrated over time: its growth over a step / the step = mean concurrency
+    in_flight_seconds: float | None = None
 
 
 @dataclass
 class _Track:
-    #: one sample per STEP seconds, oldest first: arrivals/s in it, requests in flight at its end
+    #: one sample per STEP seconds, oldest first: arrivals/s in it, mean requests in flight in it
     rates: deque = field(default_factory=lambda: deque(maxlen=WINDOW))
     in_flight: deque = field(default_factory=lambda: deque(maxlen=WINDOW))
     last_time: float | None = None
     last_arrivals: float = 0.0
+    last_in_flight_seconds: float | None = None
     state: Any = None
     last_decision: float = -1e18
     policy: str = ""
@@ -70,16 +73,24 @@ class _Track:
         True if samples were added."""
         if self.last_time is None:
             self.last_time, self.last_arrivals = now, sample.arrivals_total
+            self.last_in_flight_seconds = sample.in_flight_seconds
             return False
         dt = now - self.last_time
         if dt < 0.9 * STEP:
             return False
         n = max(1, min(WINDOW, round(dt / STEP)))
         rate = max(0.0, sample.arrivals_total - self.last_arrivals) / dt
+        # the mean concurrency over the interval, as the simulator's (an instant's count, when a
+        # gateway gives no integral, swings by a few requests from one second to the next)
+        if sample.in_flight_seconds is not None and self.last_in_flight_seconds is not None:
+            concurrency = max(0.0, sample.in_flight_seconds - self.last_in_flight_seconds) / dt
+        else:
+            concurrency = sample.in_flight
         for _ in range(n):
             self.rates.append(rate)
-            self.in_flight.append(sample.in_flight)
+            self.in_flight.append(concurrency)
         self.last_time, self.last_arrivals = now, sample.arrivals_total
+        self.last_in_flight_seconds = sample.in_flight_seconds
         return True
 
 
@@ -128,8 +139,11 @@ class AutoscalerReconciler:
             current = d.desired_replicas if d.desired_replicas is not None else spec.initial_replicas()
             name, last_reason, workspace = d.name, d.autoscale_reason, d.workspace
         track = self._tracks.setdefault(dep_id, _Track())
-        if track.policy != a.policy:  # a new policy starts from no state
-            track.state, track.last_decision, track.policy = None, -1e18, a.policy
+        if track.policy != a.policy:
+            # a new policy (or a new track: a new deployment, a restarted control plane) starts from no
+            # state and first decides one policy period from now, on that much load, as in the
+            # simulator; deciding on the first second seen had scaled a loaded deployment 5 -> 1
+            track.state, track.last_decision, track.policy = None, now, a.policy
         sample = self.load(route_key(name, workspace))  # the gateway knows deployments by route key
         track.add(now, sample)
         cfg = configure(a.policy, a.options, scale_to_zero_after=a.scale_to_zero_after)

@@ -88,7 +88,7 @@ class ControlPlaneSync:
             lat = st["latency_seconds"]
             deployments[name] = {"arrivals_total": st["arrivals_total"], "requests_total": st["requests_total"],
                                  "in_flight": max(0, st["in_flight"]), "latency_sum": lat["sum"],
-                                 "latency_count": lat["count"]}
+                                 "latency_count": lat["count"], "in_flight_seconds": st["in_flight_seconds_total"]}
         replicas = []
         for host, port in sorted(routed | self._draining):
             n = self.gateway.in_flight_to(host, port)

@@ -30,7 +30,7 @@ class DeploymentStats:
     any thread (a reader may see a request counted in one field and not yet in another)."""
 
     __slots__ = ("name", "arrivals", "requests", "in_flight", "codes", "buckets", "latency_sum", "retries",
-                 "queue_buckets", "queue_sum", "_sec", "_window", "_clock")
+                 "queue_buckets", "queue_sum", "_open_starts", "_sec", "_window", "_clock")
 
     def __init__(self, name: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
@@ -44,6 +44,7 @@ class DeploymentStats:
         # queue time histogram (same bounds): `queue_buckets[0] += 1` for a request that did not wait
         self.queue_buckets = [0] * (len(BUCKETS) + 1)
         self.queue_sum = 0.0
+        self._open_starts = 0.0  # the start times of the requests in flight, summed
         self._clock = clock
         self._sec = int(clock())
         self._window = [0] * RATE_WINDOW  # arrivals per second, a ring indexed by second
@@ -51,18 +52,29 @@ class DeploymentStats:
     def started(self, now: float) -> None:
         self.arrivals += 1
         self.in_flight += 1
+        self._open_starts += now
         sec = int(now)
         if sec != self._sec:
             self._advance(sec)
         self._window[sec % RATE_WINDOW] += 1
 
-    def finished(self, status: int, seconds: float) -> None:
+    def finished(self, status: int, seconds: float, start: float | None = None) -> None:
+        """A request that arrived at `start` (monotonic seconds, as given to `started`) ended after
+        `seconds`."""
         self.in_flight -= 1
+        self._open_starts -= start if start is not None else self._clock() - seconds
         self.requests += 1
         codes = self.codes
         codes[status] = codes.get(status, 0) + 1
         self.buckets[bisect_left(BUCKETS, seconds)] += 1
         self.latency_sum += seconds
+
+    def in_flight_seconds(self, now: float | None = None) -> float:
+        """The integral of requests in flight over time so far: its growth over an interval divided by
+        the interval's length is the mean concurrency in it (what the simulator hands the policies),
+        where `in_flight` is one instant. Finished requests add their latency; open ones their age."""
+        now = self._clock() if now is None else now
+        return max(0.0, self.latency_sum + self.in_flight * now - self._open_starts)
 
     def queued(self, seconds: float) -> None:
         """A request waited `seconds` in the gateway before it was handed to a replica (or gave up)."""
@@ -99,6 +111,7 @@ class DeploymentStats:
             "arrivals_total": self.arrivals,
             "requests_total": self.requests,
             "in_flight": self.in_flight,
+            "in_flight_seconds_total": round(self.in_flight_seconds(), 6),
             "request_rate": round(self.rate(), 3),
             "status_codes": {str(k): v for k, v in sorted(self.codes.items())},
             "errors_total": sum(v for k, v in self.codes.items() if k >= 500),

@@ -270,7 +270,7 @@ class Gateway:
                 target = target + b"?" + query
             status = await self._exchange(io, method, target, headers, client_ip, scheme, name, dep, ready, loop)
         finally:
-            stats.finished(status, time.monotonic() - t0)
+            stats.finished(status, time.monotonic() - t0, t0)
 
     async def _wait_for_replica(self, name: str, dep: _Deployment):
         """Hold a request while a deployment scaled to zero starts its first replica."""
@@ -544,7 +544,7 @@ class Gateway:
                 stats.queue_buckets[0] += 1
             status, opened = await self._open_websocket(scope, send, name, target, dep, ready)
         finally:
-            stats.finished(status, time.monotonic() - t0)
+            stats.finished(status, time.monotonic() - t0, t0)
         if opened is None:
             return
         rid, upstream = opened

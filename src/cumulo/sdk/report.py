@@ -100,9 +100,19 @@ def _flush(job: str) -> None:
         _warned = False
 
 
+#: seconds a job's process waits at exit for an unreachable control plane (e.g. restarting) to take
+#: its last points
+EXIT_WAIT = float(os.environ.get("CUMULO_REPORT_EXIT_WAIT", "30"))
+
+
 @atexit.register
 def _flush_at_exit() -> None:
     job = os.environ.get("CUMULO_JOB")
-    if job and _pending:
-        with _lock:
+    if not job:
+        return
+    deadline = time.monotonic() + EXIT_WAIT
+    with _lock:
+        _flush(job)
+        while _pending and time.monotonic() < deadline:  # only while the control plane is unreachable
+            time.sleep(0.5)
             _flush(job)

@@ -40,6 +40,7 @@ class Counters:
     in_flight: float = 0.0
     latency_sum: float = 0.0
     latency_count: float = 0.0
+    in_flight_seconds: float = 0.0  # requests in flight integrated over time
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class _Gateway:
     handed: frozenset[Address] = frozenset()  # the addresses in the routes it was sent last
 
 
-_CUMULATIVE = ("arrivals_total", "requests_total", "latency_sum", "latency_count")
+_CUMULATIVE = ("arrivals_total", "requests_total", "latency_sum", "latency_count", "in_flight_seconds")
 
 
 class GatewayRegistry:

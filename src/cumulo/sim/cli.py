@@ -65,6 +65,9 @@ def sim(
     step: Annotated[float, typer.Option(help="simulation step in seconds")] = 1.0,
     seed: Annotated[int, typer.Option(help="seed for synthesised arrivals")] = 0,
     eval_from: Annotated[float, typer.Option(help="report metrics from this second on (earlier = fitting)")] = 0.0,
+    queue: Annotated[str, typer.Option(help="shared: one FIFO for all replicas; replica: each request joins the "
+                                            "least-loaded replica's own queue, as behind cumulo's gateway "
+                                            "(request traces only)")] = "shared",
     set_: Annotated[list[str], typer.Option("--set", help="policy option KEY=VALUE (e.g. z=1.5)")] = [],  # noqa: B006
     sweep: Annotated[bool, typer.Option("--sweep", help="sweep utilization 0.3..1.0 per policy")] = False,
     plot: Annotated[str | None, typer.Option(help="write a PNG plot here")] = None,
@@ -83,7 +86,7 @@ def sim(
         overrides = _parse_options(set_)
         m = sim_model.ReplicaModel(
             concurrency=concurrency, cold_start=cold_start, min_replicas=min_replicas, max_replicas=max_replicas,
-            utilization=utilization, slo_wait=slo_wait, price_per_hour=price,
+            utilization=utilization, slo_wait=slo_wait, price_per_hour=price, queue=queue,
         )
         load = build_load(load_trace(trace), ServiceModel(service_time=service_time), step=step, seed=seed)
         policies = [p.strip() for p in policy.split(",") if p.strip()]

@@ -13,12 +13,20 @@ Each step of ``dt`` seconds (1 s by default):
 
 A request's queueing delay is read off the cumulative arrived-work and served-work curves (FIFO,
 linear inside a step): it starts service when everything that arrived before it has been served.
+That is one queue shared by every replica (``queue="shared"``, the default). With
+``queue="replica"`` (request traces only) latencies are instead replayed request by request on the
+same replica timeline: each request joins, on arrival, the ready replica with the fewest
+outstanding requests and waits in that replica's own FIFO, so a backlog queued while few replicas
+were ready is not taken over by replicas that become ready later; that is what cumulo's gateway
+(least outstanding, no queue of its own) in front of replicas with ``max_queue`` does
+(docs/benchmarks/sim-vs-live.md). The policies' load signals come from the fluid queue either way.
 Latency = queueing delay + its own service time. Replica-seconds count starting replicas too
 (they are paid for). Per-step mode puts each step's requests at the step's middle.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -48,6 +56,9 @@ class ReplicaModel:
     price_per_hour: float = 1.0
     #: replicas up at the start; None = what the first minute of load needs at the target
     initial_replicas: int | None = None
+    #: "shared": one FIFO in front of every replica (fluid); "replica": each request queues at the
+    #: replica it is sent to on arrival (least outstanding), as behind cumulo's gateway
+    queue: str = "shared"
 
     def __post_init__(self) -> None:
         checks = [
@@ -58,6 +69,7 @@ class ReplicaModel:
             (0 < self.utilization <= 2, "utilization", "must be in (0, 2]"),
             (self.slo_wait >= 0, "slo_wait", "must be >= 0"),
             (self.price_per_hour >= 0, "price_per_hour", "must be >= 0"),
+            (self.queue in ("shared", "replica"), "queue", "must be 'shared' or 'replica'"),
         ]
         for ok, f, msg in checks:
             if not ok:
@@ -123,14 +135,21 @@ def simulate(load: Load, policy: str, model: ReplicaModel = ReplicaModel(), *, c
     state: Any = None
     desired_prev = n_ready
     decisions: list[tuple[float, int, int, str]] = []
+    if model.queue == "replica" and load.times is None:
+        raise InvalidSpec("queue: 'replica' needs a trace of individual requests",
+                          errors=[{"field": "queue", "message": "needs individual requests"}])
     cap_step = k * dt
     B = 0.0
     cum = 0.0
+    up: list[list[float]] = [[0.0, math.inf] for _ in range(n_ready)]  # [ready, removed] per replica
+    stack = list(range(n_ready))  # ready replicas, newest last (a scale-down removes the newest)
     for t in range(T):
         now = t * dt
         while starting and starting[0] <= now + 1e-9:
             starting.popleft()
             n_ready += 1
+            stack.append(len(up))
+            up.append([now, math.inf])
         cap = n_ready * cap_step
         tot = B + work[t]
         served = min(tot, cap)
@@ -174,12 +193,15 @@ def simulate(load: Load, policy: str, model: ReplicaModel = ReplicaModel(), *, c
                     starting.pop()
                     drop -= 1
                 n_ready -= drop
+                for _ in range(drop):
+                    up[stack.pop()][1] = now + dt
 
     e0 = min(T, max(0, int(math.ceil(eval_from / dt - 1e-9))))
-    metrics, step_latency = _metrics(load, model, served_cum, backlog_end, ready_s, starting_s, decisions, e0, T)
+    lat = _replica_latencies(load.times, load.service, up, k) if model.queue == "replica" else None
+    metrics, step_latency = _metrics(load, model, served_cum, backlog_end, ready_s, starting_s, decisions, e0, T, lat)
     metrics = {"policy": policy, **metrics}
     if e0 > 0:  # the fitting part too, for tuning on it
-        metrics["fit"] = _metrics(load, model, served_cum, backlog_end, ready_s, starting_s, decisions, 0, e0)[0]
+        metrics["fit"] = _metrics(load, model, served_cum, backlog_end, ready_s, starting_s, decisions, 0, e0, lat)[0]
     return SimResult(
         policy, metrics, np.arange(T) * dt, rates, ready_s, starting_s, ready_s * k / sbar, step_latency, decisions
     )
@@ -192,6 +214,31 @@ def check_eval_from(load: Load, eval_from: float) -> None:
         msg = (f"{eval_from:g} s is outside the trace {load.name!r}, which is {length:g} s long; "
                f"give a value from 0 up to below {length:g}")
         raise InvalidSpec(f"eval_from: {msg}", errors=[{"field": "eval_from", "message": msg}])
+
+
+def _replica_latencies(times: np.ndarray, service: np.ndarray, up: list[list[float]], k: int) -> np.ndarray:
+    """Each request, in arrival order, joins the replica ready at its arrival with the fewest
+    outstanding requests (the oldest on a tie; if none is ready, the next to become ready) and
+    starts when one of that replica's ``k`` slots is free. A removed replica finishes what it holds."""
+    slots = [[r] * k for r, _ in up]  # when each slot is next free (a min-heap per replica)
+    outstanding: list[list[float]] = [[] for _ in up]  # finish times of what each replica holds
+    lat = np.full(len(times), np.inf)
+    for i, (t, s) in enumerate(zip(times.tolist(), service.tolist(), strict=True)):
+        live = [j for j, (r, e) in enumerate(up) if r <= t < e]
+        if not live:
+            later = [j for j, (r, _) in enumerate(up) if r > t]
+            if not later:
+                continue  # never served inside the run
+            live = [min(later, key=lambda j: up[j][0])]
+        for j in live:
+            while outstanding[j] and outstanding[j][0] <= t:
+                heapq.heappop(outstanding[j])
+        j = min(live, key=lambda j: len(outstanding[j]))
+        start = max(t, heapq.heappop(slots[j]))
+        heapq.heappush(slots[j], start + s)
+        heapq.heappush(outstanding[j], start + s)
+        lat[i] = start + s - t
+    return lat
 
 
 def _start_times(served_cum: np.ndarray, positions: np.ndarray, dt: float) -> np.ndarray:
@@ -218,8 +265,8 @@ def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> floa
     return float(v[min(i, len(v) - 1)])
 
 
-def _metrics(load, model, served_cum, backlog_end, ready_s, starting_s, decisions, e0, e1):
-    """Metrics over steps [e0, e1)."""
+def _metrics(load, model, served_cum, backlog_end, ready_s, starting_s, decisions, e0, e1, replica_lat=None):
+    """Metrics over steps [e0, e1); ``replica_lat``: per-request latencies of ``queue="replica"``."""
     dt = load.step
     T = load.steps
     arrived_before = np.concatenate(([0.0], np.cumsum(load.work)))
@@ -230,6 +277,8 @@ def _metrics(load, model, served_cum, backlog_end, ready_s, starting_s, decision
         step_idx = np.minimum((load.times / dt).astype(np.int64), T - 1)
         wait = np.maximum(0.0, start - load.times)
         wait[backlog_end[step_idx] == 0] = 0.0  # nothing queued when its step ended: served at once
+        if replica_lat is not None:
+            wait = replica_lat - load.service
         lat = wait + load.service
         mask = (step_idx >= e0) & (step_idx < e1)
         values, weights, waits = lat[mask], np.ones(int(mask.sum())), wait[mask]

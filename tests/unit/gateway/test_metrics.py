@@ -38,3 +38,19 @@ def test_exposition_has_arrivals_and_queue_time():
     assert 'cumulo_gateway_queue_seconds_count{deployment="m"} 2.0' in text
     assert 'cumulo_gateway_queue_seconds_sum{deployment="m"} 0.3' in text
     assert 'cumulo_gateway_requests_total{code="499",deployment="m"} 1.0' in text
+
+
+def test_in_flight_seconds_integrate_requests_in_flight_over_time():
+    from cumulo.gateway.metrics import DeploymentStats
+
+    t = [0.0]
+    s = DeploymentStats("d", clock=lambda: t[0])
+    s.started(0.0)
+    s.started(1.0)
+    s.finished(200, 2.0, start=0.0)  # the first ended at t = 2
+    t[0] = 3.0
+    assert s.in_flight_seconds() == 4.0  # 2 s of the first + 2 s (so far) of the second
+    s.finished(200, 3.0, start=1.0)  # the second ends at t = 4
+    t[0] = 10.0
+    assert s.in_flight_seconds() == 5.0  # nothing in flight since
+    assert s.snapshot()["in_flight_seconds_total"] == 5.0
