@@ -198,6 +198,7 @@ def build(config: ServerConfig) -> ControlPlane:
     app.state.tokens_admin = tokens
     if config.auth:
         reconciler.workload_token = tokens.for_workload
+        dep_reconciler.workload_token = tokens.for_replica
         written = tokens.ensure_admin(config.home)
         if written:
             log.info("first start: an admin token was written to %s (mode 0600); the CLI and SDK read it there",

@@ -81,8 +81,10 @@ def expected(caller: str, method: str, path: str) -> set[int] | None:
         return {200}
     if caller in {"none", "garbage", "revoked", "expired", "forged-workload"}:
         return {401}
-    if caller == "workload":
-        return None if (method, path) == ("post", "/api/v1/jobs/{name}/metrics") else {403}
+    if caller == "workload":  # reads like a viewer; posts only its own job's metrics
+        if (method, path) == ("post", "/api/v1/jobs/{name}/metrics"):
+            return None
+        caller = "viewer"
     if path.startswith(("/api/v1/tokens", "/api/v1/workspaces", "/api/v1/gateway", "/metrics")) or path == "/api/v1/secrets/rotate-key":
         return None if caller == "admin" else {403}
     if caller in ("viewer", "other-viewer") and method not in READ:

@@ -1,7 +1,8 @@
 """Every API request carries a token (except /health): who is calling, and may they do this.
 
 Reads (GET) need the viewer role, writes the member role, token management the admin role. A
-workload token (a job's CUMULO_TOKEN) may only post that job's metrics. With `--no-auth` (loopback
+workload token (the CUMULO_TOKEN of a job's or a replica's processes) reads its workspace like a
+viewer; a job's may also post that job's metrics. With `--no-auth` (loopback
 only) every request acts as an admin of the default workspace.
 """
 
@@ -48,9 +49,9 @@ def admin(request: Request) -> Principal:
 
 
 def reporter(request: Request) -> Principal:
-    """Posting a job's metrics: a member, or a workload token (whose job the route checks)."""
+    """Posting a job's metrics: a member, or that job's workload token (the route checks the job)."""
     p = principal(request)
-    if p.role is not None:
+    if p.job_id is None:
         p.require(Role.MEMBER)
     return p
 

@@ -110,7 +110,7 @@ def report_metrics(request: Request, name: str, body: MetricsBody,
                    caller: Annotated[Principal, Depends(reporter)],
                    scope: Annotated[Scope, Depends(reporter_scope)]) -> Accepted:
     """Training metrics from `cumulo.report()` inside the job (its CUMULO_TOKEN), or from a member."""
-    if caller.role is None and _jobs(request).get(name, scope).id != caller.job_id:
+    if caller.job_id is not None and _jobs(request).get(name, scope).id != caller.job_id:
         raise Forbidden(f"this workload token belongs to another job; it may not report metrics for {name!r}")
     n = _jobs(request).report(name, body.attempt, [p.model_dump() for p in body.points], scope)
     return Accepted(accepted=n)

@@ -104,6 +104,8 @@ class DeploymentReconciler:
         self.publish: Callable[[GatewayView], None] = lambda view: None
         #: called when replicas ended and gave their resources back (jobs waiting for room look again)
         self.capacity_freed: Callable[[], None] = lambda: None
+        #: the CUMULO_TOKEN a replica gets (deployment id, ordinal -> token), None without auth
+        self.workload_token: Callable[[str, int], str | None] = lambda dep_id, ordinal: None
         #: a spec's env with each {secret: NAME} replaced by its value (services/secrets.py)
         self.secret_values: Callable[[dict], dict[str, str]] = no_secrets
         #: requests the gateway is proxying to (host, port) right now
@@ -335,5 +337,8 @@ class DeploymentReconciler:
             "CUMULO_URL": self.server_url,
             "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)),
         })
+        token = self.workload_token(loaded.dep_id, ordinal)
+        if token:
+            env["CUMULO_TOKEN"] = token  # reads its workspace (e.g. the job that trained its model)
         return LaunchSpec(key=key, command=command, workdir=loaded.workdir, env=env,
                           stop_grace=STOP_GRACE.total_seconds() - 5)

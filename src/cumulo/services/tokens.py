@@ -23,11 +23,12 @@ from cumulo.core.views import TokenView
 from cumulo.store import deployments as deployments_store
 from cumulo.store import tokens as store
 from cumulo.store.db import Database
-from cumulo.store.models import Job, Token
+from cumulo.store.models import Deployment, Job, Token
 
 __all__ = ["Principal", "TokenService", "ANONYMOUS_ADMIN"]
 
 CACHE_SECONDS = 5.0
+REPLICA = "d-"  # a replica's workload token names its deployment as d-<id>
 ADMIN_TOKEN_FILE = "token"
 
 
@@ -37,8 +38,9 @@ class Principal:
 
     name: str  # the token's name: who acted, in audit events
     workspace: str
-    role: Role | None  # None: a workload token, which may only report its own job's metrics
+    role: Role | None
     token_id: str | None = None
+    #: a job's workload token: the job whose metrics it may post (it reads like a viewer otherwise)
     job_id: str | None = None
 
     def require(self, needed: Role) -> None:
@@ -97,20 +99,31 @@ class TokenService:
         return principal
 
     def _verify_workload(self, raw: str) -> Principal:
+        """A job attempt's or a replica's token: it reads its workspace like a viewer (e.g. a service
+        finding the job that trained its model); a job's may also post that job's metrics."""
         parsed = parse_workload_token(self.key, raw)
         if parsed is None:
             raise Unauthorized("invalid workload token")
-        job_id, attempt = parsed
+        subject, number = parsed
         with self.db.tx() as s:
-            job = s.get(Job, job_id)
+            if subject.startswith(REPLICA):
+                d = s.get(Deployment, subject[len(REPLICA):])
+                if d is None:
+                    raise Unauthorized("the deployment this workload token was made for no longer exists")
+                return Principal(name=f"deployment/{d.name}#{number}", workspace=d.workspace, role=Role.VIEWER)
+            job = s.get(Job, subject)
             if job is None:
                 raise Unauthorized("the job this workload token was made for no longer exists")
-            name, workspace = job.name, job.workspace
-        return Principal(name=f"job/{name}#{attempt}", workspace=workspace, role=None, job_id=job_id)
+            return Principal(name=f"job/{job.name}#{number}", workspace=job.workspace, role=Role.VIEWER,
+                             job_id=subject)
 
     def for_workload(self, job_id: str, attempt: int) -> str:
-        """The token a job's processes get as CUMULO_TOKEN (enough to report their own metrics)."""
+        """The CUMULO_TOKEN of a job's processes: read the workspace, post this job's metrics."""
         return workload_token(self.key, job_id, attempt)
+
+    def for_replica(self, deployment_id: str, ordinal: int) -> str:
+        """The CUMULO_TOKEN of a replica's process: read its workspace."""
+        return workload_token(self.key, REPLICA + deployment_id, ordinal)
 
     # -- management (admin) -----------------------------------------------------------------------
     def create(self, *, name: str, workspace: str = "default", role: str = "member",
