@@ -70,9 +70,13 @@ def _ms(v: str) -> float:
     return n * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def wrk(url: str, duration: int, connections: int) -> dict:
-    subprocess.run(["wrk", "-t1", f"-c{connections}", "-d1s", url], capture_output=True, check=True)  # warm up
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url],
+TOKEN = "cumulo_bench-deployment-token"
+
+
+def wrk(url: str, duration: int, connections: int, headers: tuple[str, ...] = ()) -> dict:
+    extra = [arg for h in headers for arg in ("-H", h)]
+    subprocess.run(["wrk", "-t1", f"-c{connections}", "-d1s", *extra, url], capture_output=True, check=True)  # warm up
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", *extra, url],
                          capture_output=True, text=True, check=True).stdout
     lat = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", out, re.M))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -86,17 +90,29 @@ def wrk(url: str, duration: int, connections: int) -> dict:
     }
 
 
+#: gateway variants: the default fast path; plain ASGI under stock uvicorn; the fast path in front of
+#: an `auth: token` deployment (wrk sends the token); two fast-path processes sharing the port
+#: (SO_REUSEPORT, as `cumulo gateway --workers 2`)
+MODES = ("fast", "asgi", "fast_token", "fast_2workers")
+
+
 def serve_gateway(port: int, mode: str, backend_port: int) -> None:
     """(subprocess) a gateway with one static route, `b`, to the backend."""
+    import hashlib
+
     import uvicorn
 
     from cumulo.gateway import Endpoint
     from cumulo.gateway.proxy import Gateway
     from cumulo.gateway.server import serve
 
-    gw = Gateway({"b": [Endpoint("b-0", "127.0.0.1", backend_port, True)]})
-    if mode == "fast":
+    gw = Gateway()
+    auth = {"b": {hashlib.sha256(TOKEN.encode()).hexdigest(): None}} if mode == "fast_token" else None
+    gw.update({"b": [Endpoint("b-0", "127.0.0.1", backend_port, True)]}, (), auth)
+    if mode in ("fast", "fast_token"):
         serve(gw, port=port)
+    elif mode == "fast_worker":
+        serve(gw, port=port, reuse_port=True)
     else:
         uvicorn.run(gw.asgi(), host="127.0.0.1", port=port, loop="uvloop", http="httptools", lifespan="off",
                     log_level="warning", access_log=False, proxy_headers=False)
@@ -133,28 +149,33 @@ def main() -> None:
                                 "--no-access-log"], env=env, cwd=tmp))
             wait_port(bport)
             gports = {}
-            for mode in ("fast", "asgi"):
+            for mode in MODES:
                 gports[mode] = free_port()
-                procs.append(start([sys.executable, str(Path(__file__).resolve()), "--serve-gateway",
-                                    str(gports[mode]), mode, str(bport)], env=env))
+                for served in (["fast_worker"] * 2 if mode == "fast_2workers" else [mode]):
+                    procs.append(start([sys.executable, str(Path(__file__).resolve()), "--serve-gateway",
+                                        str(gports[mode]), served, str(bport)], env=env))
                 wait_port(gports[mode])
             direct_url = f"http://127.0.0.1:{bport}/x"
             rounds = []
             for _ in range(a.rounds):  # interleaved, so that a noisy spell hits both sides
                 r = {"direct": wrk(direct_url, a.duration, a.connections)}
-                for mode in ("fast", "asgi"):
-                    r[f"gateway_{mode}"] = wrk(f"http://127.0.0.1:{gports[mode]}/d/b/x", a.duration, a.connections)
+                for mode in MODES:
+                    headers = (f"Authorization: Bearer {TOKEN}",) if mode == "fast_token" else ()
+                    r[f"gateway_{mode}"] = wrk(f"http://127.0.0.1:{gports[mode]}/d/b/x", a.duration, a.connections,
+                                               headers)
                 r["direct_again"] = wrk(direct_url, a.duration, a.connections)
                 base_rps = (r["direct"]["rps"] + r["direct_again"]["rps"]) / 2
                 base_p50 = (r["direct"]["p50_ms"] + r["direct_again"]["p50_ms"]) / 2
-                for mode in ("fast", "asgi"):
+                for mode in MODES:
                     g = r[f"gateway_{mode}"]
                     g["throughput_ratio"] = round(g["rps"] / base_rps, 3)
                     g["added_p50_ms"] = round(g["p50_ms"] - base_p50, 3)
                 rounds.append(r)
             summary = {mode: {"throughput_ratio_median": statistics.median(r[f"gateway_{mode}"]["throughput_ratio"] for r in rounds),
                               "added_p50_ms_median": statistics.median(r[f"gateway_{mode}"]["added_p50_ms"] for r in rounds)}
-                       for mode in ("fast", "asgi")}
+                       for mode in MODES}
+            summary["fast_token_vs_fast_median"] = statistics.median(
+                r["gateway_fast_token"]["rps"] / r["gateway_fast"]["rps"] for r in rounds)
             results[backend] = {"median_of_rounds": summary, "rounds": rounds} if a.rounds > 1 else rounds[0]
     finally:
         for proc in procs:

@@ -88,7 +88,9 @@ def main() -> None:
     proc, url, _ = start_server(home, args.db)
     ps = psutil.Process(proc.pid)
     try:
-        http = httpx.Client(base_url=url + "/api/v1", timeout=30)
+        # the admin token its first start wrote (a PostgreSQL database that already had tokens: CUMULO_TOKEN)
+        token = os.environ.get("CUMULO_TOKEN") or (home / "token").read_text().strip()
+        http = httpx.Client(base_url=url + "/api/v1", timeout=30, headers={"authorization": f"Bearer {token}"})
         # 2. idle CPU and memory over 10 s
         time.sleep(2)
         c0 = sum(ps.cpu_times()[:2])
@@ -171,7 +173,7 @@ def main() -> None:
         }
 
         # 6. `cumulo job list` wall time from the shell, with ~N jobs present
-        env = {**os.environ, "CUMULO_URL": url, "COLUMNS": "160"}
+        env = {**os.environ, "CUMULO_URL": url, "CUMULO_TOKEN": token, "COLUMNS": "160"}
         for label, extra in (("table", []), ("json", ["--json"])):
             walls = []
             for _ in range(5):

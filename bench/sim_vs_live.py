@@ -111,6 +111,16 @@ class ControlPlane:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "CUMULO_HOME": str(home), "CUMULO_URL": self.url}
 
+    @property
+    def token(self) -> str | None:
+        """The admin token `cumulo up` wrote on its first start (the API needs it)."""
+        path = self.home / "token"
+        return path.read_text().strip() if path.exists() else None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.token}"} if self.token else {}
+
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "cumulo", *args], env=self.env, capture_output=True,
                               text=True, timeout=timeout, check=False)
@@ -317,7 +327,7 @@ async def _run_trace(cp: ControlPlane, name: str, times: np.ndarray, duration: f
     requests: list = [None] * len(times)
     obs: dict = {"samples": [], "replicas": {}, "sample_errors": 0, "replica_cpu": {}}
     stop = asyncio.Event()
-    async with httpx.AsyncClient(base_url=cp.url) as api:
+    async with httpx.AsyncClient(base_url=cp.url, headers=cp.headers) as api:
         sampler = asyncio.create_task(_sampler(api, name, t0_wall, stop, obs, cp.home))
         await _load(f"{cp.url}/d/{name}/work", times, t0_mono, requests)
         rest = t0_mono + duration + 2 * SAMPLE_PERIOD - time.monotonic()
@@ -336,7 +346,7 @@ def live_run(cp: ControlPlane, policy: str, times: np.ndarray, duration: float, 
     from cumulo.core.errors import NotFound
 
     name = f"svl-{policy}"
-    client = cumulo.Client(cp.url, timeout=60)
+    client = cumulo.Client(cp.url, token=cp.token, timeout=60)
     log(f"{policy}: deploying {n0} replica(s)")
     client.deploy(deployment_spec(name, args, n0, None))
     client.wait_deployment(name, timeout=180)
@@ -699,7 +709,7 @@ def main() -> None:
             # the cold start the policies are told: one replica started on the idle machine
             import cumulo
 
-            with cumulo.Client(cp.url) as c:
+            with cumulo.Client(cp.url, token=cp.token) as c:
                 c.deploy(deployment_spec("svl-calibrate", args, 1, None))
                 d = c.wait_deployment("svl-calibrate", timeout=180)
                 rep = d.replicas[0]

@@ -28,14 +28,32 @@ class Server:
     database_url: str
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)  # the control plane's own environment, on top
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def token(self) -> str | None:
+        """The admin token the server wrote on its first start (the CLI finds it by itself)."""
+        path = self.home / "token"
+        return path.read_text().strip() if path.exists() else None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.token}"} if self.token else {}
+
+    @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "CUMULO_HOME": str(self.home), "CUMULO_URL": self.url}
+        env = {**os.environ, **self.extra_env, "CUMULO_HOME": str(self.home), "CUMULO_URL": self.url}
+        env.pop("CUMULO_TOKEN", None)  # the test's own environment must not choose the token
+        return env
+
+    def api(self, method: str, path: str, **kwargs) -> httpx.Response:
+        """One call to the REST API (path under /api/v1) with the admin token."""
+        return httpx.request(method, f"{self.url}/api/v1{path}", headers={**self.headers, **kwargs.pop("headers", {})},
+                             timeout=kwargs.pop("timeout", 30), **kwargs)
 
     def start(self, timeout: float = 30.0) -> Server:
         self.home.mkdir(parents=True, exist_ok=True)

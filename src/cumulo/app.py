@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import ipaddress
 import json
 import logging
 import os
@@ -25,9 +26,10 @@ from fastapi import FastAPI
 from sqlalchemy.exc import OperationalError
 
 from cumulo.api import errors as api_errors
-from cumulo.api.routes import router
+from cumulo.api.routes import ROUTERS
 from cumulo.catalog import find_instance_type, load_catalog
 from cumulo.control.autoscaler import AutoscalerReconciler, LoadSample
+from cumulo.control.costs import CostReconciler
 from cumulo.control.deployments import DeploymentReconciler
 from cumulo.control.jobs import JobReconciler, utcnow
 from cumulo.control.loop import Loop
@@ -36,7 +38,8 @@ from cumulo.control.placement import Placement
 from cumulo.control.resources import NodeReconciler
 from cumulo.core import settings as env
 from cumulo.core.errors import CumuloError
-from cumulo.core.views import Health
+from cumulo.core.keyring import Keyring
+from cumulo.core.views import System
 from cumulo.gateway import Endpoint
 from cumulo.gateway.proxy import Gateway
 from cumulo.gateway.server import uvicorn_config
@@ -44,12 +47,16 @@ from cumulo.providers.aws import AWSProvider
 from cumulo.providers.local import LocalProvider
 from cumulo.runtimes.local import LocalRuntime
 from cumulo.services.cluster import ClusterService
+from cumulo.services.costs import CostService
 from cumulo.services.deployments import DeploymentService
 from cumulo.services.gateways import GatewayRegistry
 from cumulo.services.jobs import JobService
 from cumulo.services.resources import ResourceService
-from cumulo.store import deployments as deployments_store
+from cumulo.services.secrets import SecretService
+from cumulo.services.tokens import TokenService
+from cumulo.services.workspaces import WorkspaceService
 from cumulo.store.db import Database
+from cumulo.store.gateway_view import GatewayView, gateway_view
 from cumulo.store.migrate import upgrade
 
 log = logging.getLogger("cumulo")
@@ -65,10 +72,39 @@ class ServerConfig:
     database_url: str
     host: str = "127.0.0.1"
     port: int = env.DEFAULT_PORT
+    auth: bool = True  # False (`--no-auth`) only on a loopback address
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    #: $/hour of this machine: work here is charged its share of it (`cumulo cost`, budgets)
+    local_price: float = 0.0
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        """Where workloads and clients on this machine reach the server. A wildcard bind
+        (0.0.0.0, ::) is reached over loopback: the URL is never 0.0.0.0."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{'https' if self.tls_cert else 'http'}://{host}:{self.port}"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def server_key(home: Path) -> bytes:
+    """This installation's secret key ($CUMULO_HOME/server.key, mode 0600): signs workload tokens."""
+    path = home / "server.key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(os.urandom(32))
+    return path.read_bytes()
 
 
 @dataclass
@@ -81,7 +117,7 @@ class ControlPlane:
     gateway: Gateway
 
     def start(self) -> None:
-        register_local_node(self.db, self.runtime, utcnow())
+        register_local_node(self.db, self.runtime, utcnow(), price=self.config.local_price)
         for loop in self.loops:
             loop.start()
 
@@ -105,7 +141,7 @@ def build(config: ServerConfig) -> ControlPlane:
     dep_loop = Loop(dep_reconciler)
     dep_reconciler.wake = dep_loop.enqueue  # a health probe finished: act on its result now
     dep_reconciler.capacity_freed = reconciler.wake_waiting
-    gateway = Gateway(metrics_path="/metrics")
+    gateway = Gateway(metrics_path=None)  # /metrics is an API route here: it needs a token (api/routes.py)
 
     gateways = GatewayRegistry(db)  # the standalone gateways (`cumulo gateway`) that sync with this plane
 
@@ -128,8 +164,9 @@ def build(config: ServerConfig) -> ControlPlane:
     nodes.wake = node_loop.enqueue
     # a drained replica's SIGTERM waits for the requests every gateway has in flight to it
     dep_reconciler.in_flight = lambda host, port: gateway.in_flight_to(host, port) + gateways.in_flight_to(host, port)
-    dep_reconciler.publish = lambda routes, hold: gateway.update(
-        {name: [Endpoint(str(o), host, port) for o, host, port in eps] for name, eps in routes.items()}, hold
+    dep_reconciler.publish = lambda view: gateway.update(
+        {name: [Endpoint(str(o), host, port) for o, host, port in eps] for name, eps in view.routes.items()},
+        view.hold, view.auth,
     )
 
     @asynccontextmanager
@@ -148,30 +185,47 @@ def build(config: ServerConfig) -> ControlPlane:
         lifespan=lifespan,
     )
     api_errors.install(app)
-    app.include_router(router)
+    for r in ROUTERS:
+        app.include_router(r)
+    secrets = SecretService(db, Keyring.load(config.home))
+    app.state.secrets = secrets
+    reconciler.secret_values = dep_reconciler.secret_values = secrets.values
+    app.state.workspaces = WorkspaceService(db)
+    app.state.costs = CostService(db, local_node=LOCAL_NODE)
+    tokens = TokenService(db, server_key(config.home))
+    tokens.on_change = dep_reconciler.publish_routes
+    app.state.tokens = tokens if config.auth else None  # None: every request is an anonymous admin
+    app.state.tokens_admin = tokens
+    if config.auth:
+        reconciler.workload_token = tokens.for_workload
+        dep_reconciler.workload_token = tokens.for_replica
+        written = tokens.ensure_admin(config.home)
+        if written:
+            log.info("first start: an admin token was written to %s (mode 0600); the CLI and SDK read it there",
+                     written)
     app.state.jobs = JobService(db, config.home, node=LOCAL_NODE, wake=job_loop.enqueue)
     app.state.cluster = ClusterService(db)
     def wake_deployment(dep_id: str) -> None:
         dep_loop.enqueue(dep_id)
         autoscale_loop.enqueue(dep_id)
+        dep_reconciler.publish_routes()  # a spec's `auth` takes effect at the gateway now
 
     app.state.deployments = DeploymentService(db, node=LOCAL_NODE, base_url=config.url, wake=wake_deployment)
 
-    def routes() -> tuple[dict, set[str]]:
+    def routes() -> GatewayView:
         with db.tx() as s:
-            return deployments_store.ready_endpoints(s), deployments_store.scale_from_zero_names(s)
+            return gateway_view(s, utcnow())
 
     app.state.routes = routes
     app.state.gateways = gateways
     app.state.load = lambda name: {**asdict(load_of(name)), "standalone_gateways": gateways.arrivals_by_gateway(name)}
     app.state.gateway = gateway
-    app.state.health = lambda: Health(
-        status="ok", version=version("cumulo"), database=db.backend,
-        details={"home": str(config.home), "passes": job_loop.passes},
-    )
+    app.state.system = lambda: System(version=version("cumulo"), database=db.backend, auth=config.auth,
+                                      home=str(config.home), passes=job_loop.passes)
     app.state.resources = ResourceService(db, offerings=load_catalog, providers=sorted(providers),
                                           find_instance_type=find_instance_type, wake=node_loop.enqueue)
-    plane = ControlPlane(config, db, runtime, [job_loop, dep_loop, autoscale_loop, node_loop], app, gateway)
+    cost_loop = Loop(CostReconciler(db, local_node=LOCAL_NODE))
+    plane = ControlPlane(config, db, runtime, [job_loop, dep_loop, autoscale_loop, node_loop, cost_loop], app, gateway)
     return plane
 
 
@@ -212,12 +266,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=env.DEFAULT_PORT)
     p.add_argument("--db", default=None, help="database URL (default: SQLite in CUMULO_HOME)")
     p.add_argument("--home", default=None, help="state directory (default: CUMULO_HOME or ~/.cumulo)")
+    p.add_argument("--no-auth", action="store_true", help="serve without tokens (only on a loopback address)")
+    p.add_argument("--tls-cert", default=None, help="certificate file (PEM): serve HTTPS")
+    p.add_argument("--tls-key", default=None, help="private key file (PEM) of --tls-cert")
+    p.add_argument("--local-price", type=float, default=float(os.environ.get("CUMULO_LOCAL_PRICE_PER_HOUR", "0")),
+                   help="$/hour of this machine; work here is charged its share (default: CUMULO_LOCAL_PRICE_PER_HOUR or 0)")
     args = p.parse_args(argv)
+    if args.no_auth and not is_loopback(args.host):
+        print(f"error: --no-auth is allowed only on a loopback address, not on --host {args.host}: anyone who "
+              "reaches the port could run commands as this user. Drop --no-auth (clients then need a token: "
+              "`cumulo token create`), or bind 127.0.0.1.", file=sys.stderr)
+        return 2
+    if not 0 <= args.local_price < 1e6:
+        print(f"error: --local-price {args.local_price} must be a price in $/hour, 0 or more", file=sys.stderr)
+        return 2
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("error: --tls-cert and --tls-key go together: give both files, or neither", file=sys.stderr)
+        return 2
     logging.basicConfig(level=os.environ.get("CUMULO_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     home = Path(args.home).expanduser().resolve() if args.home else env.home()
     try:
         lock = _lock_home(home)
-        config = ServerConfig(home=home, database_url=args.db or env.database_url(home), host=args.host, port=args.port)
+        config = ServerConfig(home=home, database_url=args.db or env.database_url(home), host=args.host, port=args.port,
+                              auth=not args.no_auth, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                              local_price=args.local_price)
         plane = build(config)
     except CumuloError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -231,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     lock.flush()
     log.info("cumulo %s serving %s (state in %s, database %s)", version("cumulo"), config.url, home, plane.db.backend)
     # one port: /d/<deployment>/... is proxied by the gateway's fast path, the rest is the API
-    uvicorn.Server(uvicorn_config(plane.gateway, plane.app, host=config.host, port=config.port)).run()
+    tls = {"ssl_certfile": config.tls_cert, "ssl_keyfile": config.tls_key} if config.tls_cert else {}
+    uvicorn.Server(uvicorn_config(plane.gateway, plane.app, host=config.host, port=config.port, **tls)).run()
     return 0
 
 

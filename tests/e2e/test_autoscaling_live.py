@@ -169,13 +169,19 @@ def test_every_policy_scales_a_saturated_deployment_up_on_its_arrivals(shared, t
         with OpenLoad(f"{shared.url}/d/{name}/", RATE) as load:
             d = wait_until(lambda: (x := status(shared, name))["desired"] >= 2 and x, timeout=45,
                            what=f"{policy} to scale up")
+            if policy in RATE_IN_REASON:
+                # what it is handed: the arrivals, above what one replica completes. Its latest
+                # reason (written at every decision) is read, not the first scale-up's: that one may
+                # come from another signal (in-flight requests) before a rate window has filled.
+                def seen() -> float:
+                    m = re.search(RATE_IN_REASON[policy], status(shared, name)["autoscaling"] or "")
+                    return float(m.group(1)) if m else 0.0
+                wait_until(lambda: seen() > CAPACITY + 1, timeout=30,
+                           what=f"{policy} to be handed an arrival rate above one replica's capacity")
         assert not load.errors and set(load.codes) <= {200}, (load.codes, load.errors[:3])
         events = json.loads(shared.cli("events", "--json", "--limit", "500", check=True).stdout)
         up = [e["message"] for e in events if e["reason"] == "Autoscaled" and e["name"] == name
               and e["message"].startswith("1 -> ")]
         assert up, d
-        if policy in RATE_IN_REASON:  # what it was handed: the arrivals, above what one replica completes
-            seen = float(re.search(RATE_IN_REASON[policy], up[0]).group(1))
-            assert seen > CAPACITY + 1, up[0]
     finally:
         shared.cli("deployment", "delete", name)

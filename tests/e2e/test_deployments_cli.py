@@ -210,5 +210,5 @@ def test_kill_9_under_load_is_routed_around_and_the_replica_comes_back(server, t
                    and victim["id"] not in [r["id"] for r in x["replicas"]], timeout=30, what="replacement")
     # at most the requests that were in flight to the victim when it died
     assert load.failed <= clients, load.errors
-    metrics = httpx.get(f"{server.url}/api/v1/deployments/sturdy/metrics").json()
+    metrics = server.api("GET", "/deployments/sturdy/metrics").json()
     assert metrics["requests_total"] >= load.ok and metrics["status_codes"].get("200", 0) >= load.ok

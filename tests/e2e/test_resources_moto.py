@@ -37,7 +37,7 @@ def instances(region, **filters):
 
 
 def test_the_design_example_provisions_four_g4dn_and_releases_them(server):
-    rm = ResourceManager(Client(server.url))
+    rm = ResourceManager(Client(server.url, token=server.token))
     resources = rm.create_resources(["g4dn.xlarge"] * 4, timeout=90)
     assert len(resources) == 4 and {n.state for n in resources} == {"Ready"}
     assert {n.instance_type for n in resources} == {"g4dn.xlarge"} and all(n.machine_id for n in resources)
@@ -55,7 +55,7 @@ def test_the_design_example_provisions_four_g4dn_and_releases_them(server):
 
 
 def test_g4dn_medium_is_refused_with_the_types_that_exist(server):
-    rm = ResourceManager(Client(server.url))
+    rm = ResourceManager(Client(server.url, token=server.token))
     with pytest.raises(NotFound, match=r"unknown instance type 'g4dn.medium' for aws; did you mean g4dn.xlarge"):
         rm.create_resources(["g4dn.medium"] * 4)
     assert rm.list(all=True) == []
@@ -69,7 +69,7 @@ def test_g4dn_medium_is_refused_with_the_types_that_exist(server):
 
 
 def test_a_machine_gone_from_the_cloud_is_marked_and_an_orphan_is_terminated(server):
-    rm = ResourceManager(Client(server.url))
+    rm = ResourceManager(Client(server.url, token=server.token))
     node = rm.create_resources("g4dn.xlarge")[0]
     ec2(node.region).terminate_instances(InstanceIds=[node.machine_id])
     gone = wait_until(lambda: (n := [x for x in rm.list(all=True) if x.id == node.id][0]).state == "Terminated" and n,
@@ -93,7 +93,7 @@ def test_a_machine_gone_from_the_cloud_is_marked_and_an_orphan_is_terminated(ser
 def test_a_pool_that_fails_part_way_is_rolled_back(server):
     """moto 5.2.1 refuses p3 instance types (its type list lacks them): a real refusal from the
     emulator, which fails one node of the pool; the node already launched must be terminated."""
-    rm = ResourceManager(Client(server.url))
+    rm = ResourceManager(Client(server.url, token=server.token))
     with pytest.raises(Exception, match="could not be provisioned and were rolled back"):
         rm.create_resources({"nodes": [{"instance_type": "g4dn.xlarge"}, {"instance_type": "p3.2xlarge"}],
                              "providers": ["aws"]}, timeout=60)
@@ -108,7 +108,7 @@ def test_a_pool_that_fails_part_way_is_rolled_back(server):
 
 
 def test_an_idle_node_is_released_after_its_ttl(server):
-    rm = ResourceManager(Client(server.url))
+    rm = ResourceManager(Client(server.url, token=server.token))
     node = rm.create_resources("t3.medium", idle_ttl=2)[0]
     done = wait_until(lambda: (n := [x for x in rm.list(all=True) if x.id == node.id][0]).state == "Terminated" and n,
                       timeout=40, what="idle release")
@@ -151,7 +151,7 @@ def test_no_capacity_in_the_best_zone_fails_over_to_the_next(faulty_server):
     first = choices("g4dn.xlarge")[0].offering
     rule = faults.fail("InsufficientInstanceCapacity", f"We currently do not have sufficient g4dn.xlarge capacity "
                        f"in the Availability Zone you requested ({first.zone}).", zone=first.zone)
-    rm = ResourceManager(Client(server.url))
+    rm = ResourceManager(Client(server.url, token=server.token))
     (node,) = rm.create_resources("g4dn.xlarge", timeout=60)
     assert node.state == "Ready" and node.zone != first.zone
     blocked_once = choices("g4dn.xlarge")
@@ -173,7 +173,7 @@ def test_an_account_limit_blocks_the_whole_region(faulty_server):
     first = choices("t3.medium")[0].offering
     faults.fail("VcpuLimitExceeded", "You have requested more vCPU capacity than your current vCPU limit of 0 "
                 "allows.", region=first.region)
-    (node,) = ResourceManager(Client(server.url)).create_resources("t3.medium", timeout=60)
+    (node,) = ResourceManager(Client(server.url, token=server.token)).create_resources("t3.medium", timeout=60)
     assert node.state == "Ready" and node.region != first.region
     assert all(r != first.region for _, r, _ in [(a, r, p) for a, r, p in faults.seen if a == "RunInstances"][1:])
 
@@ -181,7 +181,7 @@ def test_an_account_limit_blocks_the_whole_region(faulty_server):
 def test_no_capacity_anywhere_fails_with_every_refusal_named(faulty_server):
     server, faults = faulty_server
     faults.fail("InsufficientInstanceCapacity", "We currently do not have sufficient capacity.")
-    rm = ResourceManager(Client(server.url))
+    rm = ResourceManager(Client(server.url, token=server.token))
     with pytest.raises(Exception, match="could not be provisioned"):
         rm.create_resources({"nodes": [{"instance_type": "g4dn.xlarge"}], "providers": ["aws"],
                              "regions": ["us-east-1", "us-west-2"]}, timeout=60)
@@ -193,7 +193,7 @@ def test_no_capacity_anywhere_fails_with_every_refusal_named(faulty_server):
 
 def test_a_spot_node_ec2_takes_back_is_preempted(faulty_server):
     server, faults = faulty_server
-    rm = ResourceManager(Client(server.url))
+    rm = ResourceManager(Client(server.url, token=server.token))
     (node,) = rm.create_resources("g4dn.xlarge", spot=True, timeout=60)
     assert node.spot
     ec2(node.region).terminate_instances(InstanceIds=[node.machine_id])

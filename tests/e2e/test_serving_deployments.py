@@ -47,7 +47,7 @@ def test_train_then_serve_digits_through_the_gateway(server, tmp_path):
     assert r.returncode == 0, r.stderr + server.log()
     assert json.loads(r.stdout)["ready"] == 2
     x, y = load_digits(return_X_y=True)
-    with Client(server.url) as client, client.deployment("digits") as digits:
+    with Client(server.url, token=server.token) as client, client.deployment("digits") as digits:
         assert set(digits.methods()) == {"predict"}
         right = sum(digits.predict(pixels=x[i].tolist())["digit"] == y[i] for i in range(100))
         assert right >= 80

@@ -58,7 +58,7 @@ def _answers(url: str) -> bool:
 
 
 def metrics(server, name: str) -> dict:
-    return httpx.get(f"{server.url}/api/v1/deployments/{name}/metrics", timeout=5).json()
+    return server.api("GET", f"/deployments/{name}/metrics", timeout=5).json()
 
 
 def status(server, name):
@@ -112,7 +112,7 @@ def test_scale_from_zero_through_the_standalone_gateway(server, gateway, tmp_pat
         autoscaling: {policy: kpa, target: 1, min: 0, max: 1, scale_to_zero_after: 60s, options: {stable_window: 6}}
     """, "--no-wait")
     wait_until(lambda: "sleeper" in httpx.get(f"{gateway}/metrics", timeout=5).text
-               or httpx.get(f"{server.url}/api/v1/gateway/routes", timeout=5).json()["deployments"].get("sleeper") == [],
+               or server.api("GET", "/gateway/routes", timeout=5).json()["deployments"].get("sleeper") == [],
                timeout=10, what="sleeper in the routes")
     time.sleep(1.0)  # two syncs: both workers know sleeper and hold its requests
     assert status(server, "sleeper")["replicas"] == []
@@ -135,7 +135,7 @@ def test_a_drained_replica_waits_for_requests_in_flight_through_the_standalone_g
         health: {{period: 0.5, path: /healthz}}
     """
     deploy(server, tmp_path, text.format(v=1))
-    wait_until(lambda: httpx.get(f"{server.url}/api/v1/gateway/routes", timeout=5).json()["deployments"].get("steady"),
+    wait_until(lambda: server.api("GET", "/gateway/routes", timeout=5).json()["deployments"].get("steady"),
                timeout=10, what="steady in the routes")
     time.sleep(1.0)  # the workers synced the route
     results: list = []

@@ -21,7 +21,7 @@ def server(tmp_path_factory, module_database_url):
 
 @pytest.fixture
 def http(server):
-    with httpx.Client(base_url=server.url + "/api/v1", timeout=10) as c:
+    with httpx.Client(base_url=server.url + "/api/v1", timeout=10, headers=server.headers) as c:
         yield c
 
 
@@ -113,7 +113,7 @@ def test_unknown_job_is_404_everywhere(http):
 
 
 def test_duplicate_name_is_409_and_larger_than_machine_is_rejected_with_capacity(server):
-    with Client(server.url) as c:
+    with Client(server.url, token=server.token) as c:
         c.submit_job({"name": "one", "command": "sleep 30"})
         with pytest.raises(Conflict, match="a job named 'one' already exists"):
             c.submit_job({"name": "one", "command": "true"})
@@ -134,13 +134,15 @@ def test_duplicate_name_is_409_and_larger_than_machine_is_rejected_with_capacity
 
 
 def test_metrics_report_and_validation(server, http):
-    with Client(server.url) as c:
+    with Client(server.url, token=server.token) as c:
         c.submit_job({"name": "m", "command": "sleep 0.1"})
     ok = http.post("/jobs/m/metrics", json={"attempt": 1, "points": [{"step": 1, "values": {"loss": 0.5}},
                                                                      {"step": 2, "values": {"loss": 0.25, "acc": 0.9}}]})
     assert ok.status_code == 200 and ok.json() == {"accepted": 3}
     problem(http.post("/jobs/m/metrics", json={"points": [{"values": {"loss": "high"}}]}), 422)
     problem(http.post("/jobs/m/metrics", json={"points": []}), 422)
+    too_long = problem(http.post("/jobs/m/metrics", json={"points": [{"values": {"x" * 129: 1.0}}]}), 422)
+    assert "128" in too_long["detail"]  # a name longer than the store's column: a 422, not a 500 on PostgreSQL
     problem(http.post("/jobs/m/metrics", json={"points": [{"step": 2**40, "values": {"loss": 1}}]}), 422)
     problem(http.post("/jobs/m/metrics", content=b'{"points": [{"values": {"loss": Infinity}}]}',
                       headers={"content-type": "application/json"}), 422)
@@ -153,10 +155,10 @@ def test_metrics_report_and_validation(server, http):
 
 
 def test_job_json_has_the_documented_shape(server):
-    with Client(server.url) as c:
+    with Client(server.url, token=server.token) as c:
         c.submit_job({"name": "shape", "command": "echo hi"})
         wait_until(lambda: c.get_job("shape").state == "Succeeded", what="job to succeed")
-    body = httpx.get(server.url + "/api/v1/jobs/shape").json()
+    body = server.api("GET", "/jobs/shape").json()
     assert {"name", "state", "attempts", "exit_code", "metrics", "reason", "attempt_list"} <= body.keys()
     assert body["state"] == "Succeeded" and body["attempts"] == 1 and body["exit_code"] == 0
 

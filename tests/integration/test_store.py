@@ -36,12 +36,28 @@ def test_migrations_create_every_table_and_are_idempotent(db):
     assert {"jobs", "attempts", "events", "metrics", "nodes", "alembic_version"} <= tables
 
 
-def test_names_are_unique(db):
+def test_the_migrations_build_exactly_the_models_tables(db):
+    """Alembic's autogenerate finds nothing to change: models and migrations agree on both backends."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from cumulo.store.models import Base
+
+    with db.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+def test_names_are_unique_within_a_workspace(db):
+    with db.tx() as s:
+        store.insert(s, new_job("a", id="a-in-team", workspace="team"))  # another workspace: no conflict
     with db.tx() as s:
         store.insert(s, new_job("a"))
     with pytest.raises(Conflict, match="a job named 'a' already exists"):
         with db.tx() as s:
             store.insert(s, new_job("a", id="other"))
+    with pytest.raises(Conflict):
+        with db.tx() as s:
+            store.insert(s, new_job("a", id="other-in-team", workspace="team"))
     with db.tx() as s:
         assert [j.name for j in store.listing(s)] == ["a"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,7 +26,8 @@ def problem(status: int, title: str, detail: str, *, errors: list[dict] | None =
 def install(app: FastAPI) -> None:
     @app.exception_handler(CumuloError)
     async def _cumulo(_req: Request, exc: CumuloError) -> JSONResponse:
-        return problem(exc.status, exc.title, exc.message, errors=exc.errors)
+        headers = {"WWW-Authenticate": 'Bearer realm="cumulo"'} if exc.status == 401 else None
+        return problem(exc.status, exc.title, exc.message, errors=exc.errors, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
@@ -41,6 +43,9 @@ def install(app: FastAPI) -> None:
                        headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
-    async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return problem(500, "Internal error", f"{type(exc).__name__}: {exc}; see the control plane's log")
+    async def _unexpected(req: Request, exc: Exception) -> JSONResponse:
+        # the exception's text may hold anything (paths, SQL, values): it goes to the log only
+        error_id = uuid.uuid4().hex[:12]
+        log.exception("unhandled error %s in %s %s", error_id, req.method, req.url.path)
+        return problem(500, "Internal error", f"an internal error occurred (error id {error_id}); the control "
+                       "plane's log (server.log in CUMULO_HOME) has the details under that id")

@@ -2,23 +2,40 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi.responses import PlainTextResponse
 
+from cumulo.api.auth import admin, authorize, reporter, reporter_scope
+from cumulo.api.auth import scope as scope_of
 from cumulo.api.schemas import (
-    MAX_INT, Accepted, GatewaySync, MetricsBody, ReleaseBody, RouteEndpoint, Routes, ScaleBody,
+    MAX_INT, Accepted, GatewaySync, MetricsBody, QuotaBody, ReleaseBody, RouteEndpoint, Routes, ScaleBody, SecretBody,
+    TokenBody, WorkspaceBody,
 )
+from cumulo.core.errors import Forbidden
+from cumulo.core.tokens import Role, Scope, route_key
 from cumulo.core.views import (
-    DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeDetail, NodeView, PoolView,
+    CostReport, DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeDetail, NodeView, PoolView,
+    SecretView, System, TokenView, WorkspaceView,
 )
 from cumulo.services.cluster import ClusterService
 from cumulo.services.deployments import DeploymentService
 from cumulo.services.gateways import Counters, GatewayRegistry, GatewayReport
 from cumulo.services.jobs import JobService
 from cumulo.services.resources import ResourceService
+from cumulo.services.tokens import Principal
+from cumulo.store.gateway_view import GatewayView
 
-router = APIRouter(prefix="/api/v1")
+#: /health: no token (it says only that the server is up)
+public = APIRouter(prefix="/api/v1")
+#: everything else: a token with the viewer role to read, member to write (api/auth.py)
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(authorize)])
+#: what a job's own processes call with their workload token
+workload = APIRouter(prefix="/api/v1")
+#: installation-wide operations: workspaces, the secret key, the gateways' route table
+admin_only = APIRouter(prefix="/api/v1", dependencies=[Depends(admin)])
 
 JOB_EXAMPLE = {"kind": "Job", "name": "digits", "command": "python train.py", "workdir": "/abs/path",
                "resources": {"cpu": 1, "memory": "1Gi"}, "max_retries": 2}
@@ -32,74 +49,88 @@ def _cluster(request: Request) -> ClusterService:
     return request.app.state.cluster
 
 
-@router.get("/health", response_model=Health, tags=["system"])
-def health(request: Request) -> Health:
-    return request.app.state.health()
+@public.get("/health", response_model=Health, tags=["system"])
+def health() -> Health:
+    """Whether the control plane is up. Needs no token, and says nothing else (see /system)."""
+    return Health(status="ok")
+
+
+@router.get("/system", response_model=System, tags=["system"])
+def system(request: Request) -> System:
+    """Version, database backend, state folder and reconcile passes."""
+    return request.app.state.system()
 
 
 @router.post("/jobs", response_model=JobView, status_code=201, tags=["jobs"])
-def submit_job(request: Request, spec: Annotated[dict[str, Any], Body(examples=[JOB_EXAMPLE])]) -> JobView:
+def submit_job(request: Request, scope: Annotated[Scope, Depends(scope_of)], spec: Annotated[dict[str, Any], Body(examples=[JOB_EXAMPLE])]) -> JobView:
     """Submit a Job spec (the YAML's content as JSON). 409 if the name is taken."""
-    return _jobs(request).submit(spec)
+    return _jobs(request).submit(spec, scope)
 
 
 @router.get("/jobs", response_model=list[JobView], tags=["jobs"])
 def list_jobs(
     request: Request,
+    scope: Annotated[Scope, Depends(scope_of)],
     state: Annotated[list[str] | None, Query(description="only jobs in these states")] = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
 ) -> list[JobView]:
-    return _jobs(request).list(state, limit)
+    return _jobs(request).list(state, limit, scope)
 
 
 @router.get("/jobs/{name}", response_model=JobView, tags=["jobs"])
-def get_job(request: Request, name: str) -> JobView:
-    return _jobs(request).get(name)
+def get_job(request: Request, name: str, scope: Annotated[Scope, Depends(scope_of)]) -> JobView:
+    return _jobs(request).get(name, scope)
 
 
 @router.post("/jobs/{name}/cancel", response_model=JobView, tags=["jobs"])
-def cancel_job(request: Request, name: str) -> JobView:
-    return _jobs(request).cancel(name)
+def cancel_job(request: Request, name: str, scope: Annotated[Scope, Depends(scope_of)]) -> JobView:
+    return _jobs(request).cancel(name, scope)
 
 
 @router.delete("/jobs/{name}", status_code=204, tags=["jobs"])
-def delete_job(request: Request, name: str) -> Response:
-    _jobs(request).delete(name)
+def delete_job(request: Request, name: str, scope: Annotated[Scope, Depends(scope_of)]) -> Response:
+    _jobs(request).delete(name, scope)
     return Response(status_code=204)
 
 
 @router.get("/jobs/{name}/logs", response_model=LogChunk, tags=["jobs"])
 def job_logs(
     request: Request,
+    scope: Annotated[Scope, Depends(scope_of)],
     name: str,
     attempt: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
     rank: Annotated[int, Query(ge=0, le=255)] = 0,
     offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
 ) -> LogChunk:
-    return _jobs(request).logs(name, attempt=attempt, rank=rank, offset=offset)
+    return _jobs(request).logs(name, attempt=attempt, rank=rank, offset=offset, scope=scope)
 
 
-@router.post("/jobs/{name}/metrics", response_model=Accepted, tags=["jobs"])
-def report_metrics(request: Request, name: str, body: MetricsBody) -> Accepted:
-    """Training metrics from `cumulo.report()` inside the job."""
-    n = _jobs(request).report(name, body.attempt, [p.model_dump() for p in body.points])
+@workload.post("/jobs/{name}/metrics", response_model=Accepted, tags=["jobs"])
+def report_metrics(request: Request, name: str, body: MetricsBody,
+                   caller: Annotated[Principal, Depends(reporter)],
+                   scope: Annotated[Scope, Depends(reporter_scope)]) -> Accepted:
+    """Training metrics from `cumulo.report()` inside the job (its CUMULO_TOKEN), or from a member."""
+    if caller.job_id is not None and _jobs(request).get(name, scope).id != caller.job_id:
+        raise Forbidden(f"this workload token belongs to another job; it may not report metrics for {name!r}")
+    n = _jobs(request).report(name, body.attempt, [p.model_dump() for p in body.points], scope)
     return Accepted(accepted=n)
 
 
 @router.get("/jobs/{name}/metrics", response_model=list[MetricPoint], tags=["jobs"])
-def job_metrics(request: Request, name: str, metric: str | None = None) -> list[MetricPoint]:
-    return _jobs(request).metrics(name, metric)
+def job_metrics(request: Request, name: str, scope: Annotated[Scope, Depends(scope_of)], metric: str | None = None) -> list[MetricPoint]:
+    return _jobs(request).metrics(name, metric, scope)
 
 
 @router.get("/events", response_model=list[EventView], tags=["system"])
 def list_events(
     request: Request,
+    scope: Annotated[Scope, Depends(scope_of)],
     kind: str | None = None,
     name: str | None = None,
     after: Annotated[int, Query(ge=0, le=2**62)] = 0,
     limit: Annotated[int, Query(ge=1, le=10000)] = 100,
 ) -> list[EventView]:
-    return _cluster(request).events(kind=kind, name=name, after=after, limit=limit)
+    return _cluster(request).events(kind=kind, name=name, after=after, limit=limit, workspace=scope.workspace)
 
 
 @router.get("/nodes", response_model=list[NodeView], tags=["system"])
@@ -118,66 +149,65 @@ def _deployments(request: Request) -> DeploymentService:
 
 @router.post("/deployments", response_model=DeploymentView, tags=["deployments"],
              responses={201: {"model": DeploymentView, "description": "created"}})
-def deploy(request: Request, response: Response,
+def deploy(request: Request, response: Response, scope: Annotated[Scope, Depends(scope_of)],
            spec: Annotated[dict[str, Any], Body(examples=[DEPLOYMENT_EXAMPLE])]) -> DeploymentView:
     """Create a deployment, or update it: a changed spec replaces its replicas one by one."""
-    view, created = _deployments(request).deploy(spec)
+    view, created = _deployments(request).deploy(spec, scope)
     response.status_code = 201 if created else 200
     return view
 
 
 @router.get("/deployments", response_model=list[DeploymentView], tags=["deployments"])
-def list_deployments(request: Request) -> list[DeploymentView]:
-    return _deployments(request).list()
+def list_deployments(request: Request, scope: Annotated[Scope, Depends(scope_of)]) -> list[DeploymentView]:
+    return _deployments(request).list(scope)
 
 
 @router.get("/deployments/{name}", response_model=DeploymentView, tags=["deployments"])
-def get_deployment(request: Request, name: str) -> DeploymentView:
-    return _deployments(request).get(name)
+def get_deployment(request: Request, name: str, scope: Annotated[Scope, Depends(scope_of)]) -> DeploymentView:
+    return _deployments(request).get(name, scope)
 
 
 @router.post("/deployments/{name}/scale", response_model=DeploymentView, tags=["deployments"])
-def scale_deployment(request: Request, name: str, body: ScaleBody) -> DeploymentView:
-    return _deployments(request).scale(name, body.replicas)
+def scale_deployment(request: Request, name: str, body: ScaleBody, scope: Annotated[Scope, Depends(scope_of)]) -> DeploymentView:
+    return _deployments(request).scale(name, body.replicas, scope)
 
 
 @router.delete("/deployments/{name}", response_model=DeploymentView, status_code=202, tags=["deployments"])
-def delete_deployment(request: Request, name: str) -> DeploymentView:
+def delete_deployment(request: Request, name: str, scope: Annotated[Scope, Depends(scope_of)]) -> DeploymentView:
     """Drain every replica, then remove the deployment (it shows as Deleting meanwhile)."""
-    return _deployments(request).delete(name)
+    return _deployments(request).delete(name, scope)
 
 
 @router.get("/deployments/{name}/logs", response_model=LogChunk, tags=["deployments"])
 def deployment_logs(
-    request: Request, name: str,
+    request: Request, name: str, scope: Annotated[Scope, Depends(scope_of)],
     replica: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
     offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
 ) -> LogChunk:
-    return _deployments(request).logs(name, replica=replica, offset=offset)
+    return _deployments(request).logs(name, replica=replica, offset=offset, scope=scope)
 
 
-def _routes(table: dict, hold) -> Routes:
+def _routes(view: GatewayView) -> Routes:
     return Routes(deployments={
         name: [RouteEndpoint(replica_id=str(o), host=h, port=p, ready=True) for o, h, p in eps]
-        for name, eps in table.items()
-    }, hold=sorted(hold))
+        for name, eps in view.routes.items()
+    }, hold=sorted(view.hold), auth=view.auth)
 
 
-@router.get("/gateway/routes", response_model=Routes, tags=["gateway"])
+@admin_only.get("/gateway/routes", response_model=Routes, tags=["gateway"])
 def gateway_routes(request: Request) -> Routes:
     """Ready replicas of every deployment and the hold list. A gateway that only reads this is
     invisible to the autoscaler and to the drain wait: `cumulo gateway` uses POST /gateway/sync."""
-    table, hold = request.app.state.routes()
-    return _routes(table, hold)
+    return _routes(request.app.state.routes())
 
 
-@router.post("/gateway/sync", response_model=Routes, tags=["gateway"])
+@admin_only.post("/gateway/sync", response_model=Routes, tags=["gateway"])
 def gateway_sync(request: Request, body: GatewaySync) -> Routes:
     """A standalone gateway's poll: it reports its per-deployment counters and what it has in flight
     to each replica address (counted by the autoscaler and the drain wait while it keeps reporting),
     and gets the routes and the hold list back."""
     gateways: GatewayRegistry = request.app.state.gateways
-    table, hold = gateways.sync(GatewayReport(
+    view = gateways.sync(GatewayReport(
         gateway_id=body.gateway_id,
         deployments={name: Counters(c.arrivals_total, c.requests_total, c.in_flight, c.latency_sum, c.latency_count,
                                        c.in_flight_seconds)
@@ -185,17 +215,18 @@ def gateway_sync(request: Request, body: GatewaySync) -> Routes:
         in_flight={(r.host, r.port): r.in_flight for r in body.replicas if r.in_flight},
         routed=frozenset((r.host, r.port) for r in body.replicas if r.routed),
     ))
-    return _routes(table, hold)
+    return _routes(view)
 
 
 @router.get("/deployments/{name}/metrics", tags=["deployments"])
-def deployment_metrics(request: Request, name: str) -> dict:
+def deployment_metrics(request: Request, name: str, scope: Annotated[Scope, Depends(scope_of)]) -> dict:
     """Load the gateway sees for this deployment: request rate, in-flight, latency, status codes
     (this process's gateway); `load`: what the autoscaler reads, summed over this gateway and every
     standalone one (`cumulo gateway`) that synced within the last seconds, with each of those
     gateways' own arrivals count (`standalone_gateways`: gateway id -> arrivals)."""
-    _deployments(request).get(name)  # 404 for an unknown name
-    return {**request.app.state.gateway.stats(name), "load": request.app.state.load(name)}
+    _deployments(request).get(name, scope)  # 404 for an unknown name
+    key = route_key(name, scope.workspace)
+    return {**request.app.state.gateway.stats(key), "load": request.app.state.load(key)}
 
 
 # -- resources -------------------------------------------------------------------------------------
@@ -204,23 +235,124 @@ def _resources(request: Request) -> ResourceService:
 
 
 @router.post("/resources", response_model=PoolView, status_code=201, tags=["resources"])
-def create_resources(request: Request, body: Annotated[dict[str, Any], Body(examples=[
+def create_resources(request: Request, scope: Annotated[Scope, Depends(scope_of)], body: Annotated[dict[str, Any], Body(examples=[
         {"nodes": [{"instance_type": "g4dn.xlarge"}] * 2, "providers": ["aws"], "spot": False}])]) -> PoolView:
     """Provision machines, each placed at the lowest price that fits (with failover); a pool that
     fails part way is rolled back."""
-    return _resources(request).create(body)
+    return _resources(request).create(body, scope)
 
 
 @router.get("/resources", response_model=list[NodeDetail], tags=["resources"])
-def list_resources(request: Request, all: bool = False) -> list[NodeDetail]:  # noqa: A002
-    return _resources(request).list(include_ended=all)
+def list_resources(request: Request, scope: Annotated[Scope, Depends(scope_of)], all: bool = False) -> list[NodeDetail]:  # noqa: A002
+    return _resources(request).list(include_ended=all, scope=scope)
 
 
 @router.get("/pools/{pool_id}", response_model=PoolView, tags=["resources"])
-def get_pool(request: Request, pool_id: str) -> PoolView:
-    return _resources(request).pool(pool_id)
+def get_pool(request: Request, pool_id: str, scope: Annotated[Scope, Depends(scope_of)]) -> PoolView:
+    return _resources(request).pool(pool_id, scope)
 
 
 @router.post("/resources/release", response_model=list[NodeDetail], tags=["resources"])
-def release_resources(request: Request, body: ReleaseBody) -> list[NodeDetail]:
-    return _resources(request).release(body.ids)
+def release_resources(request: Request, body: ReleaseBody, scope: Annotated[Scope, Depends(scope_of)]) -> list[NodeDetail]:
+    return _resources(request).release(body.ids, scope)
+
+
+# -- tokens (admin) --------------------------------------------------------------------------------
+tokens = APIRouter(prefix="/api/v1/tokens", tags=["tokens"], dependencies=[Depends(admin)])
+
+
+@tokens.post("", response_model=TokenView, status_code=201)
+def create_token(request: Request, body: TokenBody) -> TokenView:
+    """A new token; the answer is the only place its value is ever shown."""
+    return request.app.state.tokens_admin.create(name=body.name, workspace=body.workspace, role=body.role,
+                                                 expires=body.expires, deployment=body.deployment)
+
+
+@tokens.get("", response_model=list[TokenView])
+def list_tokens(request: Request, workspace: str | None = None) -> list[TokenView]:
+    return request.app.state.tokens_admin.list(workspace)
+
+
+@tokens.post("/{token_id}/revoke", response_model=TokenView)
+def revoke_token(request: Request, token_id: str) -> TokenView:
+    return request.app.state.tokens_admin.revoke(token_id)
+
+
+# -- secrets (member; values are write-only) --------------------------------------------------------
+@router.post("/secrets", response_model=SecretView, status_code=201, tags=["secrets"])
+def create_secret(request: Request, body: SecretBody, scope: Annotated[Scope, Depends(scope_of)]) -> SecretView:
+    """Store a secret, sealed with AES-256-GCM. Specs use it as `env: {VAR: {secret: NAME}}`; no
+    route ever returns its value."""
+    return request.app.state.secrets.create(body.name, body.value, overwrite=body.overwrite, scope=scope)
+
+
+@router.get("/secrets", response_model=list[SecretView], tags=["secrets"])
+def list_secrets(request: Request, scope: Annotated[Scope, Depends(scope_of)]) -> list[SecretView]:
+    return request.app.state.secrets.list(scope)
+
+
+@router.delete("/secrets/{name}", status_code=204, tags=["secrets"])
+def delete_secret(request: Request, name: str, scope: Annotated[Scope, Depends(scope_of)]) -> Response:
+    """Refused (409, naming them) while a live job or a deployment uses it."""
+    request.app.state.secrets.delete(name, scope)
+    return Response(status_code=204)
+
+
+@admin_only.post("/secrets/rotate-key", tags=["secrets"])
+def rotate_secret_key(request: Request) -> dict:
+    """A new key encrypts from now on; every secret is re-sealed with it; old keys still decrypt."""
+    return {"resealed": request.app.state.secrets.rotate_key()}
+
+
+# -- workspaces (admin) ----------------------------------------------------------------------------
+@admin_only.post("/workspaces", response_model=WorkspaceView, status_code=201, tags=["workspaces"])
+def create_workspace(request: Request, body: WorkspaceBody,
+                     caller: Annotated[Principal, Depends(admin)]) -> WorkspaceView:
+    quota = body.quota.model_dump() if body.quota else None
+    return request.app.state.workspaces.create(body.name, quota=quota, actor=caller.name)
+
+
+@admin_only.put("/workspaces/{name}/quota", response_model=WorkspaceView, tags=["workspaces"])
+def set_workspace_quota(request: Request, name: str, body: QuotaBody,
+                        caller: Annotated[Principal, Depends(admin)]) -> WorkspaceView:
+    """Replace a workspace's limits (an absent field is no limit). Running work keeps running."""
+    return request.app.state.workspaces.set_quota(name, body.model_dump(), actor=caller.name)
+
+
+@router.get("/costs", response_model=CostReport, tags=["costs"])
+def costs(request: Request, scope: Annotated[Scope, Depends(scope_of)],
+          caller: Annotated[Principal, Depends(authorize)],
+          by: Annotated[str, Query(description="workspace, job, deployment or node")] = "workspace",
+          since: Annotated[datetime | None, Query(description="start (default: the 1st of this month, UTC)")] = None,
+          all: Annotated[bool, Query(description="every workspace (admin)")] = False) -> CostReport:  # noqa: A002
+    """What work cost since a date: cloud nodes at their price, local work at its share of the
+    machine's price (`cumulo up --local-price`)."""
+    if all:
+        caller.require(Role.ADMIN)
+    return request.app.state.costs.report(by=by, since=since, scope=scope, all_workspaces=all)
+
+
+@admin_only.get("/workspaces", response_model=list[WorkspaceView], tags=["workspaces"])
+def list_workspaces(request: Request) -> list[WorkspaceView]:
+    return request.app.state.workspaces.list()
+
+
+@admin_only.delete("/workspaces/{name}", status_code=204, tags=["workspaces"])
+def delete_workspace(request: Request, name: str) -> Response:
+    """Only an empty workspace (no jobs, deployments or pools); its tokens and secrets go with it."""
+    request.app.state.workspaces.delete(name)
+    return Response(status_code=204)
+
+
+#: Prometheus exposition of every deployment's gateway metrics (all workspaces): an admin token
+#: (Prometheus: `authorization: {credentials_file: ...}`); a standalone gateway's own /metrics is open
+metrics = APIRouter(dependencies=[Depends(admin)])
+
+
+@metrics.get("/metrics", tags=["system"], response_class=PlainTextResponse)
+def prometheus(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(request.app.state.gateway.metrics_text(),
+                             media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+ROUTERS = (public, admin_only, router, workload, tokens, metrics)

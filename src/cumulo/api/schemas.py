@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 
 #: the largest integer every store column holds (PostgreSQL INTEGER)
@@ -16,7 +18,8 @@ class MetricReport(BaseModel):
 
     step: int | None = Field(None, ge=0, le=MAX_INT)
     time: datetime | None = None
-    values: dict[str, float] = Field(min_length=1)
+    #: metric names fit the store's column (String(128))
+    values: dict[Annotated[str, StringConstraints(min_length=1, max_length=128)], float] = Field(min_length=1)
 
 
 class MetricsBody(BaseModel):
@@ -47,6 +50,8 @@ class Routes(BaseModel):
     deployments: dict[str, list[RouteEndpoint]]
     #: deployments that may scale from zero: a gateway holds their requests while a replica starts
     hold: list[str] = []
+    #: `auth: token` deployments -> {SHA-256 (hex) of a token made for it: expiry (epoch s) or null}
+    auth: dict[str, dict[str, float | None]] = {}
 
 
 #: counters grow for the life of a gateway; 2**53 keeps them exact as JSON numbers
@@ -89,3 +94,42 @@ class ReleaseBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ids: list[str] = Field(min_length=1, max_length=1000)
+
+
+class TokenBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="who or what holds the token (shown in audit events)", max_length=63)
+    workspace: str = Field("default", max_length=63)
+    role: str = Field("member", description="admin, member or viewer")
+    expires: str | None = Field(None, description="lifetime, e.g. '30d' or '12h'; none: never expires",
+                                max_length=32)
+    deployment: str | None = Field(None, max_length=63,
+                                   description="a token for this deployment's /d/ routes only (`auth: token`)")
+
+
+class SecretBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=63)
+    value: str = Field(min_length=1, max_length=65536)
+    overwrite: bool = False
+
+
+class QuotaBody(BaseModel):
+    """Limits of a workspace; an absent field is no limit."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    cpu: float | None = Field(None, ge=0, le=1e6, description="CPUs its running work may hold")
+    gpu: int | None = Field(None, ge=0, le=1_000_000, description="GPUs its running work may hold")
+    nodes: int | None = Field(None, ge=0, le=1_000_000, description="cloud nodes it may keep")
+    price_per_hour: float | None = Field(None, ge=0, le=1e9, description="$/h its cloud nodes may cost together")
+    budget_per_month: float | None = Field(None, ge=0, le=1e12, description="$ it may spend in a calendar month (UTC)")
+
+
+class WorkspaceBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=63)
+    quota: QuotaBody | None = None

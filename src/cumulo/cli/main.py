@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
 
-from cumulo.cli import deployments, jobs, resources, server
+from cumulo.cli import costs, deployments, jobs, resources, secrets, server, tokens, workspaces
 from cumulo.cli.render import console, emit_json, err, events_table, nodes_table
 from cumulo.core.errors import CumuloError
 from cumulo.sdk.client import Client
@@ -27,6 +28,20 @@ app.add_typer(jobs.app, name="job")
 app.command()(deployments.deploy)
 app.add_typer(deployments.app, name="deployment")
 app.add_typer(resources.app, name="resources")
+app.add_typer(tokens.app, name="token")
+app.add_typer(secrets.app, name="secret")
+app.add_typer(workspaces.app, name="workspace")
+app.command("cost")(costs.cost)
+
+
+@app.callback()
+def _global(
+    workspace: str = typer.Option(None, "--workspace", "-w", envvar="CUMULO_WORKSPACE",
+                                  help="act in this workspace (admins; others act in their token's)"),
+) -> None:
+    """cumulo: one control plane for AI workloads."""
+    if workspace:
+        os.environ["CUMULO_WORKSPACE"] = workspace
 app.command("offers")(catalog_cli.offers)
 catalog_app = typer.Typer(help="The offerings catalog (instance types and prices).", no_args_is_help=True)
 catalog_app.command("refresh")(catalog_cli.refresh)

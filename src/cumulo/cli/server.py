@@ -18,8 +18,15 @@ from cumulo.core.errors import CumuloError
 from cumulo.sdk.client import Client
 
 
-def _server_args(host: str, port: int, db: str | None, home: Path) -> list[str]:
+def _server_args(host: str, port: int, db: str | None, home: Path, no_auth: bool = False,
+                 tls_cert: str | None = None, tls_key: str | None = None) -> list[str]:
     args = [sys.executable, "-m", "cumulo.app", "--host", host, "--port", str(port), "--home", str(home)]
+    if no_auth:
+        args.append("--no-auth")
+    if tls_cert:
+        args += ["--tls-cert", tls_cert]
+    if tls_key:
+        args += ["--tls-key", tls_key]
     return args + (["--db", db] if db else [])
 
 
@@ -39,11 +46,20 @@ def up(
                            help="database URL, e.g. postgresql+psycopg://user:pass@host/db (default: SQLite in CUMULO_HOME)"),
     detach: bool = typer.Option(False, "--detach", "-d", help="run in the background and return once it is ready"),
     timeout: float = typer.Option(60.0, help="with --detach: seconds to wait for it to be ready"),
+    no_auth: bool = typer.Option(False, "--no-auth", help="serve without tokens (allowed only on a loopback address)"),
+    tls_cert: str = typer.Option(None, "--tls-cert", help="certificate file (PEM): serve HTTPS"),
+    tls_key: str = typer.Option(None, "--tls-key", help="private key file (PEM) of --tls-cert"),
 ) -> None:
-    """Start the control plane: API, reconcilers and state (SQLite in CUMULO_HOME by default)."""
+    """Start the control plane: API, reconcilers and state (SQLite in CUMULO_HOME by default).
+
+    On its first start it creates an admin token in $CUMULO_HOME/token (mode 0600), which the CLI
+    and SDK on this machine use by themselves."""
     home = settings.home()
-    url = f"http://{host}:{port}"
-    args = _server_args(host, port, db, home)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    url = f"{'https' if tls_cert else 'http'}://{shown}:{port}"
+    args = _server_args(host, port, db, home, no_auth, tls_cert, tls_key)
+    token_file = home / "token"
+    token_before = token_file.read_text() if token_file.exists() else None
     if not detach:
         os.execv(sys.executable, args)
     if _healthy(url):
@@ -70,6 +86,10 @@ def up(
             raise typer.Exit(1)
     hint = "" if url == settings.server_url() else f"  (set CUMULO_URL={url} for other commands)"
     console.print(f"cumulo is running at {url} (pid {proc.pid}, log {log_path}){hint}")
+    token_now = token_file.read_text() if token_file.exists() else None
+    if token_now and token_now != token_before:  # first start: show the admin token this once
+        console.print(f"admin token (saved in {token_file}, mode 0600; the CLI and SDK here find it there):")
+        console.print(token_now.strip(), highlight=False, soft_wrap=True)
 
 
 def down(timeout: float = typer.Option(30.0, help="seconds to wait for it to stop")) -> None:

@@ -28,6 +28,7 @@ import numpy as np
 
 from cumulo.core.specs import Autoscaling, DeploymentSpec
 from cumulo.core.states import ReplicaState
+from cumulo.core.tokens import route_key
 from cumulo.policy.autoscaling import POLICIES, AutoscaleInput, LoadWindow, configure, period
 from cumulo.store import deployments as store
 from cumulo.store import events
@@ -136,14 +137,14 @@ class AutoscalerReconciler:
             ready = sum(1 for r in live if r.state == ReplicaState.READY.value)
             starting = sum(1 for r in live if r.state == ReplicaState.STARTING.value)
             current = d.desired_replicas if d.desired_replicas is not None else spec.initial_replicas()
-            name, last_reason = d.name, d.autoscale_reason
+            name, last_reason, workspace = d.name, d.autoscale_reason, d.workspace
         track = self._tracks.setdefault(dep_id, _Track())
         if track.policy != a.policy:
             # a new policy (or a new track: a new deployment, a restarted control plane) starts from no
             # state and first decides one policy period from now, on that much load, as in the
             # simulator; deciding on the first second seen had scaled a loaded deployment 5 -> 1
             track.state, track.last_decision, track.policy = None, now, a.policy
-        sample = self.load(name)
+        sample = self.load(route_key(name, workspace))  # the gateway knows deployments by route key
         track.add(now, sample)
         cfg = configure(a.policy, a.options, scale_to_zero_after=a.scale_to_zero_after)
         if now - track.last_decision < period(cfg) or not track.rates:
@@ -163,7 +164,8 @@ class AutoscalerReconciler:
                 if desired != current:  # a scaling decision: an event with the policy's reason
                     events.record(s, now=self.wall(), kind="Deployment", name=name, object_id=dep_id, type="Normal",
                                   reason="Autoscaled",
-                                  message=f"{current} -> {desired} replicas ({a.policy}): {decision.reason}")
+                                  message=f"{current} -> {desired} replicas ({a.policy}): {decision.reason}",
+                                  workspace=workspace)
             if desired != current:
                 self.wake_deployment(dep_id)
         return STEP

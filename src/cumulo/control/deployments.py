@@ -18,8 +18,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
+from cumulo.control.environment import no_secrets, workload_env
 from cumulo.control.placement import Placement
 from cumulo.control.probes import Prober
 from cumulo.core.specs import DeploymentSpec
@@ -30,6 +30,7 @@ from cumulo.runtimes.base import Handle, LaunchSpec, Observation, Runtime
 from cumulo.store import deployments as store
 from cumulo.store import events, leases
 from cumulo.store.db import Database
+from cumulo.store.gateway_view import GatewayView, gateway_view
 from cumulo.store.models import Deployment, Replica
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,6 @@ DRAIN_WAIT = 10.0
 STARTING_PROBE_PERIOD = 0.2
 LOG_TAIL_LINES = 1  # the error's last line; `cumulo deployment logs` has the rest
 
-Routes = dict[str, list[tuple[int, str, int]]]
 
 
 def utcnow() -> datetime:
@@ -78,6 +78,7 @@ class _Loaded:
     next_ordinal: int
     handles: dict[str, Handle]
     ports: dict[str, int]
+    workspace: str = "default"
 
 
 class DeploymentReconciler:
@@ -99,9 +100,14 @@ class DeploymentReconciler:
         self.server_url = server_url
         self.clock = clock
         #: routes, and the deployments whose requests the gateway holds while a first replica starts
-        self.publish: Callable[[Routes, set[str]], None] = lambda routes, hold: None
+        #: hands the gateways' view (routes, hold list, deployment tokens) to the in-process gateway
+        self.publish: Callable[[GatewayView], None] = lambda view: None
         #: called when replicas ended and gave their resources back (jobs waiting for room look again)
         self.capacity_freed: Callable[[], None] = lambda: None
+        #: the CUMULO_TOKEN a replica gets (deployment id, ordinal -> token), None without auth
+        self.workload_token: Callable[[str, int], str | None] = lambda dep_id, ordinal: None
+        #: a spec's env with each {secret: NAME} replaced by its value (services/secrets.py)
+        self.secret_values: Callable[[dict], dict[str, str]] = no_secrets
         #: requests the gateway is proxying to (host, port) right now
         self.in_flight: Callable[[str, int], int] = lambda host, port: 0
         #: replicas out of the routes whose SIGTERM waits for their in-flight requests:
@@ -120,9 +126,8 @@ class DeploymentReconciler:
 
     def publish_routes(self) -> None:
         with self.db.tx() as s:
-            routes = store.ready_endpoints(s)
-            hold = store.scale_from_zero_names(s)
-        self.publish(routes, hold)
+            view = gateway_view(s, utcnow())
+        self.publish(view)
 
     # -- one pass ------------------------------------------------------------------------------
     def reconcile(self, dep_id: str) -> float | None:
@@ -167,10 +172,11 @@ class DeploymentReconciler:
                 last_failure=d.last_failure,
                 capacity=self.placement.capacity(s),
                 used=self.placement.used(s),
+                **dict(zip(("quota", "quota_used", "spent"), self.placement.quota(s, d.workspace, now))),
             )
             handles = {str(r.ordinal): Handle(r.runtime, r.handle) for r in reps}
             ports = {str(r.ordinal): r.port for r in reps}
-            return _Loaded(snap, d.id, d.name, d.workdir, d.next_ordinal, handles, ports)
+            return _Loaded(snap, d.id, d.name, d.workdir, d.next_ordinal, handles, ports, d.workspace)
 
     def _observe(self, loaded: _Loaded) -> DeploymentSnapshot:
         snap = loaded.snapshot
@@ -206,6 +212,8 @@ class DeploymentReconciler:
             self.runtime.kill(loaded.handles[rid])
         launches: list[LaunchSpec] = []
         routes_changed = False
+        # secrets are read before the transaction below (one at a time on SQLite: never nest them)
+        base_env = workload_env(self.secret_values(snap.spec.env, loaded.workspace)) if d.start else {}
         with self.placement.lock, self.db.tx() as s:
             values = dict(state=d.state.value, reason=d.reason, failures=d.failures, next_start_at=d.next_start_at,
                           last_failure=d.last_failure)
@@ -215,7 +223,8 @@ class DeploymentReconciler:
             if d.deleted:
                 s.delete(dep)
                 events.record(s, now=now, kind="Deployment", name=loaded.name, object_id=loaded.dep_id,
-                              type="Normal", reason="Deleted", message="every replica drained; deployment deleted")
+                              type="Normal", reason="Deleted", message="every replica drained; deployment deleted",
+                              workspace=loaded.workspace)
                 routes_changed = True
             else:
                 by_id = {str(r.ordinal): r for r in store.live_replicas(s, loaded.dep_id)}
@@ -225,13 +234,13 @@ class DeploymentReconciler:
                         self._last_probe.pop(f"{loaded.dep_id}/{c.id}", None)
                         self.prober.forget(f"{loaded.dep_id}/{c.id}")
                 starts = list(d.start)
-                if starts and self.placement.confirm(s, starts):  # else: the room was taken; decide again
+                if starts and self.placement.confirm(s, starts, loaded.workspace):  # else: the room was taken; decide again
                     for alloc in starts:
-                        launches.append(self._new_replica(s, loaded, snap, dep.next_ordinal, alloc, now))
+                        launches.append(self._new_replica(s, loaded, snap, dep.next_ordinal, alloc, now, base_env))
                         dep.next_ordinal += 1
                 for type_, reason, message in d.events:
                     events.record(s, now=now, kind="Deployment", name=loaded.name, object_id=loaded.dep_id,
-                                  type=type_, reason=reason, message=message)
+                                  type=type_, reason=reason, message=message, workspace=loaded.workspace)
         if routes_changed:
             self.publish_routes()
         # stop only once the gateway no longer routes to them and the requests it had sent them have
@@ -299,7 +308,8 @@ class DeploymentReconciler:
             row.finished_at = now
         return moved
 
-    def _new_replica(self, s, loaded: _Loaded, snap: DeploymentSnapshot, ordinal: int, alloc: Allocation, now) -> LaunchSpec:
+    def _new_replica(self, s, loaded: _Loaded, snap: DeploymentSnapshot, ordinal: int, alloc: Allocation, now,
+                     base_env: dict[str, str]) -> LaunchSpec:
         spec = snap.spec
         port = _free_port()
         key = f"{loaded.dep_id}/replica-{ordinal}"
@@ -311,16 +321,14 @@ class DeploymentReconciler:
             allocation=alloc.to_dict(), reason="starting", probe_failures=0,
         ))
         events.record(s, now=now, kind="Deployment", name=loaded.name, object_id=loaded.dep_id, type="Normal",
-                      reason="ReplicaStarting", message=f"starting replica {ordinal} on port {port}")
+                      reason="ReplicaStarting", message=f"starting replica {ordinal} on port {port}",
+                      workspace=loaded.workspace)
         if spec.service:
             command: str | list[str] = [sys.executable, "-m", "cumulo.serving", spec.service,
                                         "--host", HOST, "--port", str(port)]
         else:
             command = spec.command  # type: ignore[assignment]
-        env = dict(os.environ)
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        env.update(spec.env)
-        env.setdefault("PYTHONUNBUFFERED", "1")
+        env = dict(base_env)  # never the control plane's own environment (control/environment.py)
         gpus = alloc.worker_gpus[0] if alloc.worker_gpus else ()
         env.update({
             "PORT": str(port),
@@ -329,5 +337,8 @@ class DeploymentReconciler:
             "CUMULO_URL": self.server_url,
             "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)),
         })
+        token = self.workload_token(loaded.dep_id, ordinal)
+        if token:
+            env["CUMULO_TOKEN"] = token  # reads its workspace (e.g. the job that trained its model)
         return LaunchSpec(key=key, command=command, workdir=loaded.workdir, env=env,
                           stop_grace=STOP_GRACE.total_seconds() - 5)

@@ -7,15 +7,13 @@ so a pass whose lease was taken over writes nothing.
 from __future__ import annotations
 
 import logging
-import os
 import socket
-import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
 
+from cumulo.control.environment import no_secrets, workload_env
 from cumulo.core.specs import JobSpec
 from cumulo.core.states import AttemptState, JobState, ProcessPhase
 from cumulo.control.placement import Placement
@@ -44,6 +42,7 @@ class _Loaded:
     artifacts: str
     handle: Handle | None
     created_at: datetime
+    workspace: str = "default"
 
 
 def _free_port() -> int:
@@ -72,6 +71,10 @@ class JobReconciler:
         self.server_url = server_url
         self.clock = clock
         self.wake: Callable[[str], None] = lambda key: None
+        #: a spec's env with each {secret: NAME} replaced by its value (services/secrets.py)
+        self.secret_values: Callable[[dict], dict[str, str]] = no_secrets
+        #: the CUMULO_TOKEN a job's processes get (job id, attempt -> token), None without auth
+        self.workload_token: Callable[[str, int], str | None] = lambda job_id, attempt: None
         #: pending jobs that did not fit when last looked at (the periodic resync covers a restart)
         self._waiting: dict[str, datetime] = {}
 
@@ -110,10 +113,11 @@ class JobReconciler:
                 leases.release(s, Job, job_id, token)
                 return None
             current = jobs_store.attempt(s, job_id, job.attempts) if job.attempts else None
-            capacity, used = None, ()
+            capacity, used, quota = None, (), (None, (), 0.0)
             if job.state == JobState.PENDING.value or current is None or AttemptState(current.state).terminal:
-                # only a job that may start next needs what is free on the node
+                # only a job that may start next needs what is free on the node and in its workspace
                 capacity, used = self.placement.capacity(s), self.placement.used(s)
+                quota = self.placement.quota(s, job.workspace, now)
             attempt_snap = handle = None
             if current is not None:
                 attempt_snap = AttemptSnapshot(
@@ -136,8 +140,11 @@ class JobReconciler:
                 current=attempt_snap,
                 capacity=capacity,
                 used=used,
+                quota=quota[0],
+                quota_used=quota[1],
+                spent=quota[2],
             )
-            return _Loaded(snapshot, job.id, job.name, job.artifacts_dir, handle, job.created_at)
+            return _Loaded(snapshot, job.id, job.name, job.artifacts_dir, handle, job.created_at, job.workspace)
 
     def _act_and_apply(
         self, job_id: str, token: str, loaded: _Loaded, obs: Observation | None, d: JobDecision
@@ -152,7 +159,7 @@ class JobReconciler:
             # record the attempt BEFORE launching: a crash in between leaves a launch that never
             # came up (abandoned later), never a process the store does not know
             with self.placement.lock, self.db.tx() as s:
-                if not self.placement.confirm(s, [d.allocation]):
+                if not self.placement.confirm(s, [d.allocation], loaded.workspace):
                     leases.release(s, Job, job_id, token)
                     return 0.0  # something else took the room meanwhile: decide again
                 if not leases.guarded_update(
@@ -174,7 +181,8 @@ class JobReconciler:
                 self.runtime.abandon(handle)
                 with self.db.tx() as s:
                     events.record(s, now=now, kind="Job", name=loaded.job_name, object_id=job_id,
-                                  type="Warning", reason="LaunchFailed", message=f"could not launch: {exc}")
+                                  type="Warning", reason="LaunchFailed", message=f"could not launch: {exc}",
+                                  workspace=loaded.workspace)
                 return 0.0
             return d.requeue_after
 
@@ -232,7 +240,7 @@ class JobReconciler:
     def _events(self, s, loaded: _Loaded, d: JobDecision, now: datetime) -> None:
         for type_, reason, message in d.events:
             events.record(s, now=now, kind="Job", name=loaded.job_name, object_id=loaded.job_id,
-                          type=type_, reason=reason, message=message)
+                          type=type_, reason=reason, message=message, workspace=loaded.workspace)
 
     def wake_waiting(self) -> None:
         """Room was freed (a job or a replica ended): the jobs waiting for it look again, oldest
@@ -241,17 +249,16 @@ class JobReconciler:
             self.wake(job_id)
 
     def _launch_spec(self, key: str, spec: JobSpec, loaded: _Loaded, number: int, alloc: Allocation) -> LaunchSpec:
-        env = dict(os.environ)
-        # `python` in a job is the interpreter cumulo runs on (with its packages), unless PATH is set
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        env.update(spec.env)
-        env.setdefault("PYTHONUNBUFFERED", "1")
+        env = workload_env(self.secret_values(spec.env, loaded.workspace))  # never the control plane's own environment
         env.update({
             "CUMULO_JOB": spec.name,
             "CUMULO_ATTEMPT": str(number),
             "CUMULO_ARTIFACTS": loaded.artifacts,
             "CUMULO_URL": self.server_url,
         })
+        token = self.workload_token(loaded.job_id, number)
+        if token:
+            env["CUMULO_TOKEN"] = token  # enough to report this job's metrics, nothing else
         port = str(_free_port())
         worker_env = []
         for rank in range(spec.workers):

@@ -11,10 +11,12 @@ from cumulo.store.db import Database
 LOCAL_NODE = "local"
 
 
-def register_local_node(db: Database, runtime: Runtime, now: datetime) -> None:
+def register_local_node(db: Database, runtime: Runtime, now: datetime, price: float = 0.0) -> None:
+    """The machine the control plane runs on, with what it has and what an hour of it costs
+    (`cumulo up --local-price`: work here is charged its share of that)."""
     r = runtime.resources()
     with db.tx() as s:
         nodes_store.upsert(
             s, name=LOCAL_NODE, provider="local", state="Ready", cpu=r.cpu, memory=r.memory,
-            gpus=list(r.gpus), gpu_names=list(r.gpu_names), now=now,
+            gpus=list(r.gpus), gpu_names=list(r.gpu_names), now=now, price=price,
         )

@@ -13,11 +13,19 @@ from __future__ import annotations
 
 import threading
 
+from datetime import datetime
+
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cumulo.core.states import JobState
 from cumulo.policy.capacity import Allocation, Capacity, still_fits
+from cumulo.policy.quota import Quota, still_within
 from cumulo.store import allocations as allocations_store
 from cumulo.store import nodes as nodes_store
+from cumulo.store.models import Deployment, Job, Workspace
+
+_LIVE_JOB = [s.value for s in JobState if not s.terminal]
 
 
 class Placement:
@@ -42,7 +50,31 @@ class Placement:
         self._known = fresh
         return tuple(fresh.values())
 
-    def confirm(self, s: Session, new: list[Allocation]) -> bool:
-        """Call with `lock` held, in the transaction that records `new`."""
+    def used_by(self, s: Session, workspace: str) -> tuple[Allocation, ...]:
+        """What the running work of one workspace holds (for its quota)."""
+        self.used(s)
+        owners = set(s.scalars(select(Job.id).where(Job.workspace == workspace, Job.state.in_(_LIVE_JOB))))
+        owners |= set(s.scalars(select(Deployment.id).where(Deployment.workspace == workspace)))
+        return tuple(a for (_kind, owner, _n), a in self._known.items() if owner in owners)
+
+    def quota(self, s: Session, workspace: str, now: datetime) -> tuple[Quota | None, tuple[Allocation, ...], float]:
+        """The workspace's quota (None: unlimited), what it holds, and what it spent this month."""
+        row = s.get(Workspace, workspace)
+        quota = Quota.from_dict(row.quota) if row is not None else None
+        if quota is None:
+            return None, (), 0.0
+        spent = row.spent if row.spent_month == f"{now:%Y-%m}" else 0.0
+        return quota, self.used_by(s, workspace), spent
+
+    def confirm(self, s: Session, new: list[Allocation], workspace: str | None = None) -> bool:
+        """Call with `lock` held, in the transaction that records `new` (for `workspace`, whose
+        quota is re-checked too)."""
         capacity = self.capacity(s)
-        return capacity is not None and still_fits(new, capacity, list(self.used(s)))
+        if capacity is None or not still_fits(new, capacity, list(self.used(s))):
+            return False
+        if workspace is not None:
+            row = s.get(Workspace, workspace)
+            quota = Quota.from_dict(row.quota) if row is not None else None
+            if quota is not None and not still_within(quota, [*self.used_by(s, workspace), *new]):
+                return False
+        return True

@@ -114,6 +114,7 @@ class NodeReconciler:
             s.expunge(node)
             request = ResourcesRequest.model_validate(pool.request) if pool else None
             idle_ttl = pool.idle_ttl if pool else None
+            workspace = pool.workspace if pool else "default"
             index = int(node.name.rsplit("-", 1)[1]) if "-" in node.name else 0
         machine = self._observe(node)
         d = decide_node(NodeSnapshot(
@@ -148,11 +149,11 @@ class NodeReconciler:
                 return 0.0
             for message in launched.failovers if launched is not None else ():
                 events.record(s, now=now, kind="Node", name=node_id, object_id=node_id, type="Warning",
-                              reason="FailedOver", message=message)
+                              reason="FailedOver", message=message, workspace=workspace)
             if values["state"] != node.state:
                 events.record(s, now=now, kind="Node", name=node_id, object_id=node_id,
                               type="Warning" if values["state"] in ("Failed", "Preempted") else "Normal",
-                              reason=values["state"], message=values["reason"])
+                              reason=values["state"], message=values["reason"], workspace=workspace)
         if values["state"] == NodeState.FAILED.value:
             for sibling in self._siblings(node):
                 self.wake(sibling)  # roll the rest of the pool back

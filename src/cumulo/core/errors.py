@@ -46,13 +46,32 @@ class Unschedulable(CumuloError):
     title = "Cannot be scheduled"
 
 
+class Unauthorized(CumuloError):
+    """No token, or one that is unknown, expired or revoked."""
+
+    status = 401
+    title = "Unauthorized"
+
+
+class Forbidden(CumuloError):
+    """The token is valid but its role may not do this."""
+
+    status = 403
+    title = "Forbidden"
+
+
+class OverQuota(CumuloError):
+    """The workspace's quota or budget does not allow this; the message gives the numbers."""
+
+    status = 403
+    title = "Workspace quota exceeded"
+
+
 class ServerUnavailable(CumuloError):
     """The client could not reach the control plane."""
 
     status = 503
     title = "Control plane unreachable"
-
-
 
 
 class ProviderError(CumuloError):
@@ -87,7 +106,7 @@ class CredentialsError(ProviderError):
 
 
 _BY_STATUS_TITLE = {cls.title: cls for cls in (
-    InvalidSpec, NotFound, Conflict, Unschedulable, ServerUnavailable, ProviderError, CapacityError, QuotaError,
+    InvalidSpec, NotFound, Conflict, Unschedulable, Unauthorized, Forbidden, OverQuota, ServerUnavailable, ProviderError, CapacityError, QuotaError,
     CredentialsError,
 )}
 

@@ -45,15 +45,32 @@ class Backoff(_Model):
     max: Duration = Field(300.0, ge=0)
 
 
+class SecretRef(_Model):
+    """`env: {HF_TOKEN: {secret: hf-token}}`: the value of a secret (`cumulo secret create`), given
+    only to the workload's processes; the spec keeps just the name."""
+
+    secret: str = Field(description="the name of a secret in the workspace")
+
+    _check_name = field_validator("secret")(classmethod(lambda cls, v: validate_name(v)))
+
+
 def _stringify_env(value: Any) -> Any:
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
+            if isinstance(v, (SecretRef, dict)) and (isinstance(v, SecretRef) or set(v) == {"secret"}):
+                out[str(k)] = v
+                continue
             if isinstance(v, (dict, list)) or v is None:
-                raise ValueError(f"env var {k!r} must be a string, number or boolean")
+                raise ValueError(f"env var {k!r} must be a string, number, boolean or {{secret: NAME}}")
             out[str(k)] = str(v).lower() if isinstance(v, bool) else str(v)
         return out
     return value
+
+
+def secret_refs(env: dict[str, str | SecretRef]) -> dict[str, str]:
+    """{variable: secret name} of the variables that refer to a secret."""
+    return {k: v.secret for k, v in env.items() if isinstance(v, SecretRef)}
 
 
 class JobSpec(_Model):
@@ -63,7 +80,7 @@ class JobSpec(_Model):
     name: str = Field(description=f"unique among jobs: {NAME_HINT}")
     command: str | list[str] = Field(description="a shell command line, or an argv list run without a shell")
     workdir: str | None = Field(None, description="absolute directory the command runs in")
-    env: Annotated[dict[str, str], BeforeValidator(_stringify_env)] = Field(default_factory=dict)
+    env: Annotated[dict[str, str | SecretRef], BeforeValidator(_stringify_env)] = Field(default_factory=dict)
     resources: Resources = Field(default_factory=Resources)
     workers: int = Field(1, ge=1, le=256, description="processes started with RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT")
     max_retries: int = Field(0, ge=0, le=100)
@@ -81,7 +98,7 @@ class JobSpec(_Model):
 
     @field_validator("env")
     @classmethod
-    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+    def _env_names(cls, v: dict[str, str | SecretRef]) -> dict[str, str | SecretRef]:
         for key in v:
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
                 raise ValueError(f"{key!r} is not a valid environment variable name")
@@ -161,10 +178,13 @@ class DeploymentSpec(_Model):
     service: str | None = Field(None, description="'path/to/file.py:ClassName', a cumulo.Service subclass")
     command: str | list[str] | None = Field(None, description="any HTTP server; it must listen on $PORT")
     workdir: str | None = None
-    env: Annotated[dict[str, str], BeforeValidator(_stringify_env)] = Field(default_factory=dict)
+    env: Annotated[dict[str, str | SecretRef], BeforeValidator(_stringify_env)] = Field(default_factory=dict)
     resources: Resources = Field(default_factory=Resources)
     replicas: int = Field(1, ge=0, le=256)
     health: Health = Field(default_factory=Health)
+    auth: Literal["none", "token"] = Field(
+        "none", description="token: /d/<name>/... needs a token made for this deployment "
+                            "(`cumulo token create NAME --deployment D`)")
     rollout: Rollout = Field(default_factory=Rollout)
     autoscaling: Autoscaling | None = Field(None, description="if set, `replicas` is only the initial count")
 
@@ -190,7 +210,7 @@ class DeploymentSpec(_Model):
 
     def rollout_fields(self) -> dict:
         """What a running replica embodies: changing any of it rolls the replicas (replicas does not)."""
-        return self.model_dump(mode="json", exclude={"replicas", "autoscaling"})
+        return self.model_dump(mode="json", exclude={"replicas", "autoscaling", "auth"})
 
     def initial_replicas(self) -> int:
         a = self.autoscaling

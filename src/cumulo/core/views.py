@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -64,6 +63,7 @@ class EventView(_View):
     type: str
     reason: str
     message: str
+    actor: str | None = None  # the token that made the change, for writes through the API
 
 
 class MetricPoint(_View):
@@ -97,9 +97,14 @@ class LogChunk(_View):
 
 class Health(_View):
     status: str
+
+
+class System(_View):
     version: str
     database: str
-    details: dict[str, Any] = {}
+    auth: bool
+    home: str
+    passes: int
 
 
 class ReplicaView(_View):
@@ -165,3 +170,51 @@ class PoolView(_View):
     nodes: list[NodeDetail]
     price_per_hour: float
     cost: float
+
+
+class TokenView(_View):
+    id: str
+    name: str
+    workspace: str
+    role: str
+    deployment: str | None = None  # a deployment-scoped token: the deployment it opens
+    created_at: datetime
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    token: str | None = None  # only in the answer to create: it is never shown again
+
+
+class SecretView(_View):
+    """A secret's name and dates: never its value."""
+
+    name: str
+    workspace: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class WorkspaceView(_View):
+    name: str
+    created_at: datetime
+    jobs: int = 0
+    deployments: int = 0
+    quota: dict[str, float] = {}  # cpu, gpu, nodes, price_per_hour, budget_per_month (absent: no limit)
+    spent_this_month: float = 0.0
+
+
+class CostLine(_View):
+    """What one thing (or group) cost over the period."""
+
+    key: str  # the workspace, job, deployment or node name
+    workspace: str
+    kind: str  # workspace, job, deployment or node
+    cost: float  # dollars
+    price_per_hour: float  # what it costs per hour now (0 when nothing runs)
+
+
+class CostReport(_View):
+    since: datetime
+    until: datetime
+    by: str
+    total: float
+    lines: list[CostLine]

@@ -33,6 +33,7 @@ import urllib.request
 
 import uvicorn
 
+from cumulo.core import settings
 from cumulo.gateway.proxy import Gateway
 from cumulo.gateway.routing import parse_routes
 from cumulo.gateway.server import listen_socket, uvicorn_config
@@ -108,16 +109,23 @@ class ControlPlaneSync:
             hold = doc.get("hold", [])
             if not isinstance(hold, list) or not all(isinstance(h, str) for h in hold):
                 raise ValueError("routes: 'hold' must be a list of deployment names")
+            auth = doc.get("auth", {})
+            if not isinstance(auth, dict) or not all(isinstance(v, dict) for v in auth.values()):
+                raise ValueError("routes: 'auth' must map deployment names to {token digest: expiry}")
         except (OSError, urllib.error.URLError, ValueError) as exc:
             if not self._failing:
-                log.warning("cannot sync with %s (keeping the last table): %s", self.base, exc)
+                hint = ""
+                if isinstance(exc, urllib.error.HTTPError) and exc.code in (401, 403):
+                    hint = ("; the gateway needs an admin token: set CUMULO_TOKEN (e.g. from "
+                            "`cumulo token create gateway --role admin`) or run it beside $CUMULO_HOME/token")
+                log.warning("cannot sync with %s (keeping the last table): %s%s", self.base, exc, hint)
             self._failing = True
             return False
         if self._failing:
             log.info("control plane %s reachable again", self.base)
         self._failing = False
         if doc != self._last:
-            self.gateway.update(routes, hold)
+            self.gateway.update(routes, hold, auth)
             self._last = doc
             after = {(ep.host, ep.port) for eps in routes.values() for ep in eps}
             self._draining |= before - after
@@ -128,7 +136,7 @@ class ControlPlaneSync:
         if not self._legacy:
             body = json.dumps(self.report()).encode()
             req = urllib.request.Request(self.url, data=body, method="POST",
-                                         headers={"content-type": "application/json"})
+                                         headers={"content-type": "application/json", **settings.auth_headers()})
             try:
                 with urllib.request.urlopen(req, timeout=timeout) as resp:
                     return json.loads(resp.read())
@@ -138,7 +146,8 @@ class ControlPlaneSync:
                 log.warning("%s has no %s (an older control plane): reading routes only; this gateway's "
                             "traffic is not seen by its autoscaler", self.base, SYNC_PATH)
                 self._legacy = True
-        with urllib.request.urlopen(self.base + ROUTES_PATH, timeout=timeout) as resp:
+        req = urllib.request.Request(self.base + ROUTES_PATH, headers=settings.auth_headers())
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read())
 
     def _run(self) -> None:

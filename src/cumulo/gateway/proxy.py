@@ -27,6 +27,7 @@ pools are keyed by id and address, so replica 0 of one deployment never shares a
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import random
@@ -106,6 +107,7 @@ class Gateway:
         self.hold_timeout = hold_timeout
         self.hold_limit = hold_limit
         self._hold: frozenset[str] = frozenset()
+        self._auth: dict[str, dict[str, float | None]] = {}  # route key -> token digest -> expiry
         self.connect_timeout = connect_timeout
         self.max_attempts = max(1, max_attempts)
         self.retry_after = retry_after
@@ -122,20 +124,27 @@ class Gateway:
 
     # -- control plane side -------------------------------------------------------------------
 
-    def update(self, routes: Mapping[str, Iterable[Endpoint]], hold: Iterable[str] = ()) -> None:
+    def update(self, routes: Mapping[str, Iterable[Endpoint]], hold: Iterable[str] = (),
+               auth: Mapping[str, Mapping[str, float | None]] | None = None) -> None:
         """Replace the whole route table (thread-safe; takes effect for the next request).
 
         Requests to a deployment named in `hold` that has no ready replica wait (bounded: at most
         `hold_limit` of them, `hold_timeout` seconds each) for one to start, instead of a 503: it
         may scale from zero, and a waiting request is the demand that wakes it.
+
+        A deployment named in `auth` answers only requests whose `Authorization: Bearer` token's
+        SHA-256 (hex) is among its keys and not past its expiry (epoch seconds; None: never); the
+        header is consumed here, never passed to the replica.
         """
         table = RouteTable(routes)
+        tokens = {name: dict(digests) for name, digests in (auth or {}).items()}
         with self._lock:
             for name in table.names():
                 if name not in self._deps:
                     self._deps[name] = _Deployment(name)
             self._table = table
             self._hold = frozenset(hold)
+            self._auth = tokens
             loop = self._loop
         if loop is not None and not loop.is_closed():
             try:
@@ -231,6 +240,13 @@ class Gateway:
                              f"no deployment named {name!r} is served by this gateway; "
                              "`cumulo deployment list` shows the deployments")
             return
+        if self._auth:
+            tokens = self._auth.get(name)
+            if tokens is not None:
+                headers, why = _check_token(tokens, headers, name)
+                if why:
+                    await io.problem(401, "Unauthorized", why, headers=[_CHALLENGE])
+                    return
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
@@ -499,6 +515,13 @@ class Gateway:
         if (await receive())["type"] != "websocket.connect":
             return
         ready = self._table.ready(name)
+        tokens = self._auth.get(name) if ready is not None else None
+        if tokens is not None:
+            headers, why = _check_token(tokens, scope["headers"], name)
+            if why:
+                await _ws_problem(scope, send, 401, "Unauthorized", why)
+                return
+            scope = {**scope, "headers": headers}
         if ready is None:
             await _ws_problem(scope, send, 404, "Unknown deployment",
                                  f"no deployment named {name!r} is served by this gateway; "
@@ -579,6 +602,28 @@ class Gateway:
                 del dep.ejected[rid]
             await websocket.accept(send, upstream)
             return 101, (rid, upstream)
+
+
+_CHALLENGE = (b"www-authenticate", b'Bearer realm="cumulo"')
+
+
+def _check_token(tokens: Mapping[str, float | None], headers, name: str):
+    """(the headers without Authorization, None) when it carries a token made for this deployment,
+    else (headers, why not)."""
+    value = None
+    kept = []
+    for k, v in headers:
+        if k == b"authorization":
+            value = v
+        else:
+            kept.append((k, v))
+    if value is None or value[:7].lower() != b"bearer ":
+        return headers, (f"deployment {name!r} needs a token: send `Authorization: Bearer <token>` with a token "
+                         f"made by `cumulo token create NAME --deployment {name.split('.')[0]}`")
+    expiry = tokens.get(hashlib.sha256(value[7:].strip()).hexdigest(), 0.0)
+    if expiry == 0.0 or (expiry is not None and expiry <= time.time()):
+        return headers, f"this token does not open deployment {name!r} (unknown, revoked, expired or made for another)"
+    return kept, None
 
 
 class AsgiIO:

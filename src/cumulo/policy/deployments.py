@@ -15,6 +15,7 @@ from cumulo.core.specs import DeploymentSpec
 from cumulo.core.states import DeploymentState, ProcessPhase, ReplicaState
 from cumulo.policy.backoff import backoff_delay
 from cumulo.policy.capacity import Allocation, Capacity, Request, allocate
+from cumulo.policy.quota import Quota, over_quota
 
 #: consecutive replica failures from which the deployment shows as crash-looping
 CRASH_LOOP_AFTER = 3
@@ -50,6 +51,10 @@ class DeploymentSnapshot:
     last_failure: str = ""
     capacity: Capacity | None = None
     used: tuple[Allocation, ...] = ()
+    #: the workspace's quota, what its running work holds, and what it spent this month
+    quota: Quota | None = None
+    quota_used: tuple[Allocation, ...] = ()
+    spent: float = 0.0
     #: replicas the autoscaler wants; None: the spec's count
     desired: int | None = None
 
@@ -186,14 +191,21 @@ def decide_deployment(s: DeploymentSnapshot) -> DeploymentDecision:
             waiting = "waiting for a node to report its capacity"
         else:
             used = list(s.used)
+            mine = list(s.quota_used)
             r = spec.resources
             for _ in range(want):
-                fit = allocate(Request(r.cpu, r.memory, r.gpu, 1), s.capacity, used)
+                request = Request(r.cpu, r.memory, r.gpu, 1)
+                over = over_quota(request, s.quota, mine, s.spent)
+                if over:
+                    waiting = over
+                    break
+                fit = allocate(request, s.capacity, used)
                 if isinstance(fit, str):
                     waiting = fit
                     break
                 starts.append(fit)
                 used.append(fit)
+                mine.append(fit)
 
     # 4. how it stands
     ready_cur = sum(1 for r in cur if state_of[r.id] == ReplicaState.READY)

@@ -16,6 +16,7 @@ from cumulo.core.states import AttemptState, JobState
 from cumulo.core.states import ProcessPhase as Phase
 from cumulo.policy.backoff import backoff_delay
 from cumulo.policy.capacity import Allocation, Capacity, Request, allocate
+from cumulo.policy.quota import Quota, over_quota
 
 #: an attempt whose supervisor has not shown up after this long is declared lost
 BOOT_TIMEOUT = timedelta(seconds=15)
@@ -58,6 +59,10 @@ class JobSnapshot:
     current: AttemptSnapshot | None = None
     observed: Observed | None = None
     capacity: Capacity | None = None
+    #: the workspace's quota, what its running work holds, and what it spent this month
+    quota: Quota | None = None
+    quota_used: tuple[Allocation, ...] = ()
+    spent: float = 0.0
     used: tuple[Allocation, ...] = ()
 
 
@@ -118,6 +123,9 @@ def _decide_pending(s: JobSnapshot) -> JobDecision:
         )
     if s.capacity is None:
         return JobDecision(JobState.PENDING, "waiting for a node to report its capacity", requeue_after=1.0)
+    over = over_quota(_request(s.spec), s.quota, s.quota_used, s.spent)
+    if over:
+        return JobDecision(JobState.PENDING, over, requeue_after=None)  # woken when the workspace's work ends
     fit = allocate(_request(s.spec), s.capacity, list(s.used))
     if isinstance(fit, str):
         # woken again when something finishes; the periodic pass is the safety net

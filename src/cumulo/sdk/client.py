@@ -12,21 +12,30 @@ import httpx
 from cumulo.core import settings
 from cumulo.core.errors import CumuloError, ServerUnavailable, from_problem
 from cumulo.core.specs import DeploymentSpec, JobSpec
-from cumulo.core.views import DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeView
+from cumulo.core.views import (
+    CostReport, DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeView, SecretView, System, TokenView, WorkspaceView,
+)
 from cumulo.sdk.handle import DeploymentHandle
 from cumulo.sdk.specs import load_spec
 
 
 class Client:
-    """A control plane at `url` (default: CUMULO_URL, else http://127.0.0.1:8200).
+    """A control plane at `url` (default: CUMULO_URL, else http://127.0.0.1:8200), called with
+    `token` (default: CUMULO_TOKEN, else $CUMULO_HOME/token, which `cumulo up` writes), acting in
+    `workspace` (default: CUMULO_WORKSPACE, else the token's own workspace).
 
     Every error the server reports is raised as a CumuloError subclass (NotFound, Conflict,
     InvalidSpec, Unschedulable) carrying the server's message.
     """
 
-    def __init__(self, url: str | None = None, *, timeout: float = 30.0) -> None:
+    def __init__(self, url: str | None = None, *, token: str | None = None, workspace: str | None = None,
+                 timeout: float = 30.0) -> None:
         self.url = (url or settings.server_url()).rstrip("/")
-        self._http = httpx.Client(base_url=self.url + "/api/v1", timeout=timeout)
+        self.workspace = workspace or settings.workspace()
+        headers = settings.auth_headers(token)
+        if self.workspace:
+            headers["x-cumulo-workspace"] = self.workspace
+        self._http = httpx.Client(base_url=self.url + "/api/v1", timeout=timeout, headers=headers)
 
     def close(self) -> None:
         self._http.close()
@@ -59,6 +68,41 @@ class Client:
     # -- system ------------------------------------------------------------------------------------
     def health(self) -> Health:
         return Health.model_validate(self._call("GET", "/health"))
+
+    def system(self) -> System:
+        """Version, database backend, state folder (needs a token, unlike health())."""
+        return System.model_validate(self._call("GET", "/system"))
+
+    # -- secrets -----------------------------------------------------------------------------------
+    def create_secret(self, name: str, value: str, *, overwrite: bool = False) -> SecretView:
+        """Store a secret (sealed at rest); specs use it as `env: {VAR: {secret: name}}`."""
+        body = {"name": name, "value": value, "overwrite": overwrite}
+        return SecretView.model_validate(self._call("POST", "/secrets", json=body))
+
+    def secrets(self) -> list[SecretView]:
+        return [SecretView.model_validate(x) for x in self._call("GET", "/secrets")]
+
+    def delete_secret(self, name: str) -> None:
+        self._call("DELETE", f"/secrets/{name}")
+
+    def rotate_secret_key(self) -> int:
+        """A new key seals every secret from now on (admin); returns how many were re-sealed."""
+        return int(self._call("POST", "/secrets/rotate-key")["resealed"])
+
+    # -- tokens (admin) ----------------------------------------------------------------------------
+    def create_token(self, name: str, *, role: str = "member", workspace: str = "default",
+                     expires: str | None = None, deployment: str | None = None) -> TokenView:
+        """A new token; `.token` holds its value, which is shown only this once. With `deployment`:
+        a token for that deployment's handlers only (when its spec sets `auth: token`)."""
+        body = {"name": name, "role": role, "workspace": workspace, "expires": expires, "deployment": deployment}
+        return TokenView.model_validate(self._call("POST", "/tokens", json=body))
+
+    def tokens(self, *, workspace: str | None = None) -> list[TokenView]:
+        params = {"workspace": workspace} if workspace else None
+        return [TokenView.model_validate(t) for t in self._call("GET", "/tokens", params=params)]
+
+    def revoke_token(self, token_id: str) -> TokenView:
+        return TokenView.model_validate(self._call("POST", f"/tokens/{token_id}/revoke"))
 
     def events(self, *, kind: str | None = None, name: str | None = None, after: int = 0, limit: int = 100) -> list[EventView]:
         params = {k: v for k, v in {"kind": kind, "name": name, "after": after, "limit": limit}.items() if v is not None}
@@ -185,6 +229,27 @@ class Client:
                 raise CumuloError(f"deployment {name!r} is {d.state} after {timeout:g}s: {d.reason}")
             time.sleep(poll)
 
-    def deployment(self, name: str) -> DeploymentHandle:
-        """A handle whose methods call the deployment's handlers through the gateway: d.predict(pixels=[...])."""
-        return DeploymentHandle(f"{self.url}/d/{name}", name)
+    def deployment(self, name: str, *, token: str | None = None) -> DeploymentHandle:
+        """A handle whose methods call the deployment's handlers through the gateway: d.predict(pixels=[...]);
+        `token`: one made for it with `--deployment`, when its spec sets `auth: token`."""
+        key = name if self.workspace in (None, "default") else f"{name}.{self.workspace}"
+        return DeploymentHandle(f"{self.url}/d/{key}", name, token=token)
+
+    # -- workspaces (admin) ------------------------------------------------------------------------
+    def create_workspace(self, name: str, *, quota: dict | None = None) -> WorkspaceView:
+        """A workspace; `quota` may cap cpu, gpu, nodes, price_per_hour and budget_per_month."""
+        return WorkspaceView.model_validate(self._call("POST", "/workspaces", json={"name": name, "quota": quota}))
+
+    def set_quota(self, workspace: str, **quota: float | None) -> WorkspaceView:
+        """Replace a workspace's limits (cpu, gpu, nodes, price_per_hour, budget_per_month)."""
+        return WorkspaceView.model_validate(self._call("PUT", f"/workspaces/{workspace}/quota", json=quota))
+
+    def costs(self, *, by: str = "workspace", since: str | None = None, all_workspaces: bool = False) -> CostReport:
+        params = {"by": by, "all": all_workspaces, **({"since": since} if since else {})}
+        return CostReport.model_validate(self._call("GET", "/costs", params=params))
+
+    def workspaces(self) -> list[WorkspaceView]:
+        return [WorkspaceView.model_validate(w) for w in self._call("GET", "/workspaces")]
+
+    def delete_workspace(self, name: str) -> None:
+        self._call("DELETE", f"/workspaces/{name}")

@@ -16,10 +16,11 @@ from cumulo.core.specs import describe_errors, field_errors
 
 
 class DeploymentHandle:
-    def __init__(self, url: str, name: str, *, timeout: float = 60.0) -> None:
+    def __init__(self, url: str, name: str, *, token: str | None = None, timeout: float = 60.0) -> None:
         self.url = url.rstrip("/")
         self.name = name
-        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
         self._paths: dict[str, str] | None = None
 
     def close(self) -> None:

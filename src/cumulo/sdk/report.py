@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 
 import httpx
 
+from cumulo.core import settings
+
 log = logging.getLogger(__name__)
 
 MAX_BUFFERED = 10_000
@@ -80,7 +82,8 @@ def _flush(job: str) -> None:
     if not _pending:
         return
     if _client is None:
-        _client = httpx.Client(base_url=os.environ.get("CUMULO_URL", "http://127.0.0.1:8200"), timeout=5.0)
+        _client = httpx.Client(base_url=os.environ.get("CUMULO_URL", "http://127.0.0.1:8200"), timeout=5.0,
+                               headers=settings.auth_headers())
     attempt = os.environ.get("CUMULO_ATTEMPT")
     body = {"attempt": int(attempt) if attempt else None, "points": list(_pending)}
     try:

@@ -15,13 +15,15 @@ class ClusterService:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def events(self, *, kind: str | None = None, name: str | None = None, after: int = 0, limit: int = 100) -> list[EventView]:
+    def events(self, *, kind: str | None = None, name: str | None = None, after: int = 0, limit: int = 100,
+               workspace: str = "default") -> list[EventView]:
         if not 1 <= limit <= 10000:
             raise InvalidSpec("limit must be between 1 and 10000")
         with self.db.tx() as s:
-            rows = events_store.query(s, kind=kind, name=name, after_id=after, limit=limit)
+            rows = events_store.query(s, workspace=workspace, kind=kind, name=name, after_id=after, limit=limit)
             return [
-                EventView(id=e.id, time=e.time, kind=e.kind, name=e.name, type=e.type, reason=e.reason, message=e.message)
+                EventView(id=e.id, time=e.time, kind=e.kind, name=e.name, type=e.type, reason=e.reason, message=e.message,
+                          actor=e.actor)
                 for e in rows
             ]
 

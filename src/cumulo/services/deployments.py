@@ -12,10 +12,12 @@ from cumulo.control.probes import MAX_TIMEOUT as MAX_PROBE_TIMEOUT
 from cumulo.core.errors import Conflict, InvalidSpec, NotFound, Unschedulable
 from cumulo.core.specs import DeploymentSpec, parse_spec
 from cumulo.core.states import DeploymentState, ReplicaState
+from cumulo.core.tokens import Scope, route_key
 from cumulo.core.views import DeploymentView, LogChunk, ReplicaView
 from cumulo.policy.autoscaling import configure
 from cumulo.policy.capacity import Capacity, Request, never_fits
 from cumulo.services.logs import read_chunk
+from cumulo.store import secrets as secrets_store
 from cumulo.store import deployments as store
 from cumulo.store import events
 from cumulo.store import nodes as nodes_store
@@ -24,6 +26,9 @@ from cumulo.store.models import Deployment, Replica
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+SYSTEM = Scope()  # callers inside the control plane: the default workspace
 
 
 class DeploymentService:
@@ -35,7 +40,7 @@ class DeploymentService:
         self.wake = wake
         self.clock = clock
 
-    def deploy(self, data: Any) -> tuple[DeploymentView, bool]:
+    def deploy(self, data: Any, scope: Scope = SYSTEM) -> tuple[DeploymentView, bool]:
         """Create the deployment, or update it (a changed spec rolls its replicas). True if created."""
         spec = data if isinstance(data, DeploymentSpec) else parse_spec(data, source="deployment", kind="Deployment")
         workdir = Path(spec.workdir) if spec.workdir else None
@@ -60,23 +65,25 @@ class DeploymentService:
             configure(a.policy, a.options, scale_to_zero_after=a.scale_to_zero_after)
         now = self.clock()
         with self.db.tx() as s:
+            secrets_store.require(s, spec.env, scope.workspace)  # a 422 naming env.VAR, before anything is written
             node = nodes_store.get(s, self.node)
             if node is not None:
                 r = spec.resources
                 why = never_fits(Request(r.cpu, r.memory, r.gpu, 1), Capacity(node.cpu, node.memory, tuple(node.gpus)))
                 if why:
                     raise Unschedulable(f"deployment {spec.name!r} can never run here: one replica {why}. Lower its resources.")
-            d = store.find(s, spec.name)
+            d = store.find(s, spec.name, scope.workspace)
             created = d is None
             body = spec.model_dump(mode="json")
             if d is None:
                 d = store.insert(s, Deployment(
-                    id=uuid.uuid4().hex[:16], name=spec.name, created_at=now, updated_at=now, spec=body,
+                    id=uuid.uuid4().hex[:16], name=spec.name, workspace=scope.workspace, created_at=now, updated_at=now, spec=body,
                     generation=1, deleting=False, workdir=str(workdir), state=DeploymentState.PROGRESSING.value,
                     reason="starting replicas", failures=0, last_failure="", next_ordinal=1,
                 ))
                 events.record(s, now=now, kind="Deployment", name=spec.name, object_id=d.id, type="Normal",
-                              reason="Created", message=f"created with {spec.replicas} replicas")
+                              reason="Created", message=f"created with {spec.replicas} replicas",
+                              workspace=scope.workspace, actor=scope.actor)
             else:
                 if d.deleting:
                     raise Conflict(f"deployment {spec.name!r} is being deleted; wait until it is gone, then deploy again")
@@ -85,10 +92,12 @@ class DeploymentService:
                     d.generation += 1
                     d.failures, d.next_start_at = 0, None
                     events.record(s, now=now, kind="Deployment", name=spec.name, object_id=d.id, type="Normal",
-                                  reason="RolloutStarted", message=f"rolling out version {d.generation}")
+                                  reason="RolloutStarted", message=f"rolling out version {d.generation}",
+                                  workspace=scope.workspace, actor=scope.actor)
                 if old.replicas != spec.replicas:
                     events.record(s, now=now, kind="Deployment", name=spec.name, object_id=d.id, type="Normal",
-                                  reason="Scaled", message=f"replicas {old.replicas} -> {spec.replicas}")
+                                  reason="Scaled", message=f"replicas {old.replicas} -> {spec.replicas}",
+                                  workspace=scope.workspace, actor=scope.actor)
                 d.spec, d.workdir, d.updated_at = body, str(workdir), now
                 a = spec.autoscaling
                 if a is None:
@@ -99,11 +108,11 @@ class DeploymentService:
         self.wake(view.id)
         return view, created
 
-    def scale(self, name: str, replicas: int) -> DeploymentView:
+    def scale(self, name: str, replicas: int, scope: Scope = SYSTEM) -> DeploymentView:
         if not 0 <= replicas <= 256:
             raise InvalidSpec("replicas must be between 0 and 256", errors=[{"field": "replicas", "message": "0..256"}])
         with self.db.tx() as s:
-            d = store.by_name(s, name)
+            d = store.by_name(s, name, scope.workspace)
             if d.deleting:
                 raise Conflict(f"deployment {name!r} is being deleted")
             spec = DeploymentSpec.model_validate(d.spec)
@@ -116,34 +125,36 @@ class DeploymentService:
                 d.spec = {**d.spec, "replicas": replicas}
                 d.updated_at = self.clock()
                 events.record(s, now=d.updated_at, kind="Deployment", name=name, object_id=d.id, type="Normal",
-                              reason="Scaled", message=f"replicas {spec.replicas} -> {replicas}")
+                              reason="Scaled", message=f"replicas {spec.replicas} -> {replicas}",
+                              workspace=scope.workspace, actor=scope.actor)
             view = self._view(s, d)
         self.wake(view.id)
         return view
 
-    def delete(self, name: str) -> DeploymentView:
+    def delete(self, name: str, scope: Scope = SYSTEM) -> DeploymentView:
         """Drain every replica, then remove the deployment."""
         with self.db.tx() as s:
-            d = store.by_name(s, name)
+            d = store.by_name(s, name, scope.workspace)
             if not d.deleting:
                 d.deleting = True
                 events.record(s, now=self.clock(), kind="Deployment", name=name, object_id=d.id, type="Normal",
-                              reason="Deleting", message="draining replicas")
+                              reason="Deleting", message="draining replicas",
+                              workspace=scope.workspace, actor=scope.actor)
             view = self._view(s, d)
         self.wake(view.id)
         return view
 
-    def get(self, name: str) -> DeploymentView:
+    def get(self, name: str, scope: Scope = SYSTEM) -> DeploymentView:
         with self.db.tx() as s:
-            return self._view(s, store.by_name(s, name))
+            return self._view(s, store.by_name(s, name, scope.workspace))
 
-    def list(self) -> list[DeploymentView]:
+    def list(self, scope: Scope = SYSTEM) -> list[DeploymentView]:
         with self.db.tx() as s:
-            return [self._view(s, d) for d in store.listing(s)]
+            return [self._view(s, d) for d in store.listing(s, scope.workspace)]
 
-    def logs(self, name: str, *, replica: int | None = None, offset: int = 0) -> LogChunk:
+    def logs(self, name: str, *, replica: int | None = None, offset: int = 0, scope: Scope = SYSTEM) -> LogChunk:
         with self.db.tx() as s:
-            d = store.by_name(s, name)
+            d = store.by_name(s, name, scope.workspace)
             if replica is None:
                 live = store.live_replicas(s, d.id) or store.replicas(s, d.id, limit=1)
                 if not live:
@@ -162,7 +173,7 @@ class DeploymentService:
         live = store.live_replicas(s, d.id)
         recent = [r for r in store.replicas(s, d.id, limit=len(live) + 5) if ReplicaState(r.state).terminal]
         return DeploymentView(
-            id=d.id, name=d.name, state=d.state, reason=d.reason, url=f"{self.base_url}/d/{d.name}",
+            id=d.id, name=d.name, state=d.state, reason=d.reason, url=f"{self.base_url}/d/{route_key(d.name, d.workspace)}",
             generation=d.generation,
             desired=spec.replicas if spec.autoscaling is None else
             (d.desired_replicas if d.desired_replicas is not None else spec.initial_replicas()),

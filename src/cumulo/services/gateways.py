@@ -18,9 +18,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from cumulo.store import deployments as store
 from cumulo.store.db import Database
+from cumulo.store.gateway_view import GatewayView, gateway_view
 
 __all__ = ["Counters", "GatewayRegistry", "GatewayReport"]
 
@@ -72,14 +73,13 @@ class GatewayRegistry:
         self._gateways: dict[str, _Gateway] = {}
         self._totals: dict[str, dict[str, float]] = {}  # deployment -> summed growth of each counter
 
-    def sync(self, report: GatewayReport) -> tuple[dict[str, list[tuple[int, str, int]]], set[str]]:
-        """Record `report`; return the routes (name -> [(ordinal, host, port)]) and the hold list."""
+    def sync(self, report: GatewayReport) -> GatewayView:
+        """Record `report`; return what the gateway is to serve: routes, hold list, deployment tokens."""
         with self.db.tx() as s:
-            routes = store.ready_endpoints(s)
-            hold = store.scale_from_zero_names(s)
-        handed = frozenset((h, p) for eps in routes.values() for _o, h, p in eps)
+            view = gateway_view(s, datetime.now(UTC))
+        handed = frozenset((h, p) for eps in view.routes.values() for _o, h, p in eps)
         self.record(report, handed)
-        return routes, hold
+        return view
 
     def record(self, report: GatewayReport, handed: frozenset[Address] = frozenset()) -> None:
         now = self.clock()

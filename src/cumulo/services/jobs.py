@@ -13,14 +13,19 @@ from typing import Any
 from cumulo.core.errors import Conflict, InvalidSpec, NotFound, Unschedulable
 from cumulo.core.specs import JobSpec, parse_spec
 from cumulo.core.states import AttemptState, JobState
+from cumulo.core.tokens import Scope
 from cumulo.core.views import AttemptView, JobView, LogChunk, MetricPoint, WorkerView
 from cumulo.policy.capacity import Capacity, Request, never_fits
 from cumulo.services.logs import read_chunk
+from cumulo.store import secrets as secrets_store
 from cumulo.store import events
 from cumulo.store import jobs as store
 from cumulo.store import nodes as nodes_store
 from cumulo.store.db import Database
 from cumulo.store.models import Attempt, Job
+
+SYSTEM = Scope()  # callers inside the control plane: the default workspace
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -37,7 +42,7 @@ class JobService:
         self.clock = clock
 
     # -- writes ----------------------------------------------------------------------------------
-    def submit(self, data: Any) -> JobView:
+    def submit(self, data: Any, scope: Scope = SYSTEM) -> JobView:
         spec = parse_spec(data, source="job", kind="Job") if not isinstance(data, JobSpec) else data
         if spec.workdir is not None:
             workdir = Path(spec.workdir)
@@ -55,6 +60,7 @@ class JobService:
         job_id = uuid.uuid4().hex[:16]
         job_dir = self.home / "jobs" / job_id
         with self.db.tx() as s:
+            secrets_store.require(s, spec.env, scope.workspace)  # a 422 naming env.VAR, before anything is written
             node = nodes_store.get(s, self.node)
             if node is not None:
                 r = spec.resources
@@ -64,33 +70,34 @@ class JobService:
                 if why:
                     raise Unschedulable(f"job {spec.name!r} can never run here: it {why}. Lower its resources or workers.")
             job = store.insert(s, Job(
-                id=job_id, name=spec.name, created_at=now, spec=spec.model_dump(mode="json"),
+                id=job_id, name=spec.name, workspace=scope.workspace, created_at=now, spec=spec.model_dump(mode="json"),
                 cancel_requested=False, artifacts_dir=str(job_dir / "artifacts"),
                 state=JobState.PENDING.value, reason="waiting to be scheduled", attempts=0,
             ))
             events.record(s, now=now, kind="Job", name=spec.name, object_id=job_id, type="Normal",
-                          reason="Submitted", message="job submitted")
+                          reason="Submitted", message="job submitted", workspace=scope.workspace, actor=scope.actor)
             view = self._view(s, job, metrics={})  # brand new: no attempts or metrics to look up
         (job_dir / "artifacts").mkdir(parents=True, exist_ok=True)
         self.wake(job_id)
         return view
 
-    def cancel(self, name: str) -> JobView:
+    def cancel(self, name: str, scope: Scope = SYSTEM) -> JobView:
         with self.db.tx() as s:
-            job = store.by_name(s, name)
+            job = store.by_name(s, name, scope.workspace)
             if JobState(job.state).terminal:
                 raise Conflict(f"job {name!r} has already ended ({job.state}); there is nothing to cancel")
             if not job.cancel_requested:
                 job.cancel_requested = True
                 events.record(s, now=self.clock(), kind="Job", name=name, object_id=job.id, type="Normal",
-                              reason="CancelRequested", message="cancel requested")
+                              reason="CancelRequested", message="cancel requested", workspace=scope.workspace,
+                              actor=scope.actor)
             view = self._view(s, job)
         self.wake(view.id)
         return view
 
-    def delete(self, name: str) -> None:
+    def delete(self, name: str, scope: Scope = SYSTEM) -> None:
         with self.db.tx() as s:
-            job = store.by_name(s, name)
+            job = store.by_name(s, name, scope.workspace)
             if not JobState(job.state).terminal:
                 raise Conflict(
                     f"job {name!r} is {job.state}; cancel it first with `cumulo job cancel {name}`, then delete it"
@@ -98,10 +105,11 @@ class JobService:
             job_dir = Path(job.artifacts_dir).parent
             store.remove(s, job)
             events.record(s, now=self.clock(), kind="Job", name=name, object_id=job.id, type="Normal",
-                          reason="Deleted", message="job and its files deleted")
+                          reason="Deleted", message="job and its files deleted", workspace=scope.workspace,
+                          actor=scope.actor)
         shutil.rmtree(job_dir, ignore_errors=True)
 
-    def report(self, name: str, attempt: int | None, points: list[dict]) -> int:
+    def report(self, name: str, attempt: int | None, points: list[dict], scope: Scope = SYSTEM) -> int:
         """Store training metrics a job reported (cumulo.report)."""
         clean: list[tuple[int | None, datetime, dict[str, float]]] = []
         now = self.clock()
@@ -115,35 +123,36 @@ class JobService:
                 )
             clean.append((p.get("step"), p.get("time") or now, values))
         with self.db.tx() as s:
-            job = store.by_name(s, name)
+            job = store.by_name(s, name, scope.workspace)
             return store.add_metrics(s, job.id, attempt or job.attempts or 1, clean)
 
     # -- reads -----------------------------------------------------------------------------------
-    def get(self, name: str) -> JobView:
+    def get(self, name: str, scope: Scope = SYSTEM) -> JobView:
         with self.db.tx() as s:
-            return self._view(s, store.by_name(s, name))
+            return self._view(s, store.by_name(s, name, scope.workspace))
 
-    def list(self, states: list[str] | None = None, limit: int = 1000) -> list[JobView]:
+    def list(self, states: list[str] | None = None, limit: int = 1000, scope: Scope = SYSTEM) -> list[JobView]:
         for st in states or []:
             if st not in {s.value for s in JobState}:
                 raise InvalidSpec(f"state {st!r} is not a job state; use one of: {', '.join(s.value for s in JobState)}")
         with self.db.tx() as s:
-            rows = store.listing(s, states=states or (), limit=limit)
+            rows = store.listing(s, workspace=scope.workspace, states=states or (), limit=limit)
             metrics = store.latest_metrics(s, [j.id for j in rows])
             return [self._view(s, j, metrics=metrics.get(j.id, {})) for j in rows]
 
-    def metrics(self, name: str, metric: str | None = None) -> list[MetricPoint]:
+    def metrics(self, name: str, metric: str | None = None, scope: Scope = SYSTEM) -> list[MetricPoint]:
         with self.db.tx() as s:
-            job = store.by_name(s, name)
+            job = store.by_name(s, name, scope.workspace)
             rows = store.metric_series(s, job.id, name=metric)
         points: dict[tuple[int, int | None, datetime], dict[str, float]] = {}
         for r in rows:
             points.setdefault((r.attempt, r.step, r.time), {})[r.name] = r.value
         return [MetricPoint(attempt=a, step=st, time=t, values=v) for (a, st, t), v in points.items()]
 
-    def logs(self, name: str, *, attempt: int | None = None, rank: int = 0, offset: int = 0) -> LogChunk:
+    def logs(self, name: str, *, attempt: int | None = None, rank: int = 0, offset: int = 0,
+             scope: Scope = SYSTEM) -> LogChunk:
         with self.db.tx() as s:
-            job = store.by_name(s, name)
+            job = store.by_name(s, name, scope.workspace)
             number = attempt or job.attempts
             if number == 0:
                 return LogChunk(data="", offset=0, attempt=0, rank=rank, complete=JobState(job.state).terminal)

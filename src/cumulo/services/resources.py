@@ -10,17 +10,22 @@ from typing import Any
 from pydantic import ValidationError
 
 from cumulo.control.resources import placement_request
-from cumulo.core.errors import InvalidSpec, NotFound
+from cumulo.core.errors import InvalidSpec, NotFound, OverQuota
 from cumulo.core.offerings import Offering
 from cumulo.core.resources import ResourcesRequest
 from cumulo.core.specs import describe_errors, field_errors
 from cumulo.core.states import NodeState
+from cumulo.core.tokens import Scope
 from cumulo.core.views import NodeDetail, PoolView
 from cumulo.policy.placement import rank
+from cumulo.policy.quota import Quota, over_node_quota
 from cumulo.store import events
 from cumulo.store import resources as store
 from cumulo.store.db import Database
-from cumulo.store.models import Node, Pool
+from cumulo.store.models import Node, Pool, Workspace
+
+
+SYSTEM = Scope()  # callers inside the control plane: the default workspace
 
 
 def utcnow() -> datetime:
@@ -40,7 +45,7 @@ class ResourceService:
         self.wake = wake
         self.clock = clock
 
-    def create(self, body: Any) -> PoolView:
+    def create(self, body: Any, scope: Scope = SYSTEM) -> PoolView:
         try:
             req = body if isinstance(body, ResourcesRequest) else ResourcesRequest.model_validate(body)
         except ValidationError as exc:
@@ -66,7 +71,8 @@ class ResourceService:
         body_json = req.model_dump(mode="json")
         body_json["providers"] = allowed
         with self.db.tx() as s:
-            s.add(Pool(id=pool_id, created_at=now, request=body_json, count=len(req.nodes), idle_ttl=req.idle_ttl))
+            self._check_quota(s, scope, now, plans)
+            s.add(Pool(id=pool_id, workspace=scope.workspace, created_at=now, request=body_json, count=len(req.nodes), idle_ttl=req.idle_ttl))
             s.flush()
             for i, c in enumerate(plans):
                 o = c.offering
@@ -79,14 +85,31 @@ class ResourceService:
                     created_at=now, blocked=[],
                 ))
             events.record(s, now=now, kind="Pool", name=pool_id, object_id=pool_id, type="Normal", reason="Created",
-                          message=f"{len(plans)} nodes requested")
+                          message=f"{len(plans)} nodes requested", workspace=scope.workspace, actor=scope.actor)
         for i in range(len(plans)):
             self.wake(f"{pool_id}-{i}")
-        return self.pool(pool_id)
+        return self.pool(pool_id, scope)
 
-    def pool(self, pool_id: str) -> PoolView:
+    @staticmethod
+    def _check_quota(s, scope: Scope, now: datetime, plans: list) -> None:
+        """Refuse machines past the workspace's node count, $/h or monthly budget, with the numbers."""
+        row = s.get(Workspace, scope.workspace)
+        quota = Quota.from_dict(row.quota) if row is not None else None
+        if quota is None:
+            return
+        live = store.cloud_nodes(s, workspace=scope.workspace)
+        why = over_node_quota(
+            quota, nodes=len(live), price_per_hour=sum(n.price for n in live), new_nodes=len(plans),
+            new_price_per_hour=sum(c.hourly for c in plans),
+            spent=row.spent if row.spent_month == f"{now:%Y-%m}" else 0.0,
+        )
+        if why:
+            raise OverQuota(f"workspace {scope.workspace!r} cannot add these machines: {why}; an admin can raise its "
+                            f"quota (`cumulo workspace quota {scope.workspace} ...`), or release nodes first")
+
+    def pool(self, pool_id: str, scope: Scope = SYSTEM) -> PoolView:
         with self.db.tx() as s:
-            store.pool(s, pool_id)
+            store.pool(s, pool_id, scope.workspace)
             nodes = [self._detail(n) for n in store.pool_nodes(s, pool_id)]
         states = {n.state for n in nodes}
         failed = [n for n in nodes if n.state == NodeState.FAILED.value]
@@ -103,20 +126,21 @@ class ResourceService:
                         price_per_hour=round(sum(n.price_per_hour for n in nodes if n.state == "Ready"), 4),
                         cost=round(sum(n.cost for n in nodes), 6))
 
-    def list(self, *, include_ended: bool = False) -> list[NodeDetail]:
+    def list(self, *, include_ended: bool = False, scope: Scope = SYSTEM) -> list[NodeDetail]:
         with self.db.tx() as s:
-            return [self._detail(n) for n in store.cloud_nodes(s, include_ended=include_ended)]
+            return [self._detail(n) for n in store.cloud_nodes(s, workspace=scope.workspace, include_ended=include_ended)]
 
-    def release(self, ids: list[str]) -> list[NodeDetail]:
+    def release(self, ids: list[str], scope: Scope = SYSTEM) -> list[NodeDetail]:
         if not ids:
             raise InvalidSpec("give at least one node id", errors=[{"field": "ids", "message": "empty"}])
         with self.db.tx() as s:
-            nodes = [store.node(s, i) for i in ids]  # 404 before anything changes
+            nodes = [store.node(s, i, scope.workspace) for i in ids]  # 404 before anything changes
             for n in nodes:
                 if not n.release_requested and not NodeState(n.state).terminal:
                     n.release_requested = True
                     events.record(s, now=self.clock(), kind="Node", name=n.name, object_id=n.name, type="Normal",
-                                  reason="ReleaseRequested", message="release requested")
+                                  reason="ReleaseRequested", message="release requested", workspace=scope.workspace,
+                                  actor=scope.actor)
             out = [self._detail(n) for n in nodes]
         for i in ids:
             self.wake(i)

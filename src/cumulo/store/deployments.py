@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from cumulo.core.errors import Conflict, NotFound
 from cumulo.core.states import ReplicaState
+from cumulo.core.tokens import route_key
 from cumulo.store.models import Deployment, Replica
 
 LIVE = (ReplicaState.STARTING.value, ReplicaState.READY.value, ReplicaState.DRAINING.value)
@@ -22,19 +23,21 @@ def insert(session: Session, d: Deployment) -> Deployment:
     return d
 
 
-def by_name(session: Session, name: str) -> Deployment:
-    d = session.scalars(select(Deployment).where(Deployment.name == name)).one_or_none()
+def by_name(session: Session, name: str, workspace: str = "default") -> Deployment:
+    d = find(session, name, workspace)
     if d is None:
         raise NotFound(f"no deployment named {name!r}; `cumulo deployment list` shows the deployments there are")
     return d
 
 
-def find(session: Session, name: str) -> Deployment | None:
-    return session.scalars(select(Deployment).where(Deployment.name == name)).one_or_none()
+def find(session: Session, name: str, workspace: str = "default") -> Deployment | None:
+    return session.scalars(
+        select(Deployment).where(Deployment.workspace == workspace, Deployment.name == name)
+    ).one_or_none()
 
 
-def listing(session: Session) -> list[Deployment]:
-    return list(session.scalars(select(Deployment).order_by(Deployment.name)))
+def listing(session: Session, workspace: str = "default") -> list[Deployment]:
+    return list(session.scalars(select(Deployment).where(Deployment.workspace == workspace).order_by(Deployment.name)))
 
 
 def ids(session: Session) -> list[str]:
@@ -62,22 +65,25 @@ def replica(session: Session, deployment_id: str, ordinal: int) -> Replica | Non
 
 
 def ready_endpoints(session: Session) -> dict[str, list[tuple[int, str, int]]]:
-    """Deployment name -> [(ordinal, host, port)] of its ready replicas: the gateway's routes."""
+    """Route key (core.tokens.route_key: the name, `name.workspace` outside the default
+    workspace) -> [(ordinal, host, port)] of its ready replicas: the gateway's routes."""
     rows = session.execute(
-        select(Deployment.name, Replica.ordinal, Replica.host, Replica.port)
+        select(Deployment.name, Deployment.workspace, Replica.ordinal, Replica.host, Replica.port)
         .join(Replica, Replica.deployment_id == Deployment.id)
         .where(Replica.state == ReplicaState.READY.value)
     )
-    out: dict[str, list[tuple[int, str, int]]] = {name: [] for name in session.scalars(select(Deployment.name))}
-    for name, ordinal, host, port in rows:
-        out[name].append((ordinal, host, port))
+    out: dict[str, list[tuple[int, str, int]]] = {
+        route_key(name, ws): [] for name, ws in session.execute(select(Deployment.name, Deployment.workspace))
+    }
+    for name, ws, ordinal, host, port in rows:
+        out[route_key(name, ws)].append((ordinal, host, port))
     return out
 
 
 def scale_from_zero_names(session: Session) -> set[str]:
     """Deployments whose autoscaling may take them to zero replicas (the gateway holds their requests)."""
-    rows = session.execute(select(Deployment.name, Deployment.spec))
-    return {name for name, spec in rows if (spec.get("autoscaling") or {}).get("min", 1) == 0}
+    rows = session.execute(select(Deployment.name, Deployment.workspace, Deployment.spec))
+    return {route_key(name, ws) for name, ws, spec in rows if (spec.get("autoscaling") or {}).get("min", 1) == 0}
 
 
 def autoscaled_ids(session: Session) -> list[str]:

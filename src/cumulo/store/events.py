@@ -11,18 +11,22 @@ from cumulo.store.models import Event
 
 
 def record(
-    session: Session, *, now: datetime, kind: str, name: str, object_id: str, type: str, reason: str, message: str
+    session: Session, *, now: datetime, kind: str, name: str, object_id: str, type: str, reason: str, message: str,
+    workspace: str = "default", actor: str | None = None,
 ) -> None:
+    """An event; `actor` names the token behind a write made through the API (the audit trail)."""
     session.add(
-        Event(time=now, kind=kind, name=name, object_id=object_id, type=type, reason=reason, message=message)
+        Event(time=now, kind=kind, name=name, object_id=object_id, type=type, reason=reason, message=message,
+              workspace=workspace, actor=actor)
     )
 
 
 def query(
-    session: Session, *, kind: str | None = None, name: str | None = None, after_id: int = 0, limit: int = 100
+    session: Session, *, workspace: str = "default", kind: str | None = None, name: str | None = None,
+    after_id: int = 0, limit: int = 100,
 ) -> list[Event]:
-    """The newest `limit` events (oldest first), optionally for one object, after an id."""
-    stmt = select(Event).where(Event.id > after_id)
+    """The newest `limit` events of a workspace (oldest first), optionally for one object, after an id."""
+    stmt = select(Event).where(Event.workspace == workspace, Event.id > after_id)
     if kind:
         stmt = stmt.where(Event.kind == kind)
     if name:

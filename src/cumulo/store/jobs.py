@@ -28,15 +28,15 @@ def insert(session: Session, job: Job) -> Job:
     return job
 
 
-def by_name(session: Session, name: str) -> Job:
-    job = session.scalars(select(Job).where(Job.name == name)).one_or_none()
+def by_name(session: Session, name: str, workspace: str = "default") -> Job:
+    job = session.scalars(select(Job).where(Job.workspace == workspace, Job.name == name)).one_or_none()
     if job is None:
         raise NotFound(f"no job named {name!r}; `cumulo job list` shows the jobs there are")
     return job
 
 
-def listing(session: Session, *, states: Sequence[str] = (), limit: int = 1000) -> list[Job]:
-    stmt = select(Job)
+def listing(session: Session, *, workspace: str = "default", states: Sequence[str] = (), limit: int = 1000) -> list[Job]:
+    stmt = select(Job).where(Job.workspace == workspace)
     if states:
         stmt = stmt.where(Job.state.in_(list(states)))
     return list(session.scalars(stmt.order_by(Job.created_at.desc(), Job.id).limit(limit)))

@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -30,9 +33,11 @@ class Base(DeclarativeBase):
 
 class Job(Base):
     __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("workspace", "name", name="uq_jobs_workspace_name"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    name: Mapped[str] = mapped_column(String(63), unique=True)
+    name: Mapped[str] = mapped_column(String(63))
+    workspace: Mapped[str] = mapped_column(String(63), default="default")
     created_at: Mapped[datetime]
     # spec (written by services)
     spec: Mapped[dict[str, Any]]
@@ -75,13 +80,15 @@ class Attempt(Base):
 
 class Event(Base):
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_object", "kind", "name", "id"),)
+    __table_args__ = (Index("ix_events_object", "kind", "name", "id"), Index("ix_events_workspace", "workspace", "id"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    workspace: Mapped[str] = mapped_column(String(63), default="default")
+    actor: Mapped[str | None] = mapped_column(String(63), nullable=True)  # the token's name, for writes through the API
     time: Mapped[datetime] = mapped_column(index=True)
     kind: Mapped[str] = mapped_column(String(32))
     name: Mapped[str] = mapped_column(String(63))
-    object_id: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str] = mapped_column(String(64))
     type: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(String(64))
     message: Mapped[str] = mapped_column(Text)
@@ -141,6 +148,7 @@ class Pool(Base):
     __tablename__ = "pools"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    workspace: Mapped[str] = mapped_column(String(63), default="default")
     created_at: Mapped[datetime]
     #: the placement request (spec): instance type or cpu/memory/accelerators, spot, providers, ...
     request: Mapped[dict[str, Any]]
@@ -150,9 +158,11 @@ class Pool(Base):
 
 class Deployment(Base):
     __tablename__ = "deployments"
+    __table_args__ = (UniqueConstraint("workspace", "name", name="uq_deployments_workspace_name"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    name: Mapped[str] = mapped_column(String(63), unique=True)
+    name: Mapped[str] = mapped_column(String(63))
+    workspace: Mapped[str] = mapped_column(String(63), default="default")
     created_at: Mapped[datetime]
     # spec (written by services); `generation` goes up whenever what replicas run changes
     spec: Mapped[dict[str, Any]]
@@ -197,3 +207,46 @@ class Replica(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     probe_failures: Mapped[int] = mapped_column(Integer, default=0)
     stop_requested_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class Workspace(Base):
+    """A tenant: every token is scoped to one."""
+
+    __tablename__ = "workspaces"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    created_at: Mapped[datetime]
+    quota: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # policy/quota.py Quota
+    # status (written by the cost reconciler): this month's spend so far and the alert level reached
+    spent_month: Mapped[str] = mapped_column(String(7), default="")
+    spent: Mapped[float] = mapped_column(Float, default=0.0)
+    alerted: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Token(Base):
+    """An API token: only its SHA-256 is kept."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(63))  # who or what holds it, shown in audit events
+    workspace: Mapped[str] = mapped_column(ForeignKey("workspaces.name", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    #: a deployment-scoped token (role invoke): the deployment whose /d/ routes it opens
+    deployment: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class Secret(Base):
+    """A secret value, sealed with AES-256-GCM (core/keyring.py); specs refer to it by name."""
+
+    __tablename__ = "secrets"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    workspace: Mapped[str] = mapped_column(ForeignKey("workspaces.name", ondelete="CASCADE"), primary_key=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]

@@ -11,13 +11,13 @@ from cumulo.store.models import Node
 
 
 def upsert(session: Session, *, name: str, provider: str, state: str, cpu: float, memory: int,
-           gpus: list[int], gpu_names: list[str], now: datetime) -> Node:
+           gpus: list[int], gpu_names: list[str], now: datetime, price: float = 0.0) -> Node:
     node = session.get(Node, name)
     if node is None:
         node = Node(name=name)
         session.add(node)
     node.provider, node.state, node.cpu, node.memory = provider, state, cpu, memory
-    node.gpus, node.gpu_names, node.updated_at = gpus, gpu_names, now
+    node.gpus, node.gpu_names, node.updated_at, node.price = gpus, gpu_names, now, price
     return node
 
 

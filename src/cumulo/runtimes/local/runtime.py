@@ -87,7 +87,8 @@ class LocalRuntime:
         (run_dir / "grace").write_text(f"{spec.stop_grace:g}")
         for rank, extra in enumerate(spec.worker_env):
             env = {**spec.env, **extra}
-            _write_nul(run_dir / f"env-{rank}", [f"{k}={v}" for k, v in env.items()])
+            # read once and deleted by the supervisor: it may hold secrets (owner-only meanwhile)
+            _write_nul(run_dir / f"env-{rank}", [f"{k}={v}" for k, v in env.items()], private=True)
         with open(run_dir / "supervisor.log", "ab") as out:
             proc = subprocess.Popen(
                 [BASH, SUPERVISOR, str(run_dir)],
@@ -157,6 +158,8 @@ class LocalRuntime:
             return False
         os.write(fd, b'{"abandoned": true}')
         os.close(fd)
+        for env_file in run_dir.glob("env-*"):  # nothing will read them now; they may hold secrets
+            env_file.unlink(missing_ok=True)
         return True
 
     def log_path(self, handle: Handle, rank: int = 0) -> str:
@@ -203,11 +206,18 @@ class LocalRuntime:
         self._procs = {k: p for k, p in list(self._procs.items()) if p.is_running()}
 
 
-def _write_nul(path: Path, items: list[str]) -> None:
+def _write_nul(path: Path, items: list[str], private: bool = False) -> None:
     for item in items:
         if "\0" in item:
-            raise ValueError(f"{item[:40]!r} contains a NUL byte, which a command or environment cannot hold")
-    path.write_bytes(b"".join(i.encode() + b"\0" for i in items))
+            shown = item.split("=", 1)[0] if private else item[:40]  # never an environment value: it may be a secret
+            raise ValueError(f"{shown!r} contains a NUL byte, which a command or environment cannot hold")
+    data = b"".join(i.encode() + b"\0" for i in items)
+    if not private:
+        path.write_bytes(data)
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def _mtime(path: Path) -> float:

@@ -5,7 +5,8 @@
 # Written by the control plane before launch:
 #   argv          the command, NUL-separated
 #   workdir       the folder to run in
-#   env-N         worker N's whole environment, NUL-separated KEY=VALUE
+#   env-N         worker N's whole environment, NUL-separated KEY=VALUE (mode 0600; deleted here
+#                 once every worker has started: it may hold secrets)
 #   grace         seconds between SIGTERM and SIGKILL when stopping
 # Written here (the control plane reads them; they outlive both processes):
 #   supervisor.json  created exclusively: {"pid", "start"}, or {"abandoned": true} if the control
@@ -66,6 +67,7 @@ for ((r = 0; r < n; r++)); do
   [ "$r" -gt 0 ] && workers+=", "
   workers+="{\"rank\": $r, \"pid\": $pid, \"start\": $(start_time "$pid" || echo null)}"
 done
+rm -f env-[0-9]*
 printf '%s]' "$workers" > workers.json.tmp && mv -f workers.json.tmp workers.json
 
 while [ "${#rank_of[@]}" -gt 0 ]; do
