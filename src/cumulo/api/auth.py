@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from cumulo.core.errors import Forbidden, NotFound
+from cumulo.core.errors import Forbidden, InvalidSpec, NotFound
 from cumulo.core.tokens import Role, Scope
 from cumulo.services.tokens import ANONYMOUS_ADMIN, Principal
 
@@ -32,7 +32,18 @@ def principal(request: Request) -> Principal:
     tokens = request.app.state.tokens
     p = ANONYMOUS_ADMIN if tokens is None else tokens.verify(_bearer(request))
     request.state.principal = p
+    _no_nul(request)
     return p
+
+
+def _no_nul(request: Request) -> None:
+    """A NUL byte in a path or query parameter is a 422 here: no name holds one, and PostgreSQL
+    refuses it in text (it would have been a 500 further down)."""
+    for where, params in (("path", request.path_params), ("query", request.query_params)):
+        for key, value in params.items():
+            if "\x00" in str(value):
+                raise InvalidSpec(f"{where} parameter {key!r} contains a NUL byte; remove it",
+                                  errors=[{"field": key, "message": "contains a NUL byte"}])
 
 
 def authorize(request: Request) -> Principal:

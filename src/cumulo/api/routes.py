@@ -127,7 +127,7 @@ def list_events(
     scope: Annotated[Scope, Depends(scope_of)],
     kind: str | None = None,
     name: str | None = None,
-    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,  # events.id is an INTEGER on PostgreSQL
     limit: Annotated[int, Query(ge=1, le=10000)] = 100,
 ) -> list[EventView]:
     return _cluster(request).events(kind=kind, name=name, after=after, limit=limit, workspace=scope.workspace)

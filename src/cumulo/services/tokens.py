@@ -133,10 +133,12 @@ class TokenService:
         if deployment is not None:
             role = Role.INVOKE.value
         errors = []
-        try:
-            validate_name(name)
-        except ValueError as exc:
-            errors.append({"field": "name", "message": str(exc)})
+        for field, value in (("name", name), ("workspace", workspace), ("deployment", deployment)):
+            try:
+                if value is not None:
+                    validate_name(value)
+            except ValueError as exc:
+                errors.append({"field": field, "message": str(exc)})
         try:
             role_ = Role(role)
             if role_ == Role.INVOKE and deployment is None:
