@@ -94,6 +94,8 @@ def wrk(url: str, duration: int, connections: int, headers: tuple[str, ...] = ()
 #: an `auth: token` deployment (wrk sends the token); two fast-path processes sharing the port
 #: (SO_REUSEPORT, as `cumulo gateway --workers 2`)
 MODES = ("fast", "asgi", "fast_token", "fast_2workers")
+# (instructions only: bench/gateway_instructions.py) "fast_header": no auth, but the request carries
+# the same Authorization header, to tell the check's cost from the extra header's
 
 
 def serve_gateway(port: int, mode: str, backend_port: int) -> None:
@@ -109,7 +111,7 @@ def serve_gateway(port: int, mode: str, backend_port: int) -> None:
     gw = Gateway()
     auth = {"b": {hashlib.sha256(TOKEN.encode()).hexdigest(): None}} if mode == "fast_token" else None
     gw.update({"b": [Endpoint("b-0", "127.0.0.1", backend_port, True)]}, (), auth)
-    if mode in ("fast", "fast_token"):
+    if mode in ("fast", "fast_token", "fast_header"):
         serve(gw, port=port)
     elif mode == "fast_worker":
         serve(gw, port=port, reuse_port=True)
