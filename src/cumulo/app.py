@@ -38,6 +38,7 @@ from cumulo.control.placement import Placement
 from cumulo.control.resources import NodeReconciler
 from cumulo.core import settings as env
 from cumulo.core.errors import CumuloError
+from cumulo.core.files import write_private
 from cumulo.core.keyring import Keyring
 from cumulo.core.views import System
 from cumulo.gateway import Endpoint
@@ -100,10 +101,8 @@ def is_loopback(host: str) -> bool:
 def server_key(home: Path) -> bytes:
     """This installation's secret key ($CUMULO_HOME/server.key, mode 0600): signs workload tokens."""
     path = home / "server.key"
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(os.urandom(32))
+    if not path.exists():  # CUMULO_HOME is locked: no other control plane writes it meanwhile
+        write_private(path, os.urandom(32))
     return path.read_bytes()
 
 
@@ -194,8 +193,8 @@ def build(config: ServerConfig) -> ControlPlane:
     app.state.costs = CostService(db, local_node=LOCAL_NODE)
     tokens = TokenService(db, server_key(config.home))
     tokens.on_change = dep_reconciler.publish_routes
-    app.state.tokens = tokens if config.auth else None  # None: every request is an anonymous admin
-    app.state.tokens_admin = tokens
+    app.state.tokens = tokens
+    app.state.auth = config.auth  # False (--no-auth): every request is an anonymous admin
     if config.auth:
         reconciler.workload_token = tokens.for_workload
         dep_reconciler.workload_token = tokens.for_replica

@@ -41,7 +41,7 @@ def api_schema(tmp_path_factory, module_database_url):
     plane.app.router.lifespan_context = _reconcilers_off
     app = plane.app.state
     app.workspaces.create("other")
-    other = app.tokens_admin.create(name="other-member", workspace="other", role="member").token
+    other = app.tokens.create(name="other-member", workspace="other", role="member").token
     job = app.jobs.submit({"kind": "Job", "name": "default-only", "command": "true", "workdir": str(home)}, Scope())
     _state.clear()
     _state.update(admin="Bearer " + (home / "token").read_text().strip(), other="Bearer " + other,

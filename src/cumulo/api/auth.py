@@ -29,8 +29,7 @@ def _bearer(request: Request) -> str | None:
 
 def principal(request: Request) -> Principal:
     """Who calls (any valid token, workload tokens included); 401 without one."""
-    tokens = request.app.state.tokens
-    p = ANONYMOUS_ADMIN if tokens is None else tokens.verify(_bearer(request))
+    p = request.app.state.tokens.verify(_bearer(request)) if request.app.state.auth else ANONYMOUS_ADMIN
     request.state.principal = p
     _no_nul(request)
     return p

@@ -264,18 +264,18 @@ tokens = APIRouter(prefix="/api/v1/tokens", tags=["tokens"], dependencies=[Depen
 @tokens.post("", response_model=TokenView, status_code=201)
 def create_token(request: Request, body: TokenBody) -> TokenView:
     """A new token; the answer is the only place its value is ever shown."""
-    return request.app.state.tokens_admin.create(name=body.name, workspace=body.workspace, role=body.role,
+    return request.app.state.tokens.create(name=body.name, workspace=body.workspace, role=body.role,
                                                  expires=body.expires, deployment=body.deployment)
 
 
 @tokens.get("", response_model=list[TokenView])
 def list_tokens(request: Request, workspace: str | None = None) -> list[TokenView]:
-    return request.app.state.tokens_admin.list(workspace)
+    return request.app.state.tokens.list(workspace)
 
 
 @tokens.post("/{token_id}/revoke", response_model=TokenView)
 def revoke_token(request: Request, token_id: str) -> TokenView:
-    return request.app.state.tokens_admin.revoke(token_id)
+    return request.app.state.tokens.revoke(token_id)
 
 
 # -- secrets (member; values are write-only) --------------------------------------------------------

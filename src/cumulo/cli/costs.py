@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from cumulo.cli.render import console, emit_json
+from cumulo.cli.render import JSON, console, emit_json
 from cumulo.sdk.client import Client
 
 
@@ -13,7 +13,7 @@ def cost(
     by: str = typer.Option("workspace", "--by", help="workspace, job, deployment or node"),
     since: str = typer.Option(None, "--since", help="start date, e.g. 2026-11-01 (default: the 1st of this month)"),
     all_: bool = typer.Option(False, "--all", help="every workspace (admin)"),
-    json_: bool = typer.Option(False, "--json", help="print JSON for scripts"),
+    json_: bool = JSON,
 ) -> None:
     """What work cost: cloud nodes at their price, work on this machine at its share of
     `cumulo up --local-price`."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from cumulo.cli.render import STATE_STYLE, ago, console, emit_json, err
+from cumulo.cli.render import JSON, STATE_STYLE, ago, console, emit_json, err
 from cumulo.core.errors import InvalidSpec, NotFound
 from cumulo.core.specs import DeploymentSpec
 from cumulo.core.views import DeploymentView
@@ -17,7 +17,6 @@ from cumulo.sdk.client import Client
 from cumulo.sdk.specs import load_spec
 
 app = typer.Typer(help="Inference services: replicas behind the gateway.", no_args_is_help=True)
-JSON = typer.Option(False, "--json", help="print JSON for scripts")
 DEPLOYMENT_STYLE = {**STATE_STYLE, "Progressing": "cyan", "Available": "green", "Degraded": "yellow",
                     "CrashLoopBackOff": "red", "Deleting": "magenta", "Ready": "green", "Draining": "magenta",
                     "Stopped": "dim"}

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from cumulo.cli.render import console, emit_json, err, job_detail, jobs_table, state
+from cumulo.cli.render import JSON, console, emit_json, err, job_detail, jobs_table, state
 from cumulo.core.errors import InvalidSpec, NotFound
 from cumulo.core.specs import JobSpec
 from cumulo.core.states import JobState
@@ -16,8 +16,6 @@ from cumulo.sdk.client import Client
 from cumulo.sdk.specs import load_spec
 
 app = typer.Typer(help="Training and batch jobs.", no_args_is_help=True)
-
-JSON = typer.Option(False, "--json", help="print JSON for scripts")
 
 
 def _follow(client: Client, name: str, attempt: int | None = None, rank: int = 0, from_first: bool = False) -> None:

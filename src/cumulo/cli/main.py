@@ -8,7 +8,7 @@ import sys
 import typer
 
 from cumulo.cli import costs, deployments, jobs, resources, secrets, server, tokens, workspaces
-from cumulo.cli.render import console, emit_json, err, events_table, nodes_table
+from cumulo.cli.render import JSON, console, emit_json, err, events_table, nodes_table
 from cumulo.core.errors import CumuloError
 from cumulo.sdk.client import Client
 from cumulo.catalog import cli as catalog_cli
@@ -55,7 +55,7 @@ app.command("serve")(serving_cli.serve)
 def events(
     job: str = typer.Option(None, "--job", help="only this job's events"),
     limit: int = typer.Option(50, help="how many of the newest events"),
-    json_: bool = jobs.JSON,
+    json_: bool = JSON,
 ) -> None:
     """Recorded decisions and transitions, with their reasons."""
     with Client() as client:
@@ -67,7 +67,7 @@ def events(
 
 
 @app.command()
-def nodes(json_: bool = jobs.JSON) -> None:
+def nodes(json_: bool = JSON) -> None:
     """Machines workloads run on, with capacity and what is allocated."""
     with Client() as client:
         rows = client.nodes()

@@ -7,6 +7,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+import typer
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
@@ -16,6 +17,9 @@ from cumulo.core.views import EventView, JobView, NodeView
 
 console = Console()
 err = Console(stderr=True)
+
+#: `--json` on every read command
+JSON = typer.Option(False, "--json", help="print JSON for scripts")
 
 STATE_STYLE = {
     "Pending": "yellow", "Starting": "cyan", "Running": "blue",

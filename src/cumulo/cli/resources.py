@@ -5,12 +5,11 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from cumulo.cli.render import ago, console, emit_json, err
+from cumulo.cli.render import JSON, ago, console, emit_json, err
 from cumulo.core.views import NodeDetail
 from cumulo.sdk.resources import ResourceManager
 
 app = typer.Typer(help="Machines from AWS (and this one), placed at the lowest price that fits.", no_args_is_help=True)
-JSON = typer.Option(False, "--json", help="print JSON for scripts")
 NODE_STYLE = {"Provisioning": "cyan", "Ready": "green", "Terminating": "magenta", "Terminated": "dim",
               "Failed": "red", "Preempted": "yellow"}
 

@@ -7,13 +7,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from cumulo.cli.render import ago, console, emit_json
+from cumulo.cli.render import JSON, ago, console, emit_json
 from cumulo.core.errors import InvalidSpec
 from cumulo.sdk.client import Client
 
 app = typer.Typer(help="Secrets: encrypted at rest, given to workloads through `env: {VAR: {secret: NAME}}`.",
                   no_args_is_help=True)
-JSON = typer.Option(False, "--json", help="print JSON for scripts")
 
 
 @app.command()

@@ -5,12 +5,11 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from cumulo.cli.render import ago, console, emit_json
+from cumulo.cli.render import JSON, ago, console, emit_json
 from cumulo.sdk.client import Client
 
 app = typer.Typer(help="Workspaces: teams sharing one cumulo without seeing each other's work.",
                   no_args_is_help=True)
-JSON = typer.Option(False, "--json", help="print JSON for scripts")
 
 
 CPU = typer.Option(None, "--cpu", help="CPUs its running work may hold")

@@ -10,13 +10,11 @@ from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import select
-
 from cumulo.control.usage import usages
 from cumulo.policy.quota import Quota, budget_level, cost_of
 from cumulo.store import events
+from cumulo.store import workspaces as workspaces_store
 from cumulo.store.db import Database
-from cumulo.store.models import Workspace
 
 PERIOD = float(os.environ.get("CUMULO_COST_PERIOD", "30"))  # seconds between two accountings
 
@@ -46,7 +44,7 @@ class CostReconciler:
             spent: dict[str, float] = defaultdict(float)
             for u in usages(s, local_node=self.local_node, since=since):
                 spent[u.workspace] += cost_of(u, since, now)
-            for w in s.scalars(select(Workspace)):
+            for w in workspaces_store.every(s):
                 if w.spent_month != month:
                     w.spent_month, w.alerted = month, 0
                 w.spent = round(spent.get(w.name, 0.0), 6)

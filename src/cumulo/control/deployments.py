@@ -153,6 +153,8 @@ class DeploymentReconciler:
             desired = None
             if spec.autoscaling is not None:
                 desired = d.desired_replicas if d.desired_replicas is not None else spec.initial_replicas()
+            used = self.placement.used(s)
+            quota, quota_used, spent = self.placement.quota(s, d.workspace, now)  # after `used`
             snap = DeploymentSnapshot(
                 now=now,
                 spec=spec,
@@ -171,8 +173,10 @@ class DeploymentReconciler:
                 next_start_at=d.next_start_at,
                 last_failure=d.last_failure,
                 capacity=self.placement.capacity(s),
-                used=self.placement.used(s),
-                **dict(zip(("quota", "quota_used", "spent"), self.placement.quota(s, d.workspace, now))),
+                used=used,
+                quota=quota,
+                quota_used=quota_used,
+                spent=spent,
             )
             handles = {str(r.ordinal): Handle(r.runtime, r.handle) for r in reps}
             ports = {str(r.ordinal): r.port for r in reps}

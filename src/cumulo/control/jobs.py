@@ -113,11 +113,11 @@ class JobReconciler:
                 leases.release(s, Job, job_id, token)
                 return None
             current = jobs_store.attempt(s, job_id, job.attempts) if job.attempts else None
-            capacity, used, quota = None, (), (None, (), 0.0)
+            capacity, used, (quota, quota_used, spent) = None, (), (None, (), 0.0)
             if job.state == JobState.PENDING.value or current is None or AttemptState(current.state).terminal:
                 # only a job that may start next needs what is free on the node and in its workspace
                 capacity, used = self.placement.capacity(s), self.placement.used(s)
-                quota = self.placement.quota(s, job.workspace, now)
+                quota, quota_used, spent = self.placement.quota(s, job.workspace, now)
             attempt_snap = handle = None
             if current is not None:
                 attempt_snap = AttemptSnapshot(
@@ -140,9 +140,9 @@ class JobReconciler:
                 current=attempt_snap,
                 capacity=capacity,
                 used=used,
-                quota=quota[0],
-                quota_used=quota[1],
-                spent=quota[2],
+                quota=quota,
+                quota_used=quota_used,
+                spent=spent,
             )
             return _Loaded(snapshot, job.id, job.name, job.artifacts_dir, handle, job.created_at, job.workspace)
 

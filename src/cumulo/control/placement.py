@@ -15,17 +15,13 @@ import threading
 
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cumulo.core.states import JobState
 from cumulo.policy.capacity import Allocation, Capacity, still_fits
 from cumulo.policy.quota import Quota, still_within
 from cumulo.store import allocations as allocations_store
 from cumulo.store import nodes as nodes_store
-from cumulo.store.models import Deployment, Job, Workspace
-
-_LIVE_JOB = [s.value for s in JobState if not s.terminal]
+from cumulo.store import workspaces as workspaces_store
 
 
 class Placement:
@@ -51,16 +47,15 @@ class Placement:
         return tuple(fresh.values())
 
     def used_by(self, s: Session, workspace: str) -> tuple[Allocation, ...]:
-        """What the running work of one workspace holds (for its quota)."""
-        self.used(s)
-        owners = set(s.scalars(select(Job.id).where(Job.workspace == workspace, Job.state.in_(_LIVE_JOB))))
-        owners |= set(s.scalars(select(Deployment.id).where(Deployment.workspace == workspace)))
+        """What the running work of one workspace holds (for its quota). Call after `used` in the
+        same transaction: it filters what that read, without reading it again."""
+        owners = workspaces_store.live_owners(s, workspace)
         return tuple(a for (_kind, owner, _n), a in self._known.items() if owner in owners)
 
     def quota(self, s: Session, workspace: str, now: datetime) -> tuple[Quota | None, tuple[Allocation, ...], float]:
-        """The workspace's quota (None: unlimited), what it holds, and what it spent this month."""
-        row = s.get(Workspace, workspace)
-        quota = Quota.from_dict(row.quota) if row is not None else None
+        """The workspace's quota (None: unlimited), what it holds, and what it spent this month
+        (after `used`, as `used_by`)."""
+        row, quota = _quota_of(s, workspace)
         if quota is None:
             return None, (), 0.0
         spent = row.spent if row.spent_month == f"{now:%Y-%m}" else 0.0
@@ -73,8 +68,12 @@ class Placement:
         if capacity is None or not still_fits(new, capacity, list(self.used(s))):
             return False
         if workspace is not None:
-            row = s.get(Workspace, workspace)
-            quota = Quota.from_dict(row.quota) if row is not None else None
+            _row, quota = _quota_of(s, workspace)
             if quota is not None and not still_within(quota, [*self.used_by(s, workspace), *new]):
                 return False
         return True
+
+
+def _quota_of(s: Session, workspace: str):
+    row = workspaces_store.get(s, workspace)
+    return row, (Quota.from_dict(row.quota) if row is not None else None)

@@ -16,6 +16,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from cumulo.core.files import write_private
+
 __all__ = ["Keyring", "KEY_ENV", "KEY_FILE"]
 
 KEY_ENV = "CUMULO_SECRET_KEY"  # comma-separated base64 keys, the first encrypts
@@ -59,11 +61,7 @@ class Keyring:
 
     @staticmethod
     def _write(path: Path, keys: list[bytes]) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write("".join(base64.urlsafe_b64encode(k).decode() + "\n" for k in keys))
-        os.replace(tmp, path)
+        write_private(path, "".join(base64.urlsafe_b64encode(k).decode() + "\n" for k in keys))
 
     def rotated(self) -> Keyring:
         """A ring with a new first key (written to the key file, old keys kept to decrypt). With

@@ -7,17 +7,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import select
-
 from cumulo.core.errors import Conflict, InvalidSpec, NotFound
 from cumulo.core.keyring import Keyring
 from cumulo.core.specs import SecretRef, secret_refs, validate_name
-from cumulo.core.states import JobState
 from cumulo.core.tokens import DEFAULT_WORKSPACE, Scope
 from cumulo.core.views import SecretView
 from cumulo.store import secrets as store
 from cumulo.store.db import Database
-from cumulo.store.models import Deployment, Job, Secret
+from cumulo.store.models import Secret
 
 MAX_VALUE = 64 * 1024
 SYSTEM = Scope()
@@ -60,7 +57,7 @@ class SecretService:
             row = store.get(s, name, scope.workspace)
             if row is None:
                 raise NotFound(f"no secret named {name!r}; `cumulo secret list` shows them")
-            users = _users(s, name, scope.workspace)
+            users = store.users(s, name, scope.workspace)
             if users:
                 raise Conflict(f"the secret {name!r} is used by {', '.join(users)}; delete or change those first")
             s.delete(row)
@@ -95,22 +92,6 @@ class SecretService:
 
 def _aad(name: str, workspace: str) -> str:
     return f"{workspace}/{name}"
-
-
-def _users(s, name: str, workspace: str) -> list[str]:
-    live = [JobState.PENDING.value, JobState.STARTING.value, JobState.RUNNING.value]
-    users = []
-    for job_name, spec in s.execute(select(Job.name, Job.spec).where(Job.workspace == workspace, Job.state.in_(live))):
-        if name in _refs(spec):
-            users.append(f"job {job_name}")
-    for dep_name, spec in s.execute(select(Deployment.name, Deployment.spec).where(Deployment.workspace == workspace)):
-        if name in _refs(spec):
-            users.append(f"deployment {dep_name}")
-    return users
-
-
-def _refs(spec: dict) -> set[str]:
-    return {v["secret"] for v in (spec.get("env") or {}).values() if isinstance(v, dict) and "secret" in v}
 
 
 def _view(r: Secret) -> SecretView:

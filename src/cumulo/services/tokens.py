@@ -7,7 +7,6 @@ revoke takes to be seen).
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from collections.abc import Callable
@@ -16,12 +15,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cumulo.core.errors import Forbidden, InvalidSpec, NotFound, Unauthorized
+from cumulo.core.files import write_private
 from cumulo.core.specs import validate_name
 from cumulo.core.tokens import WORKLOAD_PREFIX, Role, new_token, parse_workload_token, token_hash, workload_token
 from cumulo.core.units import parse_duration
 from cumulo.core.views import TokenView
 from cumulo.store import deployments as deployments_store
 from cumulo.store import tokens as store
+from cumulo.store import workspaces as workspaces_store
 from cumulo.store.db import Database
 from cumulo.store.models import Deployment, Job, Token
 
@@ -38,16 +39,15 @@ class Principal:
 
     name: str  # the token's name: who acted, in audit events
     workspace: str
-    role: Role | None
+    role: Role
     token_id: str | None = None
     #: a job's workload token: the job whose metrics it may post (it reads like a viewer otherwise)
     job_id: str | None = None
 
     def require(self, needed: Role) -> None:
-        if self.role is None or not self.role.may(needed):
-            held = self.role.value if self.role else "workload"
-            raise Forbidden(f"this needs the {needed.value} role; the token {self.name!r} has the {held} role "
-                            "(an admin can create a token with `cumulo token create --role ...`)")
+        if not self.role.may(needed):
+            raise Forbidden(f"this needs the {needed.value} role; the token {self.name!r} has the "
+                            f"{self.role.value} role (an admin can create a token with `cumulo token create --role ...`)")
 
 
 #: every request when the server runs with --no-auth (loopback only)
@@ -73,29 +73,25 @@ class TokenService:
         if raw.startswith(WORKLOAD_PREFIX):
             return self._verify_workload(raw)
         digest = token_hash(raw)
-        hit = self._cache.get(digest)
         mono = self.monotonic()
-        if hit is not None and hit[2] > mono:
-            principal, expires_at, _ = hit
-            if expires_at is not None and expires_at <= self.now():
-                raise Unauthorized(f"the token {principal.name!r} expired at {expires_at:%Y-%m-%d %H:%M} UTC; "
-                                   "ask an admin for a new one")
-            return principal
-        with self.db.tx() as s:
-            row = store.by_hash(s, digest)
-            if row is None:
-                raise Unauthorized("unknown token: check CUMULO_TOKEN (or $CUMULO_HOME/token); "
-                                   "`cumulo token create` makes a new one")
-            principal = Principal(name=row.name, workspace=row.workspace, role=Role(row.role), token_id=row.id)
-            revoked, expires_at = row.revoked_at, row.expires_at
-        if revoked is not None:
-            raise Unauthorized(f"the token {principal.name!r} was revoked on {revoked:%Y-%m-%d %H:%M} UTC")
+        hit = self._cache.get(digest)
+        if hit is None or hit[2] <= mono:
+            with self.db.tx() as s:
+                row = store.by_hash(s, digest)
+                if row is None:
+                    raise Unauthorized("unknown token: check CUMULO_TOKEN (or $CUMULO_HOME/token); "
+                                       "`cumulo token create` makes a new one")
+                if row.revoked_at is not None:
+                    raise Unauthorized(f"the token {row.name!r} was revoked on {row.revoked_at:%Y-%m-%d %H:%M} UTC")
+                principal = Principal(name=row.name, workspace=row.workspace, role=Role(row.role), token_id=row.id)
+                hit = (principal, row.expires_at, mono + CACHE_SECONDS)
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[digest] = hit
+        principal, expires_at, _ = hit
         if expires_at is not None and expires_at <= self.now():
             raise Unauthorized(f"the token {principal.name!r} expired at {expires_at:%Y-%m-%d %H:%M} UTC; "
                                "ask an admin for a new one")
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[digest] = (principal, expires_at, mono + CACHE_SECONDS)
         return principal
 
     def _verify_workload(self, raw: str) -> Principal:
@@ -160,7 +156,7 @@ class TokenService:
             raise InvalidSpec("; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors)
         raw = new_token()
         with self.db.tx() as s:
-            if not store.workspace_exists(s, workspace):
+            if workspaces_store.get(s, workspace) is None:
                 raise NotFound(f"no workspace named {workspace!r}")
             if deployment is not None and deployments_store.find(s, deployment, workspace) is None:
                 raise NotFound(f"no deployment named {deployment!r} in workspace {workspace!r}")
@@ -197,11 +193,7 @@ class TokenService:
                 return None
         view = self.create(name="admin", role="admin")
         path = home / ADMIN_TOKEN_FILE
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(view.token + "\n")
-        os.replace(tmp, path)
+        write_private(path, view.token + "\n")
         return path
 
 

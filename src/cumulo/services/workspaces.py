@@ -6,15 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
-
 from cumulo.core.errors import Conflict, InvalidSpec, NotFound
 from cumulo.core.specs import validate_name
 from cumulo.core.tokens import DEFAULT_WORKSPACE
 from cumulo.core.views import WorkspaceView
 from cumulo.store import events
+from cumulo.store import workspaces as store
 from cumulo.store.db import Database
-from cumulo.store.models import Deployment, Job, Pool, Secret, Token, Workspace
+from cumulo.store.models import Workspace
 
 
 class WorkspaceService:
@@ -27,7 +26,7 @@ class WorkspaceService:
         if name in self._known:
             return True
         with self.db.tx() as s:
-            found = s.get(Workspace, name) is not None
+            found = store.get(s, name) is not None
         if found:
             self._known.add(name)
         return found
@@ -38,7 +37,7 @@ class WorkspaceService:
         except ValueError as exc:
             raise InvalidSpec(f"name: {exc}", errors=[{"field": "name", "message": str(exc)}]) from None
         with self.db.tx() as s:
-            if s.get(Workspace, name) is not None:
+            if store.get(s, name) is not None:
                 raise Conflict(f"a workspace named {name!r} exists")
             row = Workspace(name=name, created_at=self.now(), quota=_clean(quota), spent_month="", spent=0.0, alerted=0)
             s.add(row)
@@ -49,7 +48,7 @@ class WorkspaceService:
 
     def set_quota(self, name: str, quota: dict | None, *, actor: str = "system") -> WorkspaceView:
         with self.db.tx() as s:
-            row = s.get(Workspace, name)
+            row = store.get(s, name)
             if row is None:
                 raise NotFound(f"no workspace named {name!r}; `cumulo workspace list` shows them")
             row.quota = _clean(quota)
@@ -59,29 +58,22 @@ class WorkspaceService:
 
     def list(self) -> list[WorkspaceView]:
         with self.db.tx() as s:
-            jobs = dict(s.execute(select(Job.workspace, func.count()).group_by(Job.workspace)).all())
-            deps = dict(s.execute(select(Deployment.workspace, func.count()).group_by(Deployment.workspace)).all())
-            return [_view(w, jobs.get(w.name, 0), deps.get(w.name, 0))
-                    for w in s.scalars(select(Workspace).order_by(Workspace.name))]
+            jobs, deps = store.object_counts(s)
+            return [_view(w, jobs.get(w.name, 0), deps.get(w.name, 0)) for w in store.every(s)]
 
     def delete(self, name: str) -> None:
         """Only an empty workspace goes (its tokens and secrets with it); never `default`."""
         if name == DEFAULT_WORKSPACE:
             raise Conflict("the default workspace cannot be deleted")
         with self.db.tx() as s:
-            row = s.get(Workspace, name)
+            row = store.get(s, name)
             if row is None:
                 raise NotFound(f"no workspace named {name!r}; `cumulo workspace list` shows them")
-            held = {what: s.scalar(select(func.count()).select_from(model).where(model.workspace == name)) or 0
-                    for what, model in (("jobs", Job), ("deployments", Deployment), ("resource pools", Pool))}
-            held = {k: v for k, v in held.items() if v}
+            held = store.holdings(s, name)
             if held:
                 raise Conflict(f"workspace {name!r} still holds {', '.join(f'{v} {k}' for k, v in held.items())}; "
                                "delete them first")
-            for model in (Token, Secret):
-                for r in s.scalars(select(model).where(model.workspace == name)):
-                    s.delete(r)
-            s.delete(row)
+            store.remove(s, row)
         self._known.discard(name)
 
 

@@ -7,7 +7,8 @@ from sqlalchemy.orm import Session
 
 from cumulo.core.errors import InvalidSpec
 from cumulo.core.specs import SecretRef, secret_refs
-from cumulo.store.models import Secret
+from cumulo.core.states import JobState
+from cumulo.store.models import Deployment, Job, Secret
 
 DEFAULT_WORKSPACE = "default"
 
@@ -32,3 +33,19 @@ def require(s: Session, env: dict[str, str | SecretRef], workspace: str = DEFAUL
                                                       f"`cumulo secret create {name} --from-literal ...`"}
                   for var, name in missing]
         raise InvalidSpec("; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors)
+
+
+def users(s: Session, name: str, workspace: str = DEFAULT_WORKSPACE) -> list[str]:
+    """The unfinished jobs and the deployments of the workspace whose spec refers to secret `name`."""
+    live = [st.value for st in JobState if not st.terminal]
+    out = [f"job {n}" for n, spec in s.execute(select(Job.name, Job.spec).where(Job.workspace == workspace,
+                                                                                   Job.state.in_(live)))
+           if name in _refs(spec)]
+    out += [f"deployment {n}" for n, spec in s.execute(select(Deployment.name, Deployment.spec)
+                                                        .where(Deployment.workspace == workspace))
+            if name in _refs(spec)]
+    return out
+
+
+def _refs(spec: dict) -> set[str]:
+    return {v["secret"] for v in (spec.get("env") or {}).values() if isinstance(v, dict) and "secret" in v}

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from cumulo.store.models import Token, Workspace
+from cumulo.store.models import Token
 
 
 def by_hash(s: Session, digest: str) -> Token | None:
@@ -23,10 +23,6 @@ def listed(s: Session, workspace: str | None = None) -> list[Token]:
     if workspace is not None:
         q = q.where(Token.workspace == workspace)
     return list(s.scalars(q))
-
-
-def workspace_exists(s: Session, name: str) -> bool:
-    return s.get(Workspace, name) is not None
 
 
 def add(s: Session, *, id: str, digest: str, name: str, workspace: str, role: str, now: datetime,  # noqa: A002

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psutil
 
+from cumulo.core.files import write_private
 from cumulo.core.states import ProcessPhase
 from cumulo.runtimes.base import Handle, LaunchSpec, NodeResources, Observation, WorkerStatus
 from cumulo.runtimes.local.gpus import detect_gpus
@@ -212,12 +213,10 @@ def _write_nul(path: Path, items: list[str], private: bool = False) -> None:
             shown = item.split("=", 1)[0] if private else item[:40]  # never an environment value: it may be a secret
             raise ValueError(f"{shown!r} contains a NUL byte, which a command or environment cannot hold")
     data = b"".join(i.encode() + b"\0" for i in items)
-    if not private:
+    if private:
+        write_private(path, data)
+    else:
         path.write_bytes(data)
-        return
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
 
 
 def _mtime(path: Path) -> float:
