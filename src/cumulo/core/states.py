@@ -34,6 +34,7 @@ class ProcessPhase(StrEnum):
     """What a runtime sees of a launched workload's processes."""
 
     BOOTING = "booting"  # launched, its supervisor not up yet
+    QUEUED = "queued"  # accepted by the engine, waiting there for resources (no boot timeout)
     RUNNING = "running"
     EXITED = "exited"  # every process ended and the exit status is recorded
     LOST = "lost"  # gone without a recorded exit status (or abandoned before it started)

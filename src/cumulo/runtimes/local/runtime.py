@@ -20,7 +20,7 @@ import psutil
 
 from cumulo.core.files import write_private
 from cumulo.core.states import ProcessPhase
-from cumulo.runtimes.base import Handle, LaunchSpec, NodeResources, Observation, WorkerStatus
+from cumulo.runtimes.base import EngineNode, Handle, LaunchSpec, NodeResources, Observation, WorkerStatus
 from cumulo.runtimes.local.gpus import detect_gpus
 from cumulo.runtimes.local.procs import start_time
 
@@ -73,6 +73,11 @@ class LocalRuntime:
             gpus=tuple(i for i, _ in self._gpus),
             gpu_names=tuple(n for _, n in self._gpus),
         )
+
+    def nodes(self) -> list[EngineNode]:
+        r = self.resources()
+        return [EngineNode(id="local", address="127.0.0.1", cpu=r.cpu, memory=r.memory, gpus=len(r.gpus),
+                           gpu_type=r.gpu_names[0] if r.gpu_names else None)]
 
     # -- lifecycle ---------------------------------------------------------------------------
     def handle_for(self, key: str) -> Handle:
