@@ -29,6 +29,7 @@ from cumulo.api import errors as api_errors
 from cumulo.api.routes import ROUTERS
 from cumulo.catalog import find_instance_type, load_catalog
 from cumulo.control.autoscaler import AutoscalerReconciler, LoadSample
+from cumulo.control.clusters import ClusterReconciler, Runtimes
 from cumulo.control.costs import CostReconciler
 from cumulo.control.deployments import DeploymentReconciler
 from cumulo.control.jobs import JobReconciler, utcnow
@@ -132,11 +133,11 @@ def build(config: ServerConfig) -> ControlPlane:
     upgrade(db.engine)
     runtime = LocalRuntime(config.home / "jobs")
     placement = Placement(LOCAL_NODE)
-    reconciler = JobReconciler(db, runtime, node=LOCAL_NODE, server_url=config.url, placement=placement)
+    reconciler = JobReconciler(db, Runtimes(db, runtime), node=LOCAL_NODE, server_url=config.url, placement=placement)
     job_loop = Loop(reconciler, workers=JOB_WORKERS)
     reconciler.wake = job_loop.enqueue
-    dep_reconciler = DeploymentReconciler(db, LocalRuntime(config.home / "deployments"), placement=placement,
-                                          server_url=config.url)
+    dep_reconciler = DeploymentReconciler(db, Runtimes(db, LocalRuntime(config.home / "deployments")),
+                                          placement=placement, server_url=config.url)
     dep_loop = Loop(dep_reconciler)
     dep_reconciler.wake = dep_loop.enqueue  # a health probe finished: act on its result now
     dep_reconciler.capacity_freed = reconciler.wake_waiting
@@ -161,6 +162,11 @@ def build(config: ServerConfig) -> ControlPlane:
     nodes = NodeReconciler(db, providers, offerings=load_catalog, install_id=install_id(config.home))
     node_loop = Loop(nodes)
     nodes.wake = node_loop.enqueue
+    # each engine's nodes, read from the engine; an unreachable one is retried without holding up the rest
+    cluster_reconciler = ClusterReconciler(db, Runtimes(db, runtime))
+    cluster_loop = Loop(cluster_reconciler, workers=4)
+    cluster_reconciler.wake = cluster_loop.enqueue
+    cluster_reconciler.capacity_changed = reconciler.wake_waiting
     # a drained replica's SIGTERM waits for the requests every gateway has in flight to it
     dep_reconciler.in_flight = lambda host, port: gateway.in_flight_to(host, port) + gateways.in_flight_to(host, port)
     dep_reconciler.publish = lambda view: gateway.update(
@@ -224,7 +230,7 @@ def build(config: ServerConfig) -> ControlPlane:
     app.state.resources = ResourceService(db, offerings=load_catalog, providers=sorted(providers),
                                           find_instance_type=find_instance_type, wake=node_loop.enqueue)
     cost_loop = Loop(CostReconciler(db, local_node=LOCAL_NODE))
-    plane = ControlPlane(config, db, runtime, [job_loop, dep_loop, autoscale_loop, node_loop, cost_loop], app, gateway)
+    plane = ControlPlane(config, db, runtime, [job_loop, dep_loop, autoscale_loop, node_loop, cost_loop, cluster_loop], app, gateway)
     return plane
 
 

@@ -1,7 +1,9 @@
 """The deployment reconciler: observe and health-check replicas, decide (pure), act, apply.
 
-Replicas are processes on the local runtime, one per replica incarnation (a replacement is a new
-row and a new process). Health checks are HTTP GETs made off the reconcile thread (control/probes.py):
+Replicas are processes on a cluster's runtime (local processes, or a Ray or Slurm job on an engine's
+node), one per replica incarnation (a replacement is a new row and a new process). On an engine the
+runtime picks the node and the port: the replica's host and port are recorded once it reports them,
+and only then is it health-checked and routed to. Health checks are HTTP GETs made off the reconcile thread (control/probes.py):
 a pass starts the checks that are due and acts on those that finished since, so a replica that never
 answers holds up nothing but itself. After a pass that changed which replicas are ready, the
 gateway's routes are republished.
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from cumulo.control.clusters import Runtimes
 from cumulo.control.environment import no_secrets, workload_env
 from cumulo.control.placement import Placement
 from cumulo.control.probes import Prober
@@ -26,7 +29,7 @@ from cumulo.core.specs import DeploymentSpec
 from cumulo.core.states import ProcessPhase, ReplicaState
 from cumulo.policy.capacity import Allocation
 from cumulo.policy.deployments import STOP_GRACE, DeploymentDecision, DeploymentSnapshot, ReplicaSnapshot, decide_deployment
-from cumulo.runtimes.base import Handle, LaunchSpec, Observation, Runtime
+from cumulo.runtimes.base import Handle, LaunchSpec, Observation, Runtime, RuntimeUnavailable, WorkerResources
 from cumulo.store import deployments as store
 from cumulo.store import events, leases
 from cumulo.store.db import Database
@@ -79,6 +82,8 @@ class _Loaded:
     handles: dict[str, Handle]
     ports: dict[str, int]
     workspace: str = "default"
+    clusters: dict[str, str] | None = None  # replica id -> its cluster
+    hosts: dict[str, str] | None = None  # replica id -> its host ("" until an engine reports it)
 
 
 class DeploymentReconciler:
@@ -88,14 +93,14 @@ class DeploymentReconciler:
     def __init__(
         self,
         db: Database,
-        runtime: Runtime,
+        runtime: Runtime | Runtimes,
         *,
         placement: Placement,
         server_url: str,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
-        self.runtime = runtime
+        self.runtimes = runtime if isinstance(runtime, Runtimes) else Runtimes(db, runtime)
         self.placement = placement
         self.server_url = server_url
         self.clock = clock
@@ -111,8 +116,8 @@ class DeploymentReconciler:
         #: requests the gateway is proxying to (host, port) right now
         self.in_flight: Callable[[str, int], int] = lambda host, port: 0
         #: replicas out of the routes whose SIGTERM waits for their in-flight requests:
-        #: (deployment id, replica id) -> (handle, port, give up at (monotonic))
-        self._stopping: dict[tuple[str, str], tuple[Handle, int, float]] = {}
+        #: (deployment id, replica id) -> (cluster, handle, host, port, give up at (monotonic))
+        self._stopping: dict[tuple[str, str], tuple[str, Handle, str, int, float]] = {}
         self._signaled: set[tuple[str, str]] = set()  # SIGTERM sent (a restart forgets: sent once more)
         self._last_probe: dict[str, float] = {}
         #: wakes a deployment when one of its probes finished (the loop's enqueue; app.py sets it)
@@ -137,9 +142,9 @@ class DeploymentReconciler:
             return None
         if loaded is ...:
             return 1.0
-        snap = self._observe(loaded)
+        snap, endpoints = self._observe(loaded)
         decision = decide_deployment(snap)
-        return self._act_and_apply(loaded, snap, token, decision)
+        return self._act_and_apply(loaded, snap, token, decision, endpoints)
 
     def _load(self, dep_id: str, token: str):
         now = self.clock()
@@ -177,30 +182,50 @@ class DeploymentReconciler:
                 quota=quota,
                 quota_used=quota_used,
                 spent=spent,
+                clusters=self.placement.clusters(s),
             )
             handles = {str(r.ordinal): Handle(r.runtime, r.handle) for r in reps}
             ports = {str(r.ordinal): r.port for r in reps}
-            return _Loaded(snap, d.id, d.name, d.workdir, d.next_ordinal, handles, ports, d.workspace)
+            return _Loaded(snap, d.id, d.name, d.workdir, d.next_ordinal, handles, ports, d.workspace,
+                           clusters={str(r.ordinal): r.cluster for r in reps},
+                           hosts={str(r.ordinal): r.host for r in reps})
 
-    def _observe(self, loaded: _Loaded) -> DeploymentSnapshot:
+    def _observe(self, loaded: _Loaded) -> tuple[DeploymentSnapshot, dict[str, tuple[str, int, str | None]]]:
+        """The snapshot with what each replica's runtime sees, and the (host, port, node) of the
+        replicas an engine placed, where they differ from what is recorded."""
         snap = loaded.snapshot
         spec = snap.spec
         observed = []
+        endpoints: dict[str, tuple[str, int, str | None]] = {}
         mono = time.monotonic()
         for r in snap.replicas:
             handle = loaded.handles[r.id]
-            obs: Observation = self.runtime.observe(handle)
+            runtime = self._runtime_of(loaded, r.id)
+            try:
+                obs: Observation = runtime.observe(handle)
+            except RuntimeUnavailable as exc:  # the engine is away: the replica's state stays as it was
+                observed.append(r)
+                log.warning("deployment %s: replica %s: %s", loaded.name, r.id, exc)
+                continue
+            host, port = self._host(loaded, r.id), loaded.ports[r.id]
+            placed = obs.workers[0] if obs.workers else None
+            if placed is not None and placed.host and placed.port and (placed.host, placed.port) != (host, port):
+                host, port = placed.host, placed.port
+                endpoints[r.id] = (host, port, placed.node)
             probe = None
             detail = obs.detail
             if obs.phase in (ProcessPhase.EXITED, ProcessPhase.LOST):
-                detail = log_tail(self.runtime.log_path(handle)) or detail
-            elif obs.phase == ProcessPhase.RUNNING and r.state in (ReplicaState.STARTING, ReplicaState.READY):
+                detail = log_tail(runtime.log_path(handle)) or detail
+                if obs.node_lost and obs.node_lost not in detail:
+                    detail = f"node {obs.node_lost} was lost" + (f": {detail}" if detail else "")
+            elif obs.phase == ProcessPhase.RUNNING and r.state in (ReplicaState.STARTING, ReplicaState.READY) \
+                    and host and port:
                 key = f"{loaded.dep_id}/{r.id}"
                 probe = self.prober.take(key)  # a check that finished since the last pass
                 period = STARTING_PROBE_PERIOD if r.state == ReplicaState.STARTING else spec.health.period
                 age = (snap.now - r.created_at).total_seconds()
                 if age >= spec.health.initial_delay and mono - self._last_probe.get(key, 0.0) >= period \
-                        and self.prober.start(loaded.dep_id, key, f"http://{HOST}:{loaded.ports[r.id]}{spec.health_path}",
+                        and self.prober.start(loaded.dep_id, key, f"http://{_url_host(host)}:{port}{spec.health_path}",
                                               spec.health.timeout):
                     self._last_probe[key] = mono
             observed.append(ReplicaSnapshot(
@@ -208,13 +233,22 @@ class DeploymentReconciler:
                 exit_code=obs.exit_code, detail=detail, probe_ok=probe, probe_failures=r.probe_failures,
                 stop_requested_at=r.stop_requested_at,
             ))
-        return DeploymentSnapshot(**{**snap.__dict__, "replicas": tuple(observed)})
+        return DeploymentSnapshot(**{**snap.__dict__, "replicas": tuple(observed)}), endpoints
 
-    def _act_and_apply(self, loaded: _Loaded, snap: DeploymentSnapshot, token: str, d: DeploymentDecision) -> float | None:
+    def _runtime_of(self, loaded: _Loaded, rid: str) -> Runtime:
+        return self.runtimes.get((loaded.clusters or {}).get(rid, "local"))
+
+    @staticmethod
+    def _host(loaded: _Loaded, rid: str) -> str:
+        return (loaded.hosts or {}).get(rid, HOST)
+
+    def _act_and_apply(self, loaded: _Loaded, snap: DeploymentSnapshot, token: str, d: DeploymentDecision,
+                       endpoints: dict[str, tuple[str, int, str | None]] | None = None) -> float | None:
         now = snap.now
+        endpoints = endpoints or {}
         for rid in d.kill:
-            self.runtime.kill(loaded.handles[rid])
-        launches: list[LaunchSpec] = []
+            self._runtime_of(loaded, rid).kill(loaded.handles[rid])
+        launches: list[tuple[str, LaunchSpec]] = []
         routes_changed = False
         # secrets are read before the transaction below (one at a time on SQLite: never nest them)
         base_env = workload_env(self.secret_values(snap.spec.env, loaded.workspace)) if d.start else {}
@@ -232,6 +266,10 @@ class DeploymentReconciler:
                 routes_changed = True
             else:
                 by_id = {str(r.ordinal): r for r in store.live_replicas(s, loaded.dep_id)}
+                for rid, (host, port, node) in endpoints.items():  # an engine placed it: route there
+                    if rid in by_id:
+                        by_id[rid].host, by_id[rid].port, by_id[rid].node = host, port, node
+                        routes_changed |= by_id[rid].state == ReplicaState.READY.value
                 for c in d.changes:
                     routes_changed |= self._apply_change(by_id.get(c.id), c, now)
                     if c.state.terminal:
@@ -240,7 +278,8 @@ class DeploymentReconciler:
                 starts = list(d.start)
                 if starts and self.placement.confirm(s, starts, loaded.workspace):  # else: the room was taken; decide again
                     for alloc in starts:
-                        launches.append(self._new_replica(s, loaded, snap, dep.next_ordinal, alloc, now, base_env))
+                        launches.append((alloc.cluster,
+                                         self._new_replica(s, loaded, snap, dep.next_ordinal, alloc, now, base_env)))
                         dep.next_ordinal += 1
                 for type_, reason, message in d.events:
                     events.record(s, now=now, kind="Deployment", name=loaded.name, object_id=loaded.dep_id,
@@ -249,29 +288,40 @@ class DeploymentReconciler:
             self.publish_routes()
         # stop only once the gateway no longer routes to them and the requests it had sent them have
         # finished (a server without a graceful SIGTERM would cut those off), waiting at most DRAIN_WAIT
+        def where(rid: str) -> tuple[str, str, int]:
+            host, port, _node = endpoints.get(rid, (self._host(loaded, rid), loaded.ports[rid], None))
+            return (loaded.clusters or {}).get(rid, "local"), host, port
+
         for rid in d.stop:
-            self._stopping[(loaded.dep_id, rid)] = (loaded.handles[rid], loaded.ports[rid],
+            cluster, host, port = where(rid)
+            self._stopping[(loaded.dep_id, rid)] = (cluster, loaded.handles[rid], host, port,
                                                    time.monotonic() + DRAIN_WAIT)
         for r in snap.replicas:  # draining before a control-plane restart: signal it (again) now
             key = (loaded.dep_id, r.id)
             if r.state == ReplicaState.DRAINING and key not in self._stopping and key not in self._signaled \
                     and r.id in loaded.handles and r.id in loaded.ports:
-                self._stopping[key] = (loaded.handles[r.id], loaded.ports[r.id], time.monotonic())
+                cluster, host, port = where(r.id)
+                self._stopping[key] = (cluster, loaded.handles[r.id], host, port, time.monotonic())
         waiting = self._stop_drained(loaded.dep_id)
         ended = [c for c in d.changes if c.state.terminal]
         for c in ended:
             self._stopping.pop((loaded.dep_id, c.id), None)
             self._signaled.discard((loaded.dep_id, c.id))
             if c.id in loaded.handles:
-                self.runtime.forget(loaded.handles[c.id])
+                self._runtime_of(loaded, c.id).forget(loaded.handles[c.id])
         if ended:
             self.capacity_freed()
-        for spec in launches:
+        for cluster, spec in launches:
             try:
-                self.runtime.launch(spec)
+                runtime = self.runtimes.get(cluster)
+                runtime.launch(spec)
             except Exception:  # the next pass sees it as lost and replaces it by policy
                 log.exception("deployment %s: launch of %s failed", loaded.name, spec.key)
-                self.runtime.abandon(self.runtime.handle_for(spec.key))
+                try:
+                    runtime = self.runtimes.get(cluster)
+                    runtime.abandon(runtime.handle_for(spec.key))
+                except Exception:
+                    log.exception("deployment %s: abandoning %s failed", loaded.name, spec.key)
         if waiting:
             return min(d.requeue_after, 0.05) if d.requeue_after is not None else 0.05
         return d.requeue_after
@@ -280,15 +330,15 @@ class DeploymentReconciler:
         """SIGTERM this deployment's drained-out replicas with no request in flight (or waited on
         long enough); True while some still wait."""
         waiting = False
-        for key, (handle, port, give_up) in list(self._stopping.items()):
+        for key, (cluster, handle, host, port, give_up) in list(self._stopping.items()):
             if key[0] != dep_id:
                 continue
-            if self.in_flight(HOST, port) and time.monotonic() < give_up:
+            if host and self.in_flight(host, port) and time.monotonic() < give_up:
                 waiting = True
                 continue
             del self._stopping[key]
             self._signaled.add(key)
-            self.runtime.stop(handle)
+            self.runtimes.get(cluster).stop(handle)
         return waiting
 
     @staticmethod
@@ -315,27 +365,32 @@ class DeploymentReconciler:
     def _new_replica(self, s, loaded: _Loaded, snap: DeploymentSnapshot, ordinal: int, alloc: Allocation, now,
                      base_env: dict[str, str]) -> LaunchSpec:
         spec = snap.spec
-        port = _free_port()
+        local = alloc.cluster == "local"
+        # on an engine's cluster the runtime picks the node and the port ($HOST, $PORT), reported later
+        host, port = (HOST, _free_port()) if local else ("", 0)
         key = f"{loaded.dep_id}/replica-{ordinal}"
-        handle = self.runtime.handle_for(key)
+        runtime = self.runtimes.get(alloc.cluster)
+        handle = runtime.handle_for(key)
         s.add(Replica(
             deployment_id=loaded.dep_id, ordinal=ordinal, generation=snap.generation,
-            state=ReplicaState.STARTING.value, created_at=now, host=HOST, port=port,
-            runtime=handle.runtime, handle={**handle.data, "logs": [self.runtime.log_path(handle, 0)]},
+            state=ReplicaState.STARTING.value, created_at=now, host=host, port=port,
+            runtime=handle.runtime, cluster=alloc.cluster, handle={**handle.data, "logs": [runtime.log_path(handle, 0)]},
             allocation=alloc.to_dict(), reason="starting", probe_failures=0,
         ))
+        where = f"on port {port}" if local else f"on cluster {alloc.cluster}"
         events.record(s, now=now, kind="Deployment", name=loaded.name, object_id=loaded.dep_id, type="Normal",
-                      reason="ReplicaStarting", message=f"starting replica {ordinal} on port {port}",
+                      reason="ReplicaStarting", message=f"starting replica {ordinal} {where}",
                       workspace=loaded.workspace)
         if spec.service:
-            command: str | list[str] = [sys.executable, "-m", "cumulo.serving", spec.service,
-                                        "--host", HOST, "--port", str(port)]
+            command: str | list[str] = [sys.executable, "-m", "cumulo.serving", spec.service]
+            if local:
+                command += ["--host", HOST, "--port", str(port)]
         else:
             command = spec.command  # type: ignore[assignment]
         env = dict(base_env)  # never the control plane's own environment (control/environment.py)
         gpus = alloc.worker_gpus[0] if alloc.worker_gpus else ()
         env.update({
-            "PORT": str(port),
+            **({"PORT": str(port), "HOST": HOST} if local else {}),
             "CUMULO_DEPLOYMENT": spec.name,
             "CUMULO_REPLICA": str(ordinal),
             "CUMULO_URL": self.server_url,
@@ -344,5 +399,11 @@ class DeploymentReconciler:
         token = self.workload_token(loaded.dep_id, ordinal)
         if token:
             env["CUMULO_TOKEN"] = token  # reads its workspace (e.g. the job that trained its model)
+        r = spec.resources
         return LaunchSpec(key=key, command=command, workdir=loaded.workdir, env=env,
-                          stop_grace=STOP_GRACE.total_seconds() - 5)
+                          stop_grace=STOP_GRACE.total_seconds() - 5,
+                          resources=WorkerResources(cpu=r.cpu, memory=r.memory, gpu=r.gpu), serve=not local)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

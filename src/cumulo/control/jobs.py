@@ -9,17 +9,20 @@ from __future__ import annotations
 import logging
 import socket
 import uuid
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from cumulo.control.clusters import Runtimes
 from cumulo.control.environment import no_secrets, workload_env
 from cumulo.core.specs import JobSpec
 from cumulo.core.states import AttemptState, JobState, ProcessPhase
 from cumulo.control.placement import Placement
 from cumulo.policy.capacity import Allocation
 from cumulo.policy.jobs import STOP_GRACE, Act, AttemptSnapshot, JobDecision, JobSnapshot, Observed, StopCause, decide_job
-from cumulo.runtimes.base import Handle, LaunchSpec, Observation, Runtime
+from cumulo.runtimes.base import Handle, LaunchSpec, Observation, Runtime, RuntimeUnavailable, WorkerResources
+from cumulo.store import clusters as clusters_store
 from cumulo.store import events, leases
 from cumulo.store import jobs as jobs_store
 from cumulo.store.db import Database
@@ -43,6 +46,8 @@ class _Loaded:
     handle: Handle | None
     created_at: datetime
     workspace: str = "default"
+    cluster: str = "local"  # the current attempt's cluster
+    artifacts_root: dict[str, str] | None = None  # cluster -> its shared artifacts folder (engines only)
 
 
 def _free_port() -> int:
@@ -58,7 +63,7 @@ class JobReconciler:
     def __init__(
         self,
         db: Database,
-        runtime: Runtime,
+        runtime: Runtime | Runtimes,
         *,
         node: str,
         server_url: str,
@@ -66,7 +71,7 @@ class JobReconciler:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
-        self.runtime = runtime
+        self.runtimes = runtime if isinstance(runtime, Runtimes) else Runtimes(db, runtime)
         self.placement = placement or Placement(node)
         self.server_url = server_url
         self.clock = clock
@@ -91,7 +96,13 @@ class JobReconciler:
             return None
         if loaded is ...:
             return 1.0  # leased by another worker
-        observation = self.runtime.observe(loaded.handle) if loaded.handle is not None else None
+        observation = None
+        if loaded.handle is not None:
+            try:
+                observation = self.runtimes.get(loaded.cluster).observe(loaded.handle)
+            except RuntimeUnavailable as exc:  # the engine is away: decide nothing until it answers
+                self._note_unreachable(job_id, token, loaded, str(exc))
+                return 5.0
         snap = loaded.snapshot
         if observation is not None:
             snap = _with_observation(snap, observation)
@@ -114,10 +125,13 @@ class JobReconciler:
                 return None
             current = jobs_store.attempt(s, job_id, job.attempts) if job.attempts else None
             capacity, used, (quota, quota_used, spent) = None, (), (None, (), 0.0)
+            clusters, roots = (), None
             if job.state == JobState.PENDING.value or current is None or AttemptState(current.state).terminal:
-                # only a job that may start next needs what is free on the node and in its workspace
+                # only a job that may start next needs what is free on the clusters and in its workspace
                 capacity, used = self.placement.capacity(s), self.placement.used(s)
                 quota, quota_used, spent = self.placement.quota(s, job.workspace, now)
+                clusters = self.placement.clusters(s)
+                roots = {c.name: c.artifacts for c in clusters_store.listing(s) if c.kind != "local"}
             attempt_snap = handle = None
             if current is not None:
                 attempt_snap = AttemptSnapshot(
@@ -143,8 +157,11 @@ class JobReconciler:
                 quota=quota,
                 quota_used=quota_used,
                 spent=spent,
+                clusters=clusters,
+                bound_cluster=job.cluster,
             )
-            return _Loaded(snapshot, job.id, job.name, job.artifacts_dir, handle, job.created_at, job.workspace)
+            return _Loaded(snapshot, job.id, job.name, job.artifacts_dir, handle, job.created_at, job.workspace,
+                           cluster=current.cluster if current is not None else "local", artifacts_root=roots)
 
     def _act_and_apply(
         self, job_id: str, token: str, loaded: _Loaded, obs: Observation | None, d: JobDecision
@@ -155,7 +172,19 @@ class JobReconciler:
             assert d.allocation is not None
             number = snap.attempts + 1
             key = f"{job_id}/attempt-{number}"
-            handle = self.runtime.handle_for(key)
+            cluster = d.allocation.cluster
+            try:
+                runtime = self.runtimes.get(cluster)
+            except RuntimeUnavailable as exc:
+                self._note_unreachable(job_id, token, loaded, str(exc))
+                return 5.0
+            handle = runtime.handle_for(key)
+            artifacts = loaded.artifacts
+            if cluster != "local" and loaded.artifacts_root and cluster in loaded.artifacts_root:
+                # on an engine's cluster, where every node sees it: a retry resumes wherever it lands
+                artifacts = loaded.artifacts if snap.bound_cluster == cluster else str(
+                    Path(loaded.artifacts_root[cluster]) / loaded.workspace / f"{loaded.job_name}-{job_id[:8]}")
+            loaded = replace(loaded, artifacts=artifacts, cluster=cluster)
             # record the attempt BEFORE launching: a crash in between leaves a launch that never
             # came up (abandoned later), never a process the store does not know
             with self.placement.lock, self.db.tx() as s:
@@ -164,21 +193,27 @@ class JobReconciler:
                     return 0.0  # something else took the room meanwhile: decide again
                 if not leases.guarded_update(
                     s, Job, job_id, token, state=d.state.value, reason=d.reason, attempts=number,
-                    next_attempt_at=None, **({"started_at": now} if number == 1 else {}),
+                    next_attempt_at=None, cluster=cluster, artifacts_dir=artifacts,
+                    **({"started_at": now} if number == 1 else {}),
                 ):
                     return 0.0
                 s.add(Attempt(
                     job_id=job_id, number=number, state=AttemptState.STARTING.value, created_at=now,
-                    runtime=handle.runtime, allocation=d.allocation.to_dict(),
-                    handle={**handle.data, "logs": [self.runtime.log_path(handle, r) for r in range(snap.spec.workers)]},
+                    runtime=handle.runtime, cluster=cluster, allocation=d.allocation.to_dict(),
+                    handle={**handle.data, "logs": [runtime.log_path(handle, r) for r in range(snap.spec.workers)]},
                     reason="", workers=[],
                 ))
                 self._events(s, loaded, d, now)
             try:
-                self.runtime.launch(self._launch_spec(key, snap.spec, loaded, number, d.allocation))
+                if cluster != "local":
+                    Path(artifacts).mkdir(parents=True, exist_ok=True)
+                runtime.launch(self._launch_spec(key, snap.spec, loaded, number, d.allocation))
             except Exception as exc:  # the next pass sees it as lost and retries by policy
                 log.exception("job %s: launch failed", loaded.job_name)
-                self.runtime.abandon(handle)
+                try:
+                    runtime.abandon(handle)
+                except Exception:  # an engine that refused the launch may refuse this too; observe decides
+                    log.exception("job %s: abandoning the failed launch failed", loaded.job_name)
                 with self.db.tx() as s:
                     events.record(s, now=now, kind="Job", name=loaded.job_name, object_id=job_id,
                                   type="Warning", reason="LaunchFailed", message=f"could not launch: {exc}",
@@ -187,12 +222,13 @@ class JobReconciler:
             return d.requeue_after
 
         handle = loaded.handle
-        if d.act == Act.STOP and handle is not None:
-            self.runtime.stop(handle)
-        elif d.act == Act.KILL and handle is not None:
-            self.runtime.kill(handle)
-        elif d.act == Act.ABANDON and handle is not None:
-            self.runtime.abandon(handle)
+        runtime = self.runtimes.get(loaded.cluster) if handle is not None else None
+        if d.act == Act.STOP and runtime is not None:
+            runtime.stop(handle)
+        elif d.act == Act.KILL and runtime is not None:
+            runtime.kill(handle)
+        elif d.act == Act.ABANDON and runtime is not None:
+            runtime.abandon(handle)
 
         finished = d.state.terminal or d.attempt_state is not None
         with self.db.tx() as s:
@@ -209,8 +245,8 @@ class JobReconciler:
                 self._apply_attempt(s, job_id, snap, obs, d, now)
             self._events(s, loaded, d, now)
         if finished:
-            if handle is not None:
-                self.runtime.forget(handle)
+            if runtime is not None:
+                runtime.forget(handle)
             self.wake_waiting()
         return d.requeue_after
 
@@ -222,12 +258,10 @@ class JobReconciler:
             if att.state == AttemptState.STARTING.value:
                 att.state = AttemptState.RUNNING.value
                 att.started_at = now
-            att.workers = [
-                {"rank": w.rank, "pid": w.pid, "cpu_percent": w.cpu_percent, "memory_bytes": w.memory_bytes}
-                for w in obs.workers
-            ]
+            att.workers = [_worker(w) for w in obs.workers]
         if obs is not None and obs.phase == ProcessPhase.EXITED:
-            att.workers = [{"rank": w.rank, "exit_code": w.exit_code} for w in obs.workers]
+            where = {w["rank"]: w for w in att.workers or []}  # keep the node each rank ran on
+            att.workers = [{**_where(where.get(w.rank, {})), **_worker(w, exited=True)} for w in obs.workers]
         if d.stop_cause is not None:
             att.stop_cause = d.stop_cause.value
             att.stop_requested_at = now
@@ -236,6 +270,10 @@ class JobReconciler:
             att.exit_code = d.attempt_exit_code
             att.reason = d.attempt_reason
             att.finished_at = now
+
+    def _note_unreachable(self, job_id: str, token: str, loaded: _Loaded, why: str) -> None:
+        with self.db.tx() as s:
+            leases.guarded_update(s, Job, job_id, token, reason=f"cluster {loaded.cluster} unreachable: {why}")
 
     def _events(self, s, loaded: _Loaded, d: JobDecision, now: datetime) -> None:
         for type_, reason, message in d.events:
@@ -263,15 +301,19 @@ class JobReconciler:
         worker_env = []
         for rank in range(spec.workers):
             gpus = alloc.worker_gpus[rank] if rank < len(alloc.worker_gpus) else ()
-            worker_env.append({
+            worker_env.append({  # the local defaults; an engine's runtime sets what its placement decides
                 "RANK": str(rank),
                 "LOCAL_RANK": str(rank),
                 "WORLD_SIZE": str(spec.workers),
                 "LOCAL_WORLD_SIZE": str(spec.workers),
                 "MASTER_ADDR": "127.0.0.1",
                 "MASTER_PORT": port,
+                "CUMULO_NODE_RANK": "0",
+                "CUMULO_NUM_NODES": "1",
+                "CUMULO_NODE_IPS": "127.0.0.1",
                 "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)),
             })
+        r = spec.resources
         return LaunchSpec(
             key=key,
             command=spec.command,
@@ -279,8 +321,27 @@ class JobReconciler:
             env=env,
             worker_env=tuple(worker_env),
             stop_grace=STOP_GRACE.total_seconds(),
+            resources=WorkerResources(cpu=r.cpu, memory=r.memory, gpu=r.gpu),
+            placement=spec.placement,
+            timeout=spec.timeout,
         )
 
 
 def _with_observation(snap: JobSnapshot, o: Observation) -> JobSnapshot:
-    return replace(snap, observed=Observed(phase=o.phase, exit_code=o.exit_code, detail=o.detail))
+    return replace(snap, observed=Observed(phase=o.phase, exit_code=o.exit_code, detail=o.detail, node_lost=o.node_lost))
+
+
+def _worker(w, exited: bool = False) -> dict:
+    """One worker as the attempt row keeps it: where it runs, and its usage or its exit code."""
+    out: dict = {"rank": w.rank}
+    if w.node is not None or w.host is not None:
+        out.update(node_id=w.node, address=w.host)
+    if exited:
+        out["exit_code"] = w.exit_code
+    else:
+        out.update(pid=w.pid, cpu_percent=w.cpu_percent, memory_bytes=w.memory_bytes)
+    return out
+
+
+def _where(w: dict) -> dict:
+    return {k: w[k] for k in ("node_id", "address") if w.get(k) is not None}

@@ -7,6 +7,7 @@ from datetime import datetime
 from cumulo.runtimes.base import Runtime
 from cumulo.store import nodes as nodes_store
 from cumulo.store.db import Database
+from cumulo.store.models import Cluster
 
 LOCAL_NODE = "local"
 
@@ -20,3 +21,5 @@ def register_local_node(db: Database, runtime: Runtime, now: datetime, price: fl
             s, name=LOCAL_NODE, provider="local", state="Ready", cpu=r.cpu, memory=r.memory,
             gpus=list(r.gpus), gpu_names=list(r.gpu_names), now=now, price=price,
         )
+        if s.get(Cluster, LOCAL_NODE) is None:  # `local` always exists: this machine
+            s.add(Cluster(name=LOCAL_NODE, kind="local", artifacts="", created_at=now, state="Ready"))

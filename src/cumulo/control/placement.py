@@ -18,8 +18,10 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from cumulo.policy.capacity import Allocation, Capacity, still_fits
+from cumulo.policy.clusters import ClusterView, still_fits_engine
 from cumulo.policy.quota import Quota, still_within
 from cumulo.store import allocations as allocations_store
+from cumulo.store import clusters as clusters_store
 from cumulo.store import nodes as nodes_store
 from cumulo.store import workspaces as workspaces_store
 
@@ -33,6 +35,10 @@ class Placement:
     def capacity(self, s: Session) -> Capacity | None:
         node = nodes_store.get(s, self.node)
         return Capacity(node.cpu, node.memory, tuple(node.gpus)) if node else None
+
+    def clusters(self, s: Session) -> tuple[ClusterView, ...]:
+        """Every cluster with what it has (the local node's capacity; engines' nodes)."""
+        return clusters_store.views(s, self.capacity(s))
 
     def used(self, s: Session) -> tuple[Allocation, ...]:
         known = self._known
@@ -64,9 +70,19 @@ class Placement:
     def confirm(self, s: Session, new: list[Allocation], workspace: str | None = None) -> bool:
         """Call with `lock` held, in the transaction that records `new` (for `workspace`, whose
         quota is re-checked too)."""
-        capacity = self.capacity(s)
-        if capacity is None or not still_fits(new, capacity, list(self.used(s))):
-            return False
+        used = list(self.used(s))
+        local = [a for a in new if a.cluster == "local"]
+        if local:
+            capacity = self.capacity(s)
+            if capacity is None or not still_fits(local, capacity, used):
+                return False
+        remote = [a for a in new if a.cluster != "local"]
+        if remote:
+            views = {c.name: c for c in self.clusters(s)}
+            for name in {a.cluster for a in remote}:
+                view = views.get(name)
+                if view is None or not still_fits_engine([a for a in remote if a.cluster == name], view, used):
+                    return False
         if workspace is not None:
             _row, quota = _quota_of(s, workspace)
             if quota is not None and not still_within(quota, [*self.used_by(s, workspace), *new]):

@@ -22,6 +22,8 @@ def usages(session: Session, *, local_node: str, since: datetime, workspace: str
         for kind, rows in (("job", store.attempts(session, since, workspace)),
                            ("deployment", store.replicas(session, since, workspace))):
             for w, name, start, end, alloc in rows:
+                if alloc.get("cluster", "local") != "local":
+                    continue  # an engine's cluster: its machines are the user's, priced nowhere here
                 out.append(Usage(w, kind, name, start, end, share(Allocation.from_dict(alloc), node_cpu, node_gpus) * price))
     for w, name, ready, finished, node_price in store.cloud_nodes(session, since, workspace):
         out.append(Usage(w, "node", name, ready, finished, node_price))

@@ -83,11 +83,16 @@ class JobSpec(_Model):
     env: Annotated[dict[str, str | SecretRef], BeforeValidator(_stringify_env)] = Field(default_factory=dict)
     resources: Resources = Field(default_factory=Resources)
     workers: int = Field(1, ge=1, le=256, description="processes started with RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT")
+    placement: Literal["pack", "spread"] = Field(
+        "pack", description="pack: workers on as few nodes as possible; spread: one worker per node")
+    cluster: str | None = Field(None, description="the cluster to run on (`cumulo cluster list`); "
+                                "default: the first that fits, `local` first")
     max_retries: int = Field(0, ge=0, le=100)
     backoff: Backoff = Field(default_factory=Backoff)
     timeout: Duration | None = Field(None, gt=0, description="per attempt; a timed-out attempt counts as failed")
 
     _check_name = field_validator("name")(classmethod(lambda cls, v: validate_name(v)))
+    _check_cluster = field_validator("cluster")(classmethod(lambda cls, v: v if v is None else validate_name(v)))
 
     @field_validator("command")
     @classmethod
@@ -181,6 +186,8 @@ class DeploymentSpec(_Model):
     env: Annotated[dict[str, str | SecretRef], BeforeValidator(_stringify_env)] = Field(default_factory=dict)
     resources: Resources = Field(default_factory=Resources)
     replicas: int = Field(1, ge=0, le=256)
+    cluster: str | None = Field(None, description="the cluster its replicas run on; default: where they fit, "
+                                "`local` first")
     health: Health = Field(default_factory=Health)
     auth: Literal["none", "token"] = Field(
         "none", description="token: /d/<name>/... needs a token made for this deployment "
@@ -190,6 +197,7 @@ class DeploymentSpec(_Model):
 
     _check_name = field_validator("name")(classmethod(lambda cls, v: validate_name(v)))
     _env_names = field_validator("env")(classmethod(lambda cls, v: JobSpec._env_names(v)))
+    _check_cluster = field_validator("cluster")(classmethod(lambda cls, v: v if v is None else validate_name(v)))
 
     @field_validator("service")
     @classmethod

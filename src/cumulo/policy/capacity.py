@@ -38,22 +38,33 @@ class Capacity:
 
 @dataclass(frozen=True)
 class Allocation:
-    """What one attempt holds: CPU and memory in total, and each worker's GPU indices."""
+    """What one attempt holds: CPU and memory in total, and each worker's GPU indices (on the local
+    node; on an engine's cluster the engine picks the GPUs and only their number is known here)."""
 
     cpu: float
     memory: int
     worker_gpus: tuple[tuple[int, ...], ...] = ()
+    cluster: str = "local"
+    gpu: int = 0  # GPUs in total, where the engine assigns them (worker_gpus is then empty)
 
     @property
     def gpus(self) -> tuple[int, ...]:
         return tuple(g for worker in self.worker_gpus for g in worker)
 
+    @property
+    def gpu_count(self) -> int:
+        return self.gpu or len(self.gpus)
+
     def to_dict(self) -> dict:
-        return {"cpu": self.cpu, "memory": self.memory, "worker_gpus": [list(g) for g in self.worker_gpus]}
+        d = {"cpu": self.cpu, "memory": self.memory, "worker_gpus": [list(g) for g in self.worker_gpus]}
+        if self.cluster != "local":
+            d.update(cluster=self.cluster, gpu=self.gpu)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Allocation:
-        return cls(cpu=d["cpu"], memory=d["memory"], worker_gpus=tuple(tuple(g) for g in d.get("worker_gpus", [])))
+        return cls(cpu=d["cpu"], memory=d["memory"], worker_gpus=tuple(tuple(g) for g in d.get("worker_gpus", [])),
+                   cluster=d.get("cluster", "local"), gpu=d.get("gpu", 0))
 
 
 def describe(capacity: Capacity) -> str:
@@ -77,6 +88,7 @@ def never_fits(request: Request, capacity: Capacity) -> str | None:
 
 def allocate(request: Request, capacity: Capacity, used: list[Allocation]) -> Allocation | str:
     """An Allocation if the request fits beside what is used now, else the reason it must wait."""
+    used = [a for a in used if a.cluster == "local"]
     free_cpu = capacity.cpu - sum(a.cpu for a in used)
     free_mem = capacity.memory - sum(a.memory for a in used)
     taken = {g for a in used for g in a.gpus}
@@ -98,7 +110,7 @@ def allocate(request: Request, capacity: Capacity, used: list[Allocation]) -> Al
 
 def still_fits(new: list[Allocation], capacity: Capacity, used: list[Allocation]) -> bool:
     """Whether allocations decided earlier still fit beside what is used now (re-checked at commit)."""
-    held = [*used, *new]
+    held = [a for a in (*used, *new) if a.cluster == "local"]
     gpus = [g for a in held for g in a.gpus]
     return (
         sum(a.cpu for a in held) <= capacity.cpu + 1e-9

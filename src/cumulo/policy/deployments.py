@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from cumulo.core.specs import DeploymentSpec
 from cumulo.core.states import DeploymentState, ProcessPhase, ReplicaState
 from cumulo.policy.backoff import backoff_delay
-from cumulo.policy.capacity import Allocation, Capacity, Request, allocate
+from cumulo.policy.capacity import Allocation, Capacity, Request
+from cumulo.policy.clusters import LOCAL, ClusterView, choose
 from cumulo.policy.quota import Quota, over_quota
 
 #: consecutive replica failures from which the deployment shows as crash-looping
@@ -57,6 +58,8 @@ class DeploymentSnapshot:
     spent: float = 0.0
     #: replicas the autoscaler wants; None: the spec's count
     desired: int | None = None
+    #: every cluster (policy/clusters.py); empty: only the local node, with `capacity`
+    clusters: tuple[ClusterView, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -187,9 +190,10 @@ def decide_deployment(s: DeploymentSnapshot) -> DeploymentDecision:
     if want > 0:
         if next_start_at is not None and now < next_start_at:
             waiting = f"restarting in {(next_start_at - now).total_seconds():.0f}s"
-        elif s.capacity is None:
+        elif s.capacity is None and not s.clusters:
             waiting = "waiting for a node to report its capacity"
         else:
+            clusters = s.clusters or (ClusterView(LOCAL, LOCAL, capacity=s.capacity),)
             used = list(s.used)
             mine = list(s.quota_used)
             r = spec.resources
@@ -199,7 +203,7 @@ def decide_deployment(s: DeploymentSnapshot) -> DeploymentDecision:
                 if over:
                     waiting = over
                     break
-                fit = allocate(request, s.capacity, used)
+                fit = choose(request, "pack", clusters, used, only=spec.cluster)
                 if isinstance(fit, str):
                     waiting = fit
                     break

@@ -15,7 +15,8 @@ from cumulo.core.specs import JobSpec
 from cumulo.core.states import AttemptState, JobState
 from cumulo.core.states import ProcessPhase as Phase
 from cumulo.policy.backoff import backoff_delay
-from cumulo.policy.capacity import Allocation, Capacity, Request, allocate
+from cumulo.policy.capacity import Allocation, Capacity, Request
+from cumulo.policy.clusters import LOCAL, ClusterView, choose
 from cumulo.policy.quota import Quota, over_quota
 
 #: an attempt whose supervisor has not shown up after this long is declared lost
@@ -36,6 +37,7 @@ class Observed:
     phase: Phase
     exit_code: int | None = None
     detail: str = ""
+    node_lost: str | None = None  # the node whose loss ended the attempt
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,10 @@ class JobSnapshot:
     quota_used: tuple[Allocation, ...] = ()
     spent: float = 0.0
     used: tuple[Allocation, ...] = ()
+    #: every cluster (policy/clusters.py); empty: only the local node, with `capacity`
+    clusters: tuple[ClusterView, ...] = ()
+    #: the cluster the job's first attempt ran on: its retries stay there
+    bound_cluster: str | None = None
 
 
 class Act(StrEnum):
@@ -121,17 +127,20 @@ def _decide_pending(s: JobSnapshot) -> JobDecision:
         return JobDecision(
             JobState.PENDING, f"retrying in {wait:.0f}s", next_attempt_at=s.next_attempt_at, requeue_after=wait
         )
-    if s.capacity is None:
+    clusters = s.clusters or ((ClusterView(LOCAL, LOCAL, capacity=s.capacity),) if s.capacity else ())
+    if not clusters or (len(clusters) == 1 and clusters[0].kind == LOCAL and clusters[0].capacity is None):
         return JobDecision(JobState.PENDING, "waiting for a node to report its capacity", requeue_after=1.0)
     over = over_quota(_request(s.spec), s.quota, s.quota_used, s.spent)
     if over:
         return JobDecision(JobState.PENDING, over, requeue_after=None)  # woken when the workspace's work ends
-    fit = allocate(_request(s.spec), s.capacity, list(s.used))
+    fit = choose(_request(s.spec), s.spec.placement, clusters, s.used, only=s.spec.cluster or s.bound_cluster)
     if isinstance(fit, str):
-        # woken again when something finishes; the periodic pass is the safety net
-        return JobDecision(JobState.PENDING, fit, requeue_after=None)
+        # woken again when something finishes or a cluster grows; the periodic pass is the safety net
+        return JobDecision(JobState.PENDING, fit, requeue_after=None if fit.startswith("waiting") else 5.0)
     number = s.attempts + 1
     msg = f"starting attempt {number}" + (f" with {s.spec.workers} workers" if s.spec.workers > 1 else "")
+    if fit.cluster != LOCAL:
+        msg += f" on cluster {fit.cluster}"
     if fit.gpus:
         msg += f" on GPU {','.join(map(str, fit.gpus))}"
     return JobDecision(
@@ -152,6 +161,14 @@ def _decide_active(s: JobSnapshot) -> JobDecision:
         return _finish_attempt(s, obs.exit_code, obs.detail)
     if obs.phase == Phase.LOST:
         return _finish_attempt(s, None, obs.detail or "the attempt's supervisor disappeared")
+    if obs.phase == Phase.QUEUED:  # the engine has it and waits for room: no boot timeout
+        if s.cancel_requested and cur.stop_cause is None:
+            return JobDecision(
+                s.state, "stopping (cancel)", act=Act.STOP, stop_cause=StopCause.CANCEL, requeue_after=POLL,
+                events=(("Normal", "Cancelling", f"stopping attempt {cur.number} on request"),),
+            )
+        return JobDecision(JobState.STARTING, "queued by the engine" + (f": {obs.detail}" if obs.detail else ""),
+                           requeue_after=POLL)
     if obs.phase == Phase.BOOTING:
         if s.now - cur.created_at > BOOT_TIMEOUT:
             return JobDecision(
@@ -208,8 +225,15 @@ def _finish_attempt(s: JobSnapshot, code: int | None, detail: str) -> JobDecisio
             JobState.SUCCEEDED, msg, attempt_state=AttemptState.SUCCEEDED, attempt_exit_code=0,
             attempt_reason="exit code 0", events=(("Normal", "Succeeded", msg),),
         )
+    lost = s.observed.node_lost if s.observed is not None else None
+    events: tuple[tuple[str, str, str], ...] = ()
     if cur.stop_cause == StopCause.TIMEOUT:
         why = f"timed out after {s.spec.timeout:g}s"
+    elif lost:
+        why = detail or f"node {lost} was lost"
+        if lost not in why:
+            why = f"node {lost} was lost: {why}"
+        events = (("Warning", "NodeLost", f"attempt {n}: {why}"),)
     elif detail and code is None:
         why = detail
     else:
@@ -222,11 +246,11 @@ def _finish_attempt(s: JobSnapshot, code: int | None, detail: str) -> JobDecisio
         return JobDecision(
             JobState.PENDING, msg, attempt_state=AttemptState.FAILED, attempt_exit_code=code, attempt_reason=why,
             next_attempt_at=s.now + timedelta(seconds=delay), requeue_after=delay,
-            events=(("Warning", "AttemptFailed", msg),),
+            events=events + (("Warning", "AttemptFailed", msg),),
         )
     tries = f"{n} attempts" if n > 1 else "1 attempt"
     msg = f"failed after {tries}: {why}"
     return JobDecision(
         JobState.FAILED, msg, attempt_state=AttemptState.FAILED, attempt_exit_code=code, attempt_reason=why,
-        events=(("Warning", "Failed", msg),),
+        events=events + (("Warning", "Failed", msg),),
     )

@@ -49,7 +49,7 @@ def over_quota(request: Request, quota: Quota | None, used: Sequence[Allocation]
         if held + request.total_cpu > quota.cpu + 1e-9:
             short.append(f"CPU {held:g} of {quota.cpu:g} in use and this needs {request.total_cpu:g}")
     if quota.gpu is not None and request.total_gpu:
-        held_gpu = sum(len(a.gpus) for a in used)
+        held_gpu = sum(a.gpu_count for a in used)
         if held_gpu + request.total_gpu > quota.gpu:
             short.append(f"GPU {held_gpu} of {quota.gpu} in use and this needs {request.total_gpu}")
     return "workspace quota: " + "; ".join(short) if short else None
@@ -112,5 +112,5 @@ def still_within(quota: Quota | None, held: Sequence[Allocation]) -> bool:
     if quota is None:
         return True
     cpu_ok = quota.cpu is None or sum(a.cpu for a in held) <= quota.cpu + 1e-9
-    gpu_ok = quota.gpu is None or sum(len(a.gpus) for a in held) <= quota.gpu
+    gpu_ok = quota.gpu is None or sum(a.gpu_count for a in held) <= quota.gpu
     return cpu_ok and gpu_ok

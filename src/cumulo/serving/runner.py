@@ -145,8 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m cumulo.serving",
                                 description="Run a cumulo Service as one replica.")
     p.add_argument("target", help="FILE.py:ClassName, FILE relative to the current folder")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"),
+                   help="address to listen on (default $HOST, else 127.0.0.1)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")), help="default $PORT, else 8000")
     p.add_argument("--drain-timeout", type=float, default=DRAIN_TIMEOUT_S,
                    help="seconds in-flight requests get to finish after SIGTERM (default 20)")
     p.add_argument("--log-level", default=os.environ.get("CUMULO_SERVING_LOG_LEVEL", "info"),

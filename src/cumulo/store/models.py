@@ -44,6 +44,8 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     artifacts_dir: Mapped[str] = mapped_column(Text)
     # status (written by the job reconciler)
+    #: the cluster its first attempt was placed on; retries stay there (its artifacts live there)
+    cluster: Mapped[str | None] = mapped_column(String(63), nullable=True)
     state: Mapped[str] = mapped_column(String(16), index=True)
     reason: Mapped[str] = mapped_column(Text, default="")
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -70,6 +72,7 @@ class Attempt(Base):
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     reason: Mapped[str] = mapped_column(Text, default="")
     runtime: Mapped[str] = mapped_column(String(32))
+    cluster: Mapped[str] = mapped_column(String(63), default="local")
     handle: Mapped[dict[str, Any]]
     allocation: Mapped[dict[str, Any]]
     stop_cause: Mapped[str | None] = mapped_column(String(16), nullable=True)
@@ -117,6 +120,11 @@ class Node(Base):
 
     name: Mapped[str] = mapped_column(String(63), primary_key=True)
     provider: Mapped[str] = mapped_column(String(32))
+    #: the cluster it belongs to; engine nodes (Ray, Slurm) are synced from the engine
+    cluster: Mapped[str] = mapped_column(String(63), default="local", index=True)
+    engine_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    address: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    labels: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=dict)
     state: Mapped[str] = mapped_column(String(16))
     cpu: Mapped[float]
     memory: Mapped[int] = mapped_column(BigInteger)
@@ -140,6 +148,24 @@ class Node(Base):
     blocked: Mapped[list[Any]] = mapped_column(default=list)
     lock_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
     lock_expires: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class Cluster(Base):
+    """A named engine that runs workloads: `local` (always there), a Ray cluster, a Slurm cluster."""
+
+    __tablename__ = "clusters"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # local | ray | slurm
+    address: Mapped[str | None] = mapped_column(Text, nullable=True)  # Ray: the dashboard URL
+    partition: Mapped[str | None] = mapped_column(String(63), nullable=True)  # Slurm
+    #: a folder every node of the cluster sees (CUMULO_ARTIFACTS, logs, checkpoints)
+    artifacts: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    # status (written by the cluster reconciler)
+    state: Mapped[str] = mapped_column(String(16), default="Unknown")  # Ready | Unreachable | Unknown
+    reason: Mapped[str] = mapped_column(Text, default="")
+    checked_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class Pool(Base):
@@ -201,6 +227,9 @@ class Replica(Base):
     host: Mapped[str] = mapped_column(String(255))
     port: Mapped[int]
     runtime: Mapped[str] = mapped_column(String(32))
+    cluster: Mapped[str] = mapped_column(String(63), default="local")
+    #: the engine node it runs on (Node.name), once the runtime reports it
+    node: Mapped[str | None] = mapped_column(String(63), nullable=True)
     handle: Mapped[dict[str, Any]]
     allocation: Mapped[dict[str, Any]]
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)

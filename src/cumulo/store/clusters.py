@@ -1,0 +1,113 @@
+"""Clusters and the nodes their engines report."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cumulo.policy.capacity import Capacity
+from cumulo.policy.clusters import LOCAL, ClusterView, NodeShape
+from cumulo.store.models import Attempt, Cluster, Deployment, Job, Node, Replica
+
+LIVE_ATTEMPT = ("Starting", "Running")
+LIVE_REPLICA = ("Starting", "Ready", "Draining")
+
+
+def get(s: Session, name: str) -> Cluster | None:
+    return s.get(Cluster, name)
+
+
+def listing(s: Session) -> list[Cluster]:
+    return list(s.scalars(select(Cluster).order_by(Cluster.name)))
+
+
+def nodes_of(s: Session, cluster: str | None = None) -> list[Node]:
+    q = select(Node).order_by(Node.cluster, Node.name)
+    if cluster is not None:
+        q = q.where(Node.cluster == cluster)
+    return list(s.scalars(q))
+
+
+def node_name(cluster: str, engine_id: str) -> str:
+    """A stable, readable Node.name for an engine node (Ray's 56-hex ids are cut to 12)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", engine_id.lower()).strip("-") or "node"
+    if re.fullmatch(r"[0-9a-f]{20,}", slug):
+        slug = slug[:12]
+    return f"{cluster}-{slug}"[:63]
+
+
+def sync_nodes(s: Session, cluster: str, provider: str, seen: list[dict], now: datetime) -> tuple[list[str], list[str]]:
+    """Make the cluster's node rows what the engine reports. Returns (joined, lost) node names: a
+    node the engine no longer lists, or lists as dead, is kept with state Lost."""
+    rows = {n.name: n for n in nodes_of(s, cluster)}
+    joined, lost = [], []
+    names = set()
+    for d in seen:
+        name = node_name(cluster, d["engine_id"])
+        names.add(name)
+        node = rows.get(name)
+        if node is None:
+            node = Node(name=name, cluster=cluster, provider=provider, created_at=now)
+            s.add(node)
+        was = node.state
+        node.provider, node.engine_id, node.address = provider, d["engine_id"], d["address"]
+        node.cpu, node.memory, node.labels = d["cpu"], d["memory"], d.get("labels") or {}
+        node.gpus = list(range(d.get("gpus", 0)))
+        node.gpu_names = [d["gpu_type"]] * d.get("gpus", 0) if d.get("gpu_type") else []
+        node.state = "Ready" if d.get("alive", True) else "Lost"
+        node.reason = "" if node.state == "Ready" else "the engine reports it dead"
+        node.updated_at = now
+        if node.state == "Ready" and was != "Ready":
+            node.ready_at = now
+            joined.append(name)
+        elif node.state == "Lost" and was == "Ready":
+            lost.append(name)
+    for name, node in rows.items():
+        if name not in names and node.state == "Ready":
+            node.state, node.reason, node.updated_at = "Lost", "the engine no longer lists it", now
+            lost.append(name)
+    return joined, lost
+
+
+def work_on(s: Session, cluster: str) -> list[str]:
+    """What still runs (or waits to run again) on a cluster: 'job NAME' / 'deployment NAME'."""
+    jobs = s.execute(
+        select(Job.name, Job.workspace).join(Attempt, Attempt.job_id == Job.id)
+        .where(Attempt.cluster == cluster, Attempt.state.in_(LIVE_ATTEMPT))
+    ).all()
+    bound = s.execute(
+        select(Job.name, Job.workspace).where(Job.cluster == cluster, Job.state.in_(("Pending", "Starting", "Running")))
+    ).all()
+    deps = s.execute(
+        select(Deployment.name, Deployment.workspace).join(Replica, Replica.deployment_id == Deployment.id)
+        .where(Replica.cluster == cluster, Replica.state.in_(LIVE_REPLICA))
+    ).all()
+    out = sorted({f"job {n} (workspace {w})" for n, w in [*jobs, *bound]})
+    out += sorted({f"deployment {n} (workspace {w})" for n, w in deps})
+    return out
+
+
+def views(s, local_capacity: Capacity | None) -> tuple[ClusterView, ...]:
+    """What placement knows of every cluster (policy/clusters.py), read in one transaction."""
+    nodes: dict[str, list] = {}
+    for n in nodes_of(s):
+        nodes.setdefault(n.cluster, []).append(n)
+    out = [ClusterView(LOCAL, LOCAL, capacity=local_capacity)]
+    for c in listing(s):
+        if c.kind == LOCAL:
+            continue
+        shapes = tuple(
+            NodeShape(name=n.name, cpu=n.cpu, memory=n.memory, gpus=len(n.gpus), alive=n.state == "Ready",
+                      **_free(n.labels))
+            for n in nodes.get(c.name, [])
+        )
+        out.append(ClusterView(c.name, c.kind, reachable=c.state != "Unreachable", reason=c.reason, nodes=shapes))
+    return tuple(out)
+
+
+def _free(labels: dict | None) -> dict:
+    free = (labels or {}).get("cumulo.free") or {}
+    return {"cpu_free": free.get("cpu"), "memory_free": free.get("memory"), "gpus_free": free.get("gpus")}
