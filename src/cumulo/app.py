@@ -209,7 +209,8 @@ def build(config: ServerConfig) -> ControlPlane:
             log.info("first start: an admin token was written to %s (mode 0600); the CLI and SDK read it there",
                      written)
     app.state.jobs = JobService(db, config.home, node=LOCAL_NODE, wake=job_loop.enqueue)
-    app.state.cluster = ClusterService(db)
+    app.state.cluster = clusters_service = ClusterService(db, home=config.home)
+    clusters_service.wake = cluster_loop.enqueue
     def wake_deployment(dep_id: str) -> None:
         dep_loop.enqueue(dep_id)
         autoscale_loop.enqueue(dep_id)

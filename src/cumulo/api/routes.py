@@ -11,13 +11,13 @@ from fastapi.responses import PlainTextResponse
 from cumulo.api.auth import admin, authorize, reporter, reporter_scope
 from cumulo.api.auth import scope as scope_of
 from cumulo.api.schemas import (
-    MAX_INT, Accepted, GatewaySync, MetricsBody, QuotaBody, ReleaseBody, RouteEndpoint, Routes, ScaleBody, SecretBody,
+    MAX_INT, Accepted, ClusterBody, GatewaySync, MetricsBody, QuotaBody, ReleaseBody, RouteEndpoint, Routes, ScaleBody, SecretBody,
     TokenBody, WorkspaceBody,
 )
 from cumulo.core.errors import Forbidden
 from cumulo.core.tokens import Role, Scope, route_key
 from cumulo.core.views import (
-    CostReport, DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeDetail, NodeView, PoolView,
+    ClusterInfo, CostReport, DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeDetail, NodeView, PoolView,
     SecretView, System, TokenView, WorkspaceView,
 )
 from cumulo.services.cluster import ClusterService
@@ -133,9 +133,37 @@ def list_events(
     return _cluster(request).events(kind=kind, name=name, after=after, limit=limit, workspace=scope.workspace)
 
 
-@router.get("/nodes", response_model=list[NodeView], tags=["system"])
-def list_nodes(request: Request) -> list[NodeView]:
-    return _cluster(request).nodes()
+@router.get("/nodes", response_model=list[NodeView], tags=["clusters"])
+def list_nodes(request: Request, cluster: Annotated[str | None, Query(max_length=63)] = None) -> list[NodeView]:
+    """Every node (this machine, cloud machines, the nodes each engine reports), or one cluster's."""
+    return _cluster(request).nodes(cluster)
+
+
+@router.get("/clusters", response_model=list[ClusterInfo], tags=["clusters"])
+def list_clusters(request: Request) -> list[ClusterInfo]:
+    """Every cluster: `local` and each Ray or Slurm cluster, with its state and capacity."""
+    return _cluster(request).list()
+
+
+@router.get("/clusters/{name}", response_model=ClusterInfo, tags=["clusters"])
+def get_cluster(request: Request, name: str) -> ClusterInfo:
+    """One cluster with the work running on it."""
+    return _cluster(request).get(name, with_work=True)
+
+
+@admin_only.post("/clusters", response_model=ClusterInfo, status_code=201, tags=["clusters"])
+def add_cluster(request: Request, body: ClusterBody) -> ClusterInfo:
+    """Add a Ray cluster (its dashboard address) or this machine's Slurm. Its nodes are read from
+    the engine within seconds; an unreachable one shows why and is retried."""
+    return _cluster(request).add(body.name, body.kind, address=body.address, partition=body.partition,
+                                 artifacts=body.artifacts)
+
+
+@admin_only.delete("/clusters/{name}", status_code=204, tags=["clusters"])
+def remove_cluster(request: Request, name: str) -> Response:
+    """Remove a cluster; refused (409, with the list) while work runs on it."""
+    _cluster(request).remove(name)
+    return Response(status_code=204)
 
 
 # -- deployments -----------------------------------------------------------------------------------

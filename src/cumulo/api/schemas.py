@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from typing import Annotated
+from typing import Literal, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -88,6 +88,19 @@ class GatewaySync(BaseModel):
     gateway_id: str = Field(pattern=r"^[A-Za-z0-9._:-]{1,100}$", description="unique per gateway process")
     deployments: dict[str, GatewayCounters] = Field(default_factory=dict, max_length=100_000)
     replicas: list[ReplicaLoad] = Field(default_factory=list, max_length=100_000)
+
+
+class ClusterBody(BaseModel):
+    """`cumulo cluster add`: a Ray cluster (its dashboard address) or this machine's Slurm."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=63, description="lowercase letters, digits and '-'")
+    kind: Literal["ray", "slurm"]
+    address: str | None = Field(None, max_length=2048, description="Ray: what `ray job submit --address` takes")
+    partition: str | None = Field(None, max_length=63, description="Slurm: the partition to submit to")
+    artifacts: str | None = Field(None, max_length=4096,
+                                  description="a folder every node sees (default: under the control plane's home)")
 
 
 class ReleaseBody(BaseModel):

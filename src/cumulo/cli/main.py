@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from cumulo.cli import costs, deployments, jobs, resources, secrets, server, tokens, workspaces
+from cumulo.cli import clusters, costs, deployments, jobs, resources, secrets, server, tokens, workspaces
 from cumulo.cli.render import JSON, console, emit_json, err, events_table, nodes_table
 from cumulo.core.errors import CumuloError
 from cumulo.sdk.client import Client
@@ -31,6 +31,7 @@ app.add_typer(resources.app, name="resources")
 app.add_typer(tokens.app, name="token")
 app.add_typer(secrets.app, name="secret")
 app.add_typer(workspaces.app, name="workspace")
+app.add_typer(clusters.app, name="cluster")
 app.command("cost")(costs.cost)
 
 
@@ -67,10 +68,11 @@ def events(
 
 
 @app.command()
-def nodes(json_: bool = JSON) -> None:
-    """Machines workloads run on, with capacity and what is allocated."""
+def nodes(cluster: str = typer.Option(None, "--cluster", "-c", help="only this cluster's nodes"),
+          json_: bool = JSON) -> None:
+    """Machines workloads run on, per cluster, with capacity and what is allocated."""
     with Client() as client:
-        rows = client.nodes()
+        rows = client.nodes(cluster)
     if json_:
         emit_json(rows)
     else:

@@ -117,11 +117,20 @@ def events_table(events: list[EventView]) -> Table:
 
 
 def nodes_table(nodes: list[NodeView]) -> Table:
+    """One row per node; an engine's node shows its address and GPU type, not cumulo's allocation
+    (the engine places work on it; `cumulo cluster status` shows the cluster's share)."""
     t = Table(box=None, header_style="bold")
-    for col in ("NAME", "PROVIDER", "STATE", "CPU (used/total)", "MEMORY (used/total)", "GPU (used/total)"):
-        t.add_column(col)
+    for col in ("CLUSTER", "NAME", "PROVIDER", "STATE", "ADDRESS", "CPU (used/total)", "MEMORY (used/total)",
+                "GPU (used/total)", "LABELS"):
+        t.add_column(col, overflow="fold" if col == "LABELS" else "ellipsis")
     for n in nodes:
-        t.add_row(n.name, n.provider, n.state, f"{n.allocated_cpu:g}/{n.cpu:g}",
-                  f"{format_memory(n.allocated_memory_bytes)}/{format_memory(n.memory_bytes)}",
-                  f"{len(n.allocated_gpus)}/{len(n.gpus)}")
+        engine = n.engine_id is not None
+        gpu_type = f" {n.gpu_names[0]}" if n.gpu_names else ""
+        t.add_row(n.cluster, n.name, n.provider, n.state if not n.reason else f"{n.state} ({n.reason})",
+                  n.address or "-",
+                  f"{n.cpu:g}" if engine else f"{n.allocated_cpu:g}/{n.cpu:g}",
+                  format_memory(n.memory_bytes) if engine
+                  else f"{format_memory(n.allocated_memory_bytes)}/{format_memory(n.memory_bytes)}",
+                  (f"{len(n.gpus)}" if engine else f"{len(n.allocated_gpus)}/{len(n.gpus)}") + gpu_type,
+                  ", ".join(f"{k}={v}" for k, v in sorted(n.labels.items())) or "-")
     return t

@@ -24,7 +24,6 @@ from cumulo.runtimes.base import Runtime, RuntimeUnavailable
 from cumulo.store import clusters as clusters_store
 from cumulo.store import events
 from cumulo.store.db import Database
-from cumulo.store.models import Cluster
 
 log = logging.getLogger(__name__)
 

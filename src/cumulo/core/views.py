@@ -20,6 +20,9 @@ class WorkerView(_View):
     exit_code: int | None = None
     cpu_percent: float | None = None
     memory_bytes: int | None = None
+    #: where it runs on an engine's cluster: the engine's node id and that node's address
+    node_id: str | None = None
+    address: str | None = None
 
 
 class AttemptView(_View):
@@ -53,6 +56,8 @@ class JobView(_View):
     cpu_percent: float | None = None
     memory_bytes: int | None = None
     attempt_list: list[AttemptView] = []
+    #: the cluster its attempts run on (chosen at its first start; None before)
+    cluster: str | None = None
 
 
 class EventView(_View):
@@ -84,6 +89,35 @@ class NodeView(_View):
     allocated_cpu: float = 0
     allocated_memory_bytes: int = 0
     allocated_gpus: list[int] = []
+    cluster: str = "local"
+    #: an engine node's address and the engine's own id for it
+    address: str | None = None
+    engine_id: str | None = None
+    labels: dict[str, str] = {}
+    reason: str = ""
+
+
+class ClusterInfo(_View):
+    """A cluster (`cumulo cluster list`): what engine, whether it answers, what its nodes have."""
+
+    name: str
+    kind: str  # local | ray | slurm
+    address: str | None = None
+    partition: str | None = None
+    artifacts: str = ""
+    state: str  # Ready | Unreachable | Unknown (not asked yet)
+    reason: str = ""
+    checked_at: datetime | None = None
+    nodes: int = 0
+    nodes_ready: int = 0
+    cpu: float = 0
+    memory_bytes: int = 0
+    gpus: int = 0
+    allocated_cpu: float = 0
+    allocated_memory_bytes: int = 0
+    allocated_gpus: int = 0
+    #: what runs there now (status NAME only)
+    work: list[str] = []
 
 
 class LogChunk(_View):
@@ -113,6 +147,8 @@ class ReplicaView(_View):
     generation: int
     host: str
     port: int
+    cluster: str = "local"
+    node: str | None = None  # the engine's node id, on an engine's cluster
     created_at: datetime
     ready_at: datetime | None = None
     finished_at: datetime | None = None

@@ -13,7 +13,7 @@ from cumulo.core import settings
 from cumulo.core.errors import CumuloError, ServerUnavailable, from_problem
 from cumulo.core.specs import DeploymentSpec, JobSpec
 from cumulo.core.views import (
-    CostReport, DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeView, SecretView, System, TokenView, WorkspaceView,
+    ClusterInfo, CostReport, DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeView, SecretView, System, TokenView, WorkspaceView,
 )
 from cumulo.sdk.handle import DeploymentHandle
 from cumulo.sdk.specs import load_spec
@@ -108,8 +108,38 @@ class Client:
         params = {k: v for k, v in {"kind": kind, "name": name, "after": after, "limit": limit}.items() if v is not None}
         return [EventView.model_validate(e) for e in self._call("GET", "/events", params=params)]
 
-    def nodes(self) -> list[NodeView]:
-        return [NodeView.model_validate(n) for n in self._call("GET", "/nodes")]
+    def nodes(self, cluster: str | None = None) -> list[NodeView]:
+        params = {"cluster": cluster} if cluster else {}
+        return [NodeView.model_validate(n) for n in self._call("GET", "/nodes", params=params)]
+
+    # -- clusters ----------------------------------------------------------------------------------
+    def add_cluster(self, name: str, *, ray: str | None = None, slurm: bool = False, partition: str | None = None,
+                    artifacts: str | None = None) -> ClusterInfo:
+        """Add a Ray cluster (`ray=` its dashboard address, what `ray job submit --address` takes)
+        or this machine's Slurm (`slurm=True`). `artifacts`: a folder every node sees."""
+        if (ray is None) == (not slurm):
+            raise ValueError("give exactly one of ray='http://HOST:PORT' or slurm=True")
+        body = {"name": name, "kind": "ray" if ray is not None else "slurm", "address": ray, "partition": partition,
+                "artifacts": artifacts}
+        return ClusterInfo.model_validate(self._call("POST", "/clusters", json={k: v for k, v in body.items() if v is not None}))
+
+    def clusters(self) -> list[ClusterInfo]:
+        return [ClusterInfo.model_validate(c) for c in self._call("GET", "/clusters")]
+
+    def cluster(self, name: str) -> ClusterInfo:
+        return ClusterInfo.model_validate(self._call("GET", f"/clusters/{name}"))
+
+    def remove_cluster(self, name: str) -> None:
+        self._call("DELETE", f"/clusters/{name}")
+
+    def wait_cluster(self, name: str, *, timeout: float = 30.0, poll: float = 0.3) -> ClusterInfo:
+        """Until the cluster's engine has been asked once (Ready or Unreachable, with why)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.cluster(name)
+            if info.state != "Unknown" or time.monotonic() > deadline:
+                return info
+            time.sleep(poll)
 
     # -- jobs --------------------------------------------------------------------------------------
     def submit_job(self, spec: JobSpec | dict | str | Path, *, name: str | None = None) -> JobView:

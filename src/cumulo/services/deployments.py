@@ -15,12 +15,12 @@ from cumulo.core.states import DeploymentState, ReplicaState
 from cumulo.core.tokens import Scope, route_key
 from cumulo.core.views import DeploymentView, LogChunk, ReplicaView
 from cumulo.policy.autoscaling import configure
-from cumulo.policy.capacity import Capacity, Request, never_fits
+from cumulo.policy.capacity import Request
 from cumulo.services.logs import read_chunk
 from cumulo.store import secrets as secrets_store
 from cumulo.store import deployments as store
+from cumulo.store import clusters as clusters_store
 from cumulo.store import events
-from cumulo.store import nodes as nodes_store
 from cumulo.store.db import Database
 from cumulo.store.models import Deployment, Replica
 
@@ -66,12 +66,11 @@ class DeploymentService:
         now = self.clock()
         with self.db.tx() as s:
             secrets_store.require(s, spec.env, scope.workspace)  # a 422 naming env.VAR, before anything is written
-            node = nodes_store.get(s, self.node)
-            if node is not None:
-                r = spec.resources
-                why = never_fits(Request(r.cpu, r.memory, r.gpu, 1), Capacity(node.cpu, node.memory, tuple(node.gpus)))
-                if why:
-                    raise Unschedulable(f"deployment {spec.name!r} can never run here: one replica {why}. Lower its resources.")
+            r = spec.resources
+            why = clusters_store.why_never(s, Request(r.cpu, r.memory, r.gpu, 1), "pack", spec.cluster, self.node)
+            if why:
+                raise Unschedulable(f"deployment {spec.name!r} can never run: one replica asks for more than any "
+                                    f"cluster has ({why}). Lower its resources, or add a cluster that has it.")
             d = store.find(s, spec.name, scope.workspace)
             created = d is None
             body = spec.model_dump(mode="json")
@@ -186,5 +185,6 @@ class DeploymentService:
 
 def _replica_view(r: Replica) -> ReplicaView:
     return ReplicaView(id=r.ordinal, state=r.state, generation=r.generation, host=r.host, port=r.port,
+                       cluster=r.cluster, node=r.node,
                        created_at=r.created_at, ready_at=r.ready_at, finished_at=r.finished_at,
                        exit_code=r.exit_code, reason=r.reason)

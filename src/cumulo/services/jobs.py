@@ -15,12 +15,12 @@ from cumulo.core.specs import JobSpec, parse_spec
 from cumulo.core.states import AttemptState, JobState
 from cumulo.core.tokens import Scope
 from cumulo.core.views import AttemptView, JobView, LogChunk, MetricPoint, WorkerView
-from cumulo.policy.capacity import Capacity, Request, never_fits
+from cumulo.policy.capacity import Request
 from cumulo.services.logs import read_chunk
 from cumulo.store import secrets as secrets_store
+from cumulo.store import clusters as clusters_store
 from cumulo.store import events
 from cumulo.store import jobs as store
-from cumulo.store import nodes as nodes_store
 from cumulo.store.db import Database
 from cumulo.store.models import Attempt, Job
 
@@ -61,14 +61,12 @@ class JobService:
         job_dir = self.home / "jobs" / job_id
         with self.db.tx() as s:
             secrets_store.require(s, spec.env, scope.workspace)  # a 422 naming env.VAR, before anything is written
-            node = nodes_store.get(s, self.node)
-            if node is not None:
-                r = spec.resources
-                why = never_fits(
-                    Request(r.cpu, r.memory, r.gpu, spec.workers), Capacity(node.cpu, node.memory, tuple(node.gpus))
-                )
-                if why:
-                    raise Unschedulable(f"job {spec.name!r} can never run here: it {why}. Lower its resources or workers.")
+            r = spec.resources
+            why = clusters_store.why_never(s, Request(r.cpu, r.memory, r.gpu, spec.workers), spec.placement,
+                                           spec.cluster, self.node)
+            if why:
+                raise Unschedulable(f"job {spec.name!r} can never run: it asks for more than any cluster has ({why}). "
+                                    "Lower its resources or workers, or add a cluster that has it.")
             job = store.insert(s, Job(
                 id=job_id, name=spec.name, workspace=scope.workspace, created_at=now, spec=spec.model_dump(mode="json"),
                 cancel_requested=False, artifacts_dir=str(job_dir / "artifacts"),
@@ -181,7 +179,7 @@ class JobService:
             finished_at=job.finished_at, cancel_requested=job.cancel_requested,
             spec=JobSpec.model_validate(job.spec), artifacts=job.artifacts_dir,
             metrics=metrics if metrics is not None else store.latest_metrics(s, [job.id]).get(job.id, {}), cpu_percent=cpu, memory_bytes=mem,
-            attempt_list=[_attempt_view(a) for a in attempts],
+            attempt_list=[_attempt_view(a) for a in attempts], cluster=job.cluster,
         )
 
 

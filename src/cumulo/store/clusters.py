@@ -8,8 +8,9 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cumulo.policy.capacity import Capacity
-from cumulo.policy.clusters import LOCAL, ClusterView, NodeShape
+from cumulo.core.errors import InvalidSpec
+from cumulo.policy.capacity import Capacity, Request
+from cumulo.policy.clusters import LOCAL, ClusterView, NodeShape, never_fits_anywhere
 from cumulo.store.models import Attempt, Cluster, Deployment, Job, Node, Replica
 
 LIVE_ATTEMPT = ("Starting", "Running")
@@ -78,14 +79,17 @@ def work_on(s: Session, cluster: str) -> list[str]:
         select(Job.name, Job.workspace).join(Attempt, Attempt.job_id == Job.id)
         .where(Attempt.cluster == cluster, Attempt.state.in_(LIVE_ATTEMPT))
     ).all()
-    bound = s.execute(
-        select(Job.name, Job.workspace).where(Job.cluster == cluster, Job.state.in_(("Pending", "Starting", "Running")))
+    live = s.execute(
+        select(Job.name, Job.workspace, Job.cluster, Job.spec).where(Job.state.in_(("Pending", "Starting", "Running")))
     ).all()
+    bound = [(n, w) for n, w, c, spec in live if c == cluster or (spec or {}).get("cluster") == cluster]
     deps = s.execute(
         select(Deployment.name, Deployment.workspace).join(Replica, Replica.deployment_id == Deployment.id)
         .where(Replica.cluster == cluster, Replica.state.in_(LIVE_REPLICA))
     ).all()
     out = sorted({f"job {n} (workspace {w})" for n, w in [*jobs, *bound]})
+    named = s.execute(select(Deployment.name, Deployment.workspace, Deployment.spec)).all()
+    deps = [*deps, *((n, w) for n, w, spec in named if (spec or {}).get("cluster") == cluster)]
     out += sorted({f"deployment {n} (workspace {w})" for n, w in deps})
     return out
 
@@ -111,3 +115,18 @@ def views(s, local_capacity: Capacity | None) -> tuple[ClusterView, ...]:
 def _free(labels: dict | None) -> dict:
     free = (labels or {}).get("cumulo.free") or {}
     return {"cpu_free": free.get("cpu"), "memory_free": free.get("memory"), "gpus_free": free.get("gpus")}
+
+
+def why_never(s: Session, request: Request, placement: str, cluster: str | None, local_node: str) -> str | None:
+    """Why a workload can never run (it is larger than every cluster, or than the one it names),
+    or None. A cluster it names that does not exist is a 422 on `cluster`."""
+    if cluster is not None and cluster != LOCAL and get(s, cluster) is None:
+        known = ", ".join([LOCAL, *(c.name for c in listing(s) if c.kind != LOCAL)])
+        raise InvalidSpec(f"cluster: {cluster!r} does not exist; use one of: {known} (`cumulo cluster list`)",
+                          errors=[{"field": "cluster", "message": f"no such cluster; use one of: {known}"}])
+    node = s.get(Node, local_node)
+    local = Capacity(node.cpu, node.memory, tuple(node.gpus)) if node is not None else None
+    candidates = [c for c in views(s, local) if cluster is None or c.name == cluster]
+    if any(c.kind == LOCAL and c.capacity is None for c in candidates):
+        return None  # the local node has not reported yet: nothing to judge by
+    return never_fits_anywhere(request, placement, candidates)
