@@ -83,10 +83,11 @@ def _detail(d: DeploymentView) -> None:
         console.print(f"[dim]scaling[/]  {a.policy}, {a.min}-{a.max} replicas, target {a.target:g} in flight each"
                       + (f": {d.autoscaling}" if d.autoscaling else ""))
     t = Table(box=None, header_style="bold", title="replicas", title_justify="left")
-    for col in ("#", "STATE", "VERSION", "PORT", "STARTED", "REASON"):
+    for col in ("#", "STATE", "VERSION", "CLUSTER", "ADDRESS", "STARTED", "REASON"):
         t.add_column(col, overflow="fold" if col == "REASON" else "ellipsis")
     for r in d.replicas + d.ended[-5:]:
-        t.add_row(str(r.id), _state(r.state), str(r.generation), str(r.port), ago(r.created_at), r.reason)
+        where = f"{r.host}:{r.port}" if r.host and r.port else "placing"
+        t.add_row(str(r.id), _state(r.state), str(r.generation), r.cluster, where, ago(r.created_at), r.reason)
     console.print(t)
 
 

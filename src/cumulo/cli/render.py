@@ -79,6 +79,8 @@ def job_detail(j: JobView) -> None:
         ("command", j.spec.command if isinstance(j.spec.command, str) else " ".join(j.spec.command)),
         ("workers", f"{j.spec.workers} x {j.spec.resources.cpu:g} CPU, {format_memory(j.spec.resources.memory)}"
                     + (f", {j.spec.resources.gpu} GPU" if j.spec.resources.gpu else "")),
+        ("cluster", (j.cluster or j.spec.cluster or "not placed yet")
+                    + (f" ({j.spec.placement})" if j.spec.workers > 1 else "")),
         ("attempts", f"{j.attempts} of {j.spec.max_retries + 1}"),
         ("exit code", "-" if j.exit_code is None else str(j.exit_code)),
         ("running for" if not j.state.terminal else "ran for", duration(j.started_at, j.finished_at)),
@@ -103,6 +105,17 @@ def job_detail(j: JobView) -> None:
             a.add_row(str(at.number), state(at.state), "-" if at.exit_code is None else str(at.exit_code),
                       ago(at.started_at), duration(at.started_at, at.finished_at), pids, at.reason)
         console.print(a)
+        last = j.attempt_list[-1]
+        if last.workers and any(w.address or w.node_id for w in last.workers):
+            w_t = Table(box=None, header_style="bold", title=f"workers of attempt {last.number}", title_justify="left")
+            for col in ("RANK", "NODE", "NODE ID", "PID", "CPU %", "MEMORY", "EXIT"):
+                w_t.add_column(col)
+            for w in last.workers:
+                w_t.add_row(str(w.rank), w.address or "-", (w.node_id or "-")[:16], str(w.pid or "-"),
+                            "-" if w.cpu_percent is None else f"{w.cpu_percent:.0f}",
+                            "-" if w.memory_bytes is None else format_memory(w.memory_bytes),
+                            "-" if w.exit_code is None else str(w.exit_code))
+            console.print(w_t)
 
 
 def events_table(events: list[EventView]) -> Table:
