@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from cumulo.control.clusters import Runtimes
 from cumulo.control.environment import no_secrets, workload_env
+from cumulo.core.faults import crash_at
 from cumulo.core.specs import JobSpec
 from cumulo.core.states import AttemptState, JobState, ProcessPhase
 from cumulo.control.placement import Placement
@@ -204,6 +205,7 @@ class JobReconciler:
                     reason="", workers=[],
                 ))
                 self._events(s, loaded, d, now)
+            crash_at("before-launch")  # crash-safety tests: recorded, not launched
             try:
                 if cluster != "local":
                     Path(artifacts).mkdir(parents=True, exist_ok=True)
