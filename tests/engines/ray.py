@@ -79,8 +79,8 @@ class ExtraNode:
         roots = []
         for p in psutil.process_iter(["pid", "cmdline"]):
             cmd = p.info["cmdline"] or []
-            if any(a in (f"--node_ip_address={self.ip}", f"--node-ip-address={self.ip}") for a in cmd) and any(
-                "ray" in a for a in cmd[:2]
+            if any(a in (f"--node_ip_address={self.ip}", f"--node-ip-address={self.ip}") for a in cmd) and (
+                "ray" in " ".join(cmd[:3])
             ):
                 roots.append(p)
         found: dict[int, psutil.Process] = {}
@@ -107,6 +107,14 @@ class ExtraNode:
         psutil.wait_procs(procs, timeout=10)
         return pids
 
+    def wait_dead(self, timeout: float = 90.0) -> None:
+        """Until Ray no longer lists this node alive (its health checks take a while)."""
+        deadline = time.monotonic() + timeout
+        while any(n["node_id"] == self.node_id for n in alive_nodes(self.address)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"Ray still lists the killed node {self.ip} alive after {timeout}s")
+            time.sleep(1)
+
 
 @pytest.fixture
 def ray_extra_node(ray_cluster, tmp_path):
@@ -124,3 +132,6 @@ def ray_extra_node(ray_cluster, tmp_path):
     yield start
     for node in started:
         node.kill()
+    for node in started:  # leave the cluster as the next test expects it: dead nodes known dead
+        if node.node_id is not None:
+            node.wait_dead()

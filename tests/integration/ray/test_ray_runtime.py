@@ -204,3 +204,36 @@ def test_a_node_lost_under_a_worker_ends_the_launch_naming_the_node(ray_runtime,
     lost_rank = on_extra[0].rank
     assert obs.exit_codes[lost_rank] is None
     assert [c for r, c in enumerate(obs.exit_codes) if r != lost_rank] == [143] * (len(alive) - 1)
+
+
+def test_two_control_planes_with_the_same_key_get_their_own_ray_jobs(ray_cluster, tmp_path):
+    """The submission id is derived from the run folder too: same key, other run root, other job."""
+    a = RayRuntime(ray_cluster, tmp_path / "a")
+    b = RayRuntime(ray_cluster, tmp_path / "b")
+    s = spec("same/attempt-1", f"echo $0 >> {tmp_path}/ran")
+    ha, hb = a.launch(s), b.launch(s)
+    assert ha.data["submission_id"] != hb.data["submission_id"]
+    assert wait_for(a, ha, DONE).phase == wait_for(b, hb, DONE).phase == ProcessPhase.EXITED
+
+
+@pytest.mark.slow
+def test_workers_die_with_their_driver(ray_runtime):
+    """SIGKILL of the driver: Ray kills its actors, each worker dies with its actor (PDEATHSIG)."""
+    import json
+    import os
+    import signal
+
+    import psutil
+
+    h = ray_runtime.launch(spec("orphan/attempt-1", "exec sleep 300", workers=2))
+    obs = wait_for(ray_runtime, h, (ProcessPhase.RUNNING,))
+    pids = [w.pid for w in obs.workers]
+    assert all(psutil.pid_exists(p) for p in pids)
+    driver = json.loads((Path(h.data["dir"]) / "claim").read_text())["driver_pid"]
+    os.kill(driver, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids):
+        assert time.monotonic() < deadline, "a worker outlived its driver and actor"
+        time.sleep(0.5)
+    obs = wait_for(ray_runtime, h, DONE, timeout=60)
+    assert obs.phase == ProcessPhase.LOST and "without recording exit codes" in obs.detail

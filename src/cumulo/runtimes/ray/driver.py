@@ -22,6 +22,10 @@ from cumulo.core.files import write_private
 from cumulo.runtimes.ray.rundir import HEARTBEAT, claim, read_json, write_json
 
 POLL = 0.5  # seconds between polls of the workers
+#: a worker whose actor does not answer (or died while Ray still lists its node alive) is given up
+#: as lost after this long; a node Ray declares dead ends it at once (Ray decides after its own
+#: health checks: about 15-30 s with Ray's defaults)
+UNREACHABLE_LIMIT = 60.0
 
 
 class Driver:
@@ -39,6 +43,7 @@ class Driver:
         self.kill_at: float | None = None
         self.last_write = 0.0
         self.last_status: dict | None = None
+        self.silent_since: dict[int, float] = {}  # rank -> when its actor stopped answering
 
     # -- status ------------------------------------------------------------------------------
     def write(self, phase: str, force: bool = False, **extra) -> None:
@@ -128,7 +133,7 @@ class Driver:
         return 0
 
     def follow(self, ray, actors) -> None:
-        from ray.exceptions import GetTimeoutError, RayActorError
+        from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
         grace = float(self.spec["stop_grace"])
         while len(self.ended) < self.n:
@@ -146,12 +151,12 @@ class Driver:
             for r, ref in zip(live, refs):
                 try:
                     got = ray.get(ref, timeout=0)
-                except GetTimeoutError:
-                    continue  # its node may be failing: Ray declares the actor dead once it knows
-                except RayActorError as e:
-                    self.lost(ray, r, e)
-                    self.stop_others(actors, signal.SIGTERM, grace)
+                except (GetTimeoutError, ActorUnavailableError, RayActorError) as e:
+                    # its node may be failing: Ray declares the node dead after its health checks
+                    if self.silent(ray, r, e):
+                        self.stop_others(actors, signal.SIGTERM, grace)
                     continue
+                self.silent_since.pop(r, None)
                 w = self.workers[r]
                 if got.get("exit_code") is None:
                     w["cpu_percent"], w["memory_bytes"] = got.get("cpu_percent"), got.get("memory_bytes")
@@ -177,21 +182,30 @@ class Driver:
                 a.signal.remote(sig)
         self.kill_at = time.monotonic() + grace if sig == signal.SIGTERM else None
 
-    def lost(self, ray, rank: int, error: Exception) -> None:
+    def silent(self, ray, rank: int, error: Exception) -> bool:
+        """A poll of `rank` failed: True once the rank is lost (its node dead, or silent too long)."""
         w = self.workers[rank]
+        node, host = w.get("node"), w.get("host")
+        now = time.monotonic()
+        since = self.silent_since.setdefault(rank, now)
+        dead = node is not None and not _node_alive(ray, node)
+        why = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+        if not dead and now - since < UNREACHABLE_LIMIT:
+            if self.first_failure is None and self.stop_signal is None:
+                self.detail = (f"rank {rank} on node {host} does not answer for {now - since:.0f}s ({why}); "
+                               "waiting for Ray to tell whether the node is lost")
+            return False
         self.ended.add(rank)
         w["exit_code"] = None
         w["lost"] = True
-        node, host = w.get("node"), w.get("host")
-        dead = node is not None and not _node_alive(ray, node)
         if self.first_failure is None:
             self.first_failure = rank
-        if dead:
-            if self.node_lost is None:
-                self.node_lost = host or node
-                self.detail = f"node {host} (ray node id {node}) was lost under rank {rank}"
+        if dead and self.node_lost is None:
+            self.node_lost = host or node
+            self.detail = f"node {host} (ray node id {node}) was lost under rank {rank}"
         elif self.first_failure == rank:
-            self.detail = f"rank {rank}'s worker actor on node {host} died: {str(error).splitlines()[0][:300]}"
+            self.detail = f"rank {rank}'s worker on node {host} was lost: {why}"
+        return True
 
 
 def _node_alive(ray, node_id: str) -> bool:

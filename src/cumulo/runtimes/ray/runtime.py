@@ -45,10 +45,11 @@ JOB_RECHECK = 2.0
 _TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
-def submission_id(key: str) -> str:
-    """Ray's submission id for a launch key: readable, path-safe, and one-to-one (a hash suffix)."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", key)
-    return f"cumulo-{safe}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+def submission_id(key: str, run_dir: str) -> str:
+    """Ray's submission id for a launch: readable, path-safe, and unique per run folder (the hash
+    covers the folder, so two control planes sharing a cluster never take each other's ids)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", key)[:80]
+    return f"cumulo-{safe}-{hashlib.sha1(run_dir.encode()).hexdigest()[:10]}"
 
 
 class RayRuntime:
@@ -163,7 +164,8 @@ class RayRuntime:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def handle_for(self, key: str) -> Handle:
-        return Handle(self.name, {"dir": str(self.root / key), "submission_id": submission_id(key), "address": self.address})
+        run_dir = str((self.root / key).absolute())
+        return Handle(self.name, {"dir": run_dir, "submission_id": submission_id(key, run_dir), "address": self.address})
 
     def launch(self, spec: LaunchSpec) -> Handle:
         handle = self.handle_for(spec.key)
