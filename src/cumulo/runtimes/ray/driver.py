@@ -111,7 +111,7 @@ class Driver:
             for r in range(self.n)
         ]
         serve = bool(self.spec.get("serve"))
-        infos = ray.get([a.info.remote(serve or r == 0) for r, a in enumerate(actors)])
+        infos = self.gather(ray, [a.info.remote(serve or r == 0) for r, a in enumerate(actors)], "starting")
         for r, info in enumerate(infos):
             self.workers[r].update(node=info["node"], host=info["host"], gpus=info["gpus"])
             if serve:
@@ -119,7 +119,8 @@ class Driver:
         for r, env in enumerate(envs):
             write_private(self.run / f"env-{r}", json.dumps(env))
         placed = _placed_env(infos, serve)
-        pids = ray.get([a.start.remote(self.spec["argv"], self.spec["workdir"], placed[r]) for r, a in enumerate(actors)])
+        pids = self.gather(ray, [a.start.remote(self.spec["argv"], self.spec["workdir"], placed[r])
+                                 for r, a in enumerate(actors)], "starting")
         for r, pid in enumerate(pids):
             self.workers[r]["pid"] = pid
         self.detail = ""
@@ -131,6 +132,14 @@ class Driver:
         exit_code = (codes[first] if first is not None else 0)
         self.write("exited", force=True, exit_codes=codes, exit_code=exit_code, node_lost=self.node_lost)
         return 0
+
+    def gather(self, ray, refs: list, phase: str) -> list:
+        """ray.get that keeps the status file's heartbeat going while it waits."""
+        while True:
+            done, _ = ray.wait(refs, num_returns=len(refs), timeout=HEARTBEAT)
+            if len(done) == len(refs):
+                return ray.get(refs)
+            self.write(phase)
 
     def follow(self, ray, actors) -> None:
         from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError

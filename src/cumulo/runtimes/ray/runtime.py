@@ -22,7 +22,6 @@ from pathlib import Path
 
 import httpx
 
-import cumulo
 from cumulo.core.files import write_private
 from cumulo.core.states import ProcessPhase
 from cumulo.runtimes.base import (
@@ -43,6 +42,8 @@ GIVE_UP = 60.0
 #: seconds between two Jobs API reads of one launch's job (observe is called about once a second)
 JOB_RECHECK = 2.0
 _TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+#: the folder this cumulo package is imported from (src/ of a checkout, or site-packages)
+_SOURCE_ROOT = str(Path(__file__).resolve().parents[3])
 
 
 def submission_id(key: str, run_dir: str) -> str:
@@ -72,7 +73,7 @@ class RayRuntime:
         self.root = Path(run_root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.python = python or sys.executable
-        self.pythonpath = pythonpath if pythonpath is not None else str(Path(cumulo.__file__).resolve().parents[1])
+        self.pythonpath = pythonpath if pythonpath is not None else _SOURCE_ROOT
         self._timeout = httpx.Timeout(http_timeout, connect=min(2.0, http_timeout))
         self._http: httpx.Client | None = None
         self._jobs: dict[str, tuple[float, dict | None]] = {}  # submission id -> (read at, job)

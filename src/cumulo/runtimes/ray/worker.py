@@ -22,11 +22,15 @@ from cumulo.runtimes.ray.rundir import exit_code_of
 _PR_SET_PDEATHSIG = 1
 
 
+try:  # bound here, not in the child: between fork and exec only the bare call runs
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux: workers end with their process group only
+    _prctl = None
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
 
 def _free_port(ip: str) -> int:
@@ -64,7 +68,8 @@ class Worker:
                 self.proc = subprocess.Popen(
                     argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log,
                     stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
-                    preexec_fn=_die_with_parent,
+                    # PR_SET_PDEATHSIG needs the child itself; the call is pre-bound (see _prctl)
+                    preexec_fn=_die_with_parent,  # noqa: PLW1509
                 )
             except OSError as e:
                 log.write(f"cumulo: cannot start {argv[0]!r}: {e}\n".encode())
