@@ -15,15 +15,21 @@ url="http://$head_ip:$dash_port"
 export RAY_USAGE_STATS_ENABLED=0
 here=$(cd "$(dirname "$0")/.." && pwd)
 
-ours() {  # pids of the processes of our cluster: their command line names our folder or our node IPs
+ours() {  # pids of our cluster's processes: those naming our folder (every node's session files
+          # live under the head's --temp-dir) and every process under them
   python - "$root" <<'PY'
 import sys, psutil
-root = sys.argv[1]
+root, me = sys.argv[1], psutil.Process()
+found = set()
 for p in psutil.process_iter(["pid", "cmdline"]):
-    cmd = " ".join(p.info["cmdline"] or [])
-    if root in cmd or any(f"={ip}" in cmd for ip in ("127.0.0.2", "127.0.0.3", "127.0.0.4")) and ("ray" in cmd):
-        if p.pid != psutil.Process().pid and p.pid != psutil.Process().ppid():
-            print(p.pid)
+    cmd = p.info["cmdline"] or []
+    if p.pid != me.pid and any(root in a for a in cmd[1:]) and "ray" in " ".join(cmd):
+        found.add(p.pid)
+        try:
+            found.update(c.pid for c in p.children(recursive=True))
+        except psutil.Error:
+            pass
+print("\n".join(map(str, sorted(found))))
 PY
 }
 
@@ -33,6 +39,10 @@ if [ "${1-}" = stop ]; then
   sleep 3
   pids=$(ours || true)
   [ -n "$pids" ] && kill -KILL $pids 2>/dev/null || true
+  for _ in $(seq 50); do  # until they are gone (reaped), so a start right after finds the ports free
+    python -c 'import psutil, sys; sys.exit(any(psutil.pid_exists(int(p)) and psutil.Process(int(p)).status() != "zombie" for p in sys.argv[1:]))' $pids && break
+    sleep 0.2
+  done
   exit 0
 fi
 

@@ -71,10 +71,7 @@ class Driver:
 
         sig = self.requested_stop()
         if sig is not None:
-            self.detail = "stopped before its workers were placed"
-            self.workers = [{"rank": r, "exit_code": 128 + sig} for r in range(self.n)]
-            self.write("exited", force=True, exit_codes=[128 + sig] * self.n, exit_code=128 + sig)
-            return 0
+            return self.stopped_before_start(sig)
         res = self.spec["resources"]
         bundle = {"CPU": float(res["cpu"]), "memory": float(res["memory"])}
         if res.get("gpu"):
@@ -92,10 +89,7 @@ class Driver:
             sig = self.requested_stop()
             if sig is not None:
                 remove_placement_group(pg)
-                self.detail = "stopped before its workers were placed"
-                self.workers = [{"rank": r, "exit_code": 128 + sig} for r in range(self.n)]
-                self.write("exited", force=True, exit_codes=[128 + sig] * self.n, exit_code=128 + sig)
-                return 0
+                return self.stopped_before_start(sig)
             self.detail = (f"waiting {time.monotonic() - waited:.0f}s for the Ray cluster to place {shape}: "
                            f"{_cluster_shortfall(ray, bundle, self.n, strategy)}")
             self.write("queued")
@@ -106,7 +100,6 @@ class Driver:
             Worker.options(
                 scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=r),
                 num_cpus=bundle["CPU"], num_gpus=bundle.get("GPU", 0), memory=bundle["memory"],
-                name=None,
             ).remote(str(self.run), r)
             for r in range(self.n)
         ]
@@ -131,6 +124,12 @@ class Driver:
         first = self.first_failure
         exit_code = (codes[first] if first is not None else 0)
         self.write("exited", force=True, exit_codes=codes, exit_code=exit_code, node_lost=self.node_lost)
+        return 0
+
+    def stopped_before_start(self, sig: int) -> int:
+        self.detail = "stopped before its workers were placed"
+        self.workers = [{"rank": r, "exit_code": 128 + sig} for r in range(self.n)]
+        self.write("exited", force=True, exit_codes=[128 + sig] * self.n, exit_code=128 + sig)
         return 0
 
     def gather(self, ray, refs: list, phase: str) -> list:
