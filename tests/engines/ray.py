@@ -46,10 +46,11 @@ def ray_cluster() -> str:
 class ExtraNode:
     """One worker node of the test cluster on its own loopback address."""
 
-    def __init__(self, address: str, ip: str, out: Path) -> None:
+    def __init__(self, address: str, ip: str, out: Path, args: tuple[str, ...] = ()) -> None:
         self.address = address
         self.ip = ip
         self.out = out
+        self.args = args  # more `ray start` options, e.g. --num-gpus=1 (declared, as Ray allows)
         self.node_id: str | None = None
 
     def start(self) -> None:
@@ -62,7 +63,7 @@ class ExtraNode:
             subprocess.run(
                 [ray, "start", f"--address={gcs}", f"--node-ip-address={self.ip}",
                  f"--dashboard-agent-listen-port={agent_port}", "--num-cpus=2",
-                 "--object-store-memory=100000000", "--disable-usage-stats"],
+                 "--object-store-memory=100000000", "--disable-usage-stats", *self.args],
                 env=env, stdout=out, stderr=subprocess.STDOUT, check=True, timeout=120,
             )
         deadline = time.monotonic() + 60
@@ -118,13 +119,14 @@ class ExtraNode:
 
 @pytest.fixture
 def ray_extra_node(ray_cluster, tmp_path):
-    """start() -> an ExtraNode joined to the cluster; every node started is killed at teardown."""
+    """start(*ray_start_options) -> an ExtraNode joined to the cluster; every node started is
+    killed at teardown, which waits until Ray knows it dead."""
     started: list[ExtraNode] = []
 
-    def start() -> ExtraNode:
+    def start(*args: str) -> ExtraNode:
         taken = {n["node_ip"] for n in alive_nodes(ray_cluster)} | {n.ip for n in started}
         ip = next(f"127.0.0.{i}" for i in range(5, 250) if f"127.0.0.{i}" not in taken)
-        node = ExtraNode(ray_cluster, ip, tmp_path / f"ray-node-{ip}.out")
+        node = ExtraNode(ray_cluster, ip, tmp_path / f"ray-node-{ip}.out", args)
         started.append(node)
         node.start()
         return node

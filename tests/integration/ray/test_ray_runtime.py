@@ -237,3 +237,44 @@ def test_workers_die_with_their_driver(ray_runtime):
         time.sleep(0.5)
     obs = wait_for(ray_runtime, h, DONE, timeout=60)
     assert obs.phase == ProcessPhase.LOST and "without recording exit codes" in obs.detail
+
+
+@pytest.mark.slow
+def test_gpus_as_ray_assigns_them(ray_runtime, ray_extra_node):
+    """A node that declares 2 GPUs of a type (as `ray start --num-gpus` allows on any machine)."""
+    from cumulo.runtimes.base import WorkerResources
+
+    gpu_node = ray_extra_node("--num-gpus=2", '--resources={"accelerator_type:T4": 1}')
+    deadline = time.monotonic() + 30
+    while True:  # what is free comes from Ray's usage report, refreshed every few seconds
+        (mine,) = [n for n in ray_runtime.nodes() if n.id == gpu_node.node_id]
+        if mine.gpus_free is not None or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert (mine.gpus, mine.gpu_type, mine.gpus_free) == (2, "T4", 2)
+    s = spec("gpu/attempt-1", "echo CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES; sleep 2", workers=2,
+             resources=WorkerResources(cpu=1, memory=64 * 2**20, gpu=1))
+    h = ray_runtime.launch(s)
+    obs = wait_for(ray_runtime, h, DONE)
+    assert obs.phase == ProcessPhase.EXITED and obs.exit_code == 0
+    assert {w.node for w in obs.workers} == {gpu_node.node_id}
+    seen = sorted(_env_of(Path(ray_runtime.log_path(h, r)).read_text())["CUDA_VISIBLE_DEVICES"] for r in (0, 1))
+    assert seen == ["0", "1"]
+
+
+def test_a_worker_actor_killed_on_a_live_node_ends_the_launch_at_once(ray_runtime):
+    """Not a node loss: the actor process dies (as when killed for memory); its node lives on."""
+    import os
+    import signal
+
+    import psutil
+
+    h = ray_runtime.launch(spec("actordied/attempt-1", "exec sleep 300", workers=2, stop_grace=3))
+    obs = wait_for(ray_runtime, h, (ProcessPhase.RUNNING,))
+    actor = psutil.Process(obs.workers[1].pid).parent()
+    assert actor is not None and "Worker" in " ".join(actor.cmdline())
+    os.kill(actor.pid, signal.SIGKILL)
+    obs = wait_for(ray_runtime, h, DONE, timeout=40)
+    assert obs.phase == ProcessPhase.LOST and obs.node_lost is None
+    assert obs.exit_codes == (143, None)
+    assert "rank 1" in obs.detail

@@ -22,9 +22,8 @@ from cumulo.core.files import write_private
 from cumulo.runtimes.ray.rundir import HEARTBEAT, claim, read_json, write_json
 
 POLL = 0.5  # seconds between polls of the workers
-#: a worker whose actor does not answer (or died while Ray still lists its node alive) is given up
-#: as lost after this long; a node Ray declares dead ends it at once (Ray decides after its own
-#: health checks: about 15-30 s with Ray's defaults)
+#: a worker whose actor does not answer is given up as lost after this long; a node Ray declares
+#: dead ends it at once (Ray decides after its own health checks: about 15 s with Ray's defaults)
 UNREACHABLE_LIMIT = 60.0
 
 
@@ -198,7 +197,11 @@ class Driver:
         since = self.silent_since.setdefault(rank, now)
         dead = node is not None and not _node_alive(ray, node)
         why = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
-        if not dead and now - since < UNREACHABLE_LIMIT:
+        from ray.exceptions import ActorDiedError
+
+        # an actor Ray declares dead on a live node died by itself (e.g. killed for memory): lost
+        # now; one that does not answer may be on a node that is dying: wait for Ray's verdict
+        if not dead and not isinstance(error, ActorDiedError) and now - since < UNREACHABLE_LIMIT:
             if self.first_failure is None and self.stop_signal is None:
                 self.detail = (f"rank {rank} on node {host} does not answer for {now - since:.0f}s ({why}); "
                                "waiting for Ray to tell whether the node is lost")

@@ -121,7 +121,7 @@ class RayRuntime:
         rows = r.json()["data"]["result"]["result"]
         used: dict = {}
         try:  # what each node has free: the autoscaler's usage report (best effort)
-            s = self._request("GET", "/api/cluster_status")
+            s = self._request("GET", "/api/cluster_status", timeout=min(2.0, self._timeout.read or 2.0))
             if s.status_code == 200:
                 used = s.json()["data"]["clusterStatus"]["loadMetricsReport"].get("usageByNode") or {}
         except (RuntimeUnavailable, KeyError, TypeError, ValueError):
