@@ -278,3 +278,25 @@ def test_a_worker_actor_killed_on_a_live_node_ends_the_launch_at_once(ray_runtim
     assert obs.phase == ProcessPhase.LOST and obs.node_lost is None
     assert obs.exit_codes == (143, None)
     assert "rank 1" in obs.detail
+
+
+def test_crash_safety_on_both_sides_of_the_launch(ray_cluster, tmp_path):
+    """The control plane records handle_for(key) first. Crashed before launch(): a new runtime sees
+    nothing launched and abandons it; crashed after: a new runtime re-adopts the running launch."""
+    before = RayRuntime(ray_cluster, tmp_path)
+    h = before.handle_for("crash/attempt-1")
+    restarted = RayRuntime(ray_cluster, tmp_path)
+    assert restarted.observe(h).phase == ProcessPhase.BOOTING
+    assert restarted.abandon(h) is True
+    assert restarted.observe(h).phase == ProcessPhase.LOST
+
+    s = spec("crash/attempt-2", "exec sleep 300", workers=2)
+    h = RayRuntime(ray_cluster, tmp_path).launch(s)  # then the control plane dies
+    restarted = RayRuntime(ray_cluster, tmp_path)
+    assert restarted.handle_for(s.key) == h
+    obs = wait_for(restarted, h, (ProcessPhase.RUNNING,))
+    assert all(w.pid and w.node for w in obs.workers)
+    assert restarted.launch(s) == h  # relaunching it (unsure whether it went out) starts nothing new
+    restarted.stop(h)
+    obs = wait_for(restarted, h, DONE, timeout=30)
+    assert obs.phase == ProcessPhase.EXITED and obs.exit_codes == (143, 143)
