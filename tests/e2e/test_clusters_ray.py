@@ -113,7 +113,7 @@ STEPPER = textwrap.dedent("""
 def test_a_node_killed_under_training_fails_the_attempt_naming_it_and_the_retry_resumes(
         server, client, ray_extra_node, tmp_path):
     (tmp_path / "stepper.py").write_text(STEPPER)
-    doomed = ray_extra_node(cpus=3)
+    doomed = ray_extra_node("--num-cpus=3")
     wait_until(lambda: any(n.address == doomed.ip and n.state == "Ready" for n in client.nodes("ray")),
                timeout=30, what="the new node in cumulo")
     client.submit_job(_job(tmp_path, "stepper", command="python stepper.py", workdir=str(tmp_path), cluster="ray",
@@ -130,7 +130,7 @@ def test_a_node_killed_under_training_fails_the_attempt_naming_it_and_the_retry_
     events = client.events(kind="Job", name="stepper", limit=100)
     assert any(e.reason == "NodeLost" for e in events), [(e.reason, e.message) for e in events]
     # the only node that fits is gone: the retry waits for one, then runs there and resumes
-    spare = ray_extra_node(cpus=3)
+    spare = ray_extra_node("--num-cpus=3")
     done = client.wait_job("stepper", timeout=240)
     assert done.state == "Succeeded", done.reason
     assert [w.address for w in done.attempt_list[-1].workers] == [spare.ip]
@@ -144,7 +144,7 @@ def test_a_node_killed_under_training_fails_the_attempt_naming_it_and_the_retry_
 def test_digits_service_on_two_ray_nodes_survives_a_node_loss_under_load(server, client, ray_extra_node, tmp_path):
     client.submit_job(_job(tmp_path, "digits", command="python train.py --epochs 3", workdir=str(DIGITS)))
     assert client.wait_job("digits", timeout=300).state == "Succeeded"
-    a, b = ray_extra_node(cpus=3), ray_extra_node(cpus=3)
+    a, b = ray_extra_node("--num-cpus=3"), ray_extra_node("--num-cpus=3")
     wait_until(lambda: {a.ip, b.ip} <= {n.address for n in client.nodes("ray") if n.state == "Ready"}, timeout=30,
                what="the new nodes in cumulo")
     spec = tmp_path / "serve.yaml"
@@ -165,7 +165,7 @@ def test_digits_service_on_two_ray_nodes_survives_a_node_loss_under_load(server,
     x, y = load_digits(return_X_y=True)
     with client.deployment("digits") as digits:
         assert sum(digits.predict(pixels=x[i].tolist())["digit"] == y[i] for i in range(50)) >= 35
-    spare = ray_extra_node(cpus=3)
+    spare = ray_extra_node("--num-cpus=3")
     clients = 3
     with Load(f"{server.url}/d/digits/openapi.json", clients=clients) as load:
         wait_until(lambda: load.ok > 20, what="load to flow")
