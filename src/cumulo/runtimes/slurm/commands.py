@@ -24,7 +24,7 @@ T = TypeVar("T")
 def run(argv: list[str], *, timeout: float = TIMEOUT_S, check: bool = True) -> subprocess.CompletedProcess:
     """Run one Slurm command; RuntimeUnavailable when it is missing, hangs, or (check) fails."""
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except FileNotFoundError:
         raise RuntimeUnavailable(
             f"`{argv[0]}` is not installed on the control plane's machine: install Slurm's client commands "

@@ -34,7 +34,12 @@ from cumulo.runtimes.base import (
 )
 from cumulo.runtimes.slurm import commands
 from cumulo.runtimes.slurm.commands import ACTIVE, WAITING, Cached, QueuedJob
-from cumulo.runtimes.slurm.script import CONTRACT, batch_script, sbatch_options, task_script
+from cumulo.runtimes.slurm.script import (
+    CONTRACT,
+    batch_script,
+    sbatch_options,
+    task_script,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +109,7 @@ class SlurmRuntime:
         name = handle.data["name"]
         run_dir.mkdir(parents=True, exist_ok=True)
         common, per_rank = _split_env(spec)
-        if not _claim(run_dir / "claim", "submit"):
+        if not _claim(run_dir / "claim", "submit") and not self._unsubmitted(run_dir):
             # launched before (maybe by a control plane that crashed meanwhile), or abandoned
             return self._known(handle)
         if self._jobs(name, fresh=True):
@@ -148,10 +153,13 @@ class SlurmRuntime:
         state = job.state if job else None
         if state in ACTIVE and (run_dir / "stop.json").exists():
             self._escalate(run_dir, job)
-        if (run_dir / "batch.exit").exists() or (state is not None and state not in ACTIVE):
+        if state is not None and state not in ACTIVE:
             return self._exited(run_dir, spec, job)
+        # while Slurm still lists the job as active, its final state (NODE_FAIL, TIMEOUT, ...) is
+        # yet to come and says why workers ended: the files decide only once Slurm is done
         if state in WAITING:
-            return Observation(ProcessPhase.QUEUED, detail=f"waiting in Slurm's queue: {job.reason}")
+            reason = job.reason if job.reason not in ("", "None") else "not scheduled yet"
+            return Observation(ProcessPhase.QUEUED, detail=f"waiting in Slurm's queue: {reason}")
         if state is not None:
             workers = self._workers(run_dir, spec, job)
             lost = self._lost_node(job)
@@ -160,7 +168,7 @@ class SlurmRuntime:
         # slurmctld no longer knows the job (or never did)
         if _read(run_dir / "jobid") is None and begun is None:
             return Observation(ProcessPhase.BOOTING)  # claimed, not (yet) submitted: the boot timeout decides
-        if _all_ranks_exited(run_dir, spec):
+        if (run_dir / "batch.exit").exists() or _all_ranks_exited(run_dir, spec):
             return self._exited(run_dir, spec, None)
         job_id = (_read(run_dir / "jobid") or begun or "?").strip()
         return Observation(ProcessPhase.LOST, detail=f"Slurm job {job_id} is gone without recording every "
@@ -222,6 +230,13 @@ class SlurmRuntime:
         active = [j for j in jobs if j.state in ACTIVE]
         return (active or jobs)[-1]
 
+    def _unsubmitted(self, run_dir: Path) -> bool:
+        """Claimed for a launch that left no trace: sbatch never answered (or the control plane
+        died before calling it). Submitting now cannot run the work twice: launch() checks
+        Slurm's queue by name first, and a job that ran wrote `begun`."""
+        return (_read(run_dir / "claim") == "submit" and not (run_dir / "jobid").exists()
+                and not (run_dir / "begun").exists() and not (run_dir / "submit.error").exists())
+
     def _known(self, handle: Handle) -> Handle:
         job_id = (_read(Path(handle.data["dir"]) / "jobid") or "").strip()
         return Handle(self.name, {**handle.data, "job_id": job_id}) if job_id else handle
@@ -262,11 +277,11 @@ class SlurmRuntime:
         codes = tuple(w.exit_code for w in workers)
         batch = _read(run_dir / "batch.exit")
         if failures:
-            exit_code = failures[0][1]
-        elif state in ("COMPLETED",) and all(c == 0 for c in codes):
+            exit_code = failures[0][1]  # the first to fail; the others were stopped because of it
+        elif batch is not None and batch.strip().lstrip("-").isdigit() and None not in codes:
+            exit_code = int(batch)  # srun's status: 0 when every worker succeeded
+        elif state == "COMPLETED" and all(c == 0 for c in codes):
             exit_code = 0
-        elif batch is not None and batch.strip().isdigit() and int(batch) != 0:
-            exit_code = int(batch)
         else:
             exit_code = _EXIT_CODES.get(state, 1)
         detail, lost = "", None
@@ -277,7 +292,7 @@ class SlurmRuntime:
             lost = self._failed_node(job) if job else None
             detail = f"node {lost or job.nodes} failed under the job (Slurm: NODE_FAIL)" if job else "node failure"
             exit_code = exit_code or 1
-        elif state not in ("COMPLETED", "CANCELLED", "FAILED") and job is not None:
+        elif state not in ACTIVE and state not in ("COMPLETED", "CANCELLED", "FAILED"):
             detail = f"Slurm ended the job: {state}" + (f" ({job.reason})" if job.reason not in ("", "None") else "")
         return Observation(ProcessPhase.EXITED, exit_code=exit_code, exit_codes=codes, detail=detail,
                            workers=workers, node_lost=lost)
@@ -296,7 +311,8 @@ class SlurmRuntime:
     def _failed_node(self, job: QueuedJob) -> str | None:
         hosts = commands.expand_hostlist(job.nodes)
         self._nodes.invalidate()
-        return self._lost_node(job) or (hosts[0] if len(hosts) == 1 else None)
+        # the node may be back already (ReturnToService): then name the job's nodes
+        return self._lost_node(job) or (hosts[0] if len(hosts) == 1 else job.nodes or None)
 
     def _escalate(self, run_dir: Path, job: QueuedJob) -> None:
         """A stop's grace is long past and the job still runs: cancel it (durable: stop.json)."""

@@ -111,12 +111,12 @@ def batch_script(spec: LaunchSpec, run_dir: str, options: list[str]) -> str:
              'export MASTER_ADDR=${addrs[0]} MASTER_PORT=$(free_port)']
     if spec.serve:
         lines += ['export HOST=${addrs[0]} PORT=$(free_port)',
-                  'printf \'{"host": "%s", "port": %s}\' "$HOST" "$PORT" > "$run/serve.json.tmp" '
-                  '&& mv -f "$run/serve.json.tmp" "$run/serve.json"']
+                  ('printf \'{"host": "%s", "port": %s}\' "$HOST" "$PORT" > "$run/serve.json.tmp" '
+                   '&& mv -f "$run/serve.json.tmp" "$run/serve.json"')]
     lines += ["# a time limit or a cancel signals us too: let the workers record their exit first",
               "trap 'stopping=1' TERM INT HUP",
-              f'"$SRUN" --kill-on-bad-exit=1 --export=ALL --ntasks={workers} --cpus-per-task={cpus} '
-              '/bin/bash "$run/task.sh"',
+              (f'"$SRUN" --kill-on-bad-exit=1 --export=ALL --ntasks={workers} --cpus-per-task={cpus} '
+               '/bin/bash "$run/task.sh"'),
               "code=$?",
               'printf "%s\\n" "$code" > "$run/batch.exit.tmp" && mv -f "$run/batch.exit.tmp" "$run/batch.exit"',
               'rm -f "$run"/env-*',
@@ -161,7 +161,13 @@ stop() {{  # SIGTERM to the worker's process group, SIGKILL after the grace
   [ -n "$stopping" ] && return
   stopping=1
   kill -TERM -- "-$child" 2>/dev/null
-  ( sleep {spec.stop_grace:g}; kill -KILL -- "-$child" 2>/dev/null ) &
+  (  # ends as soon as the worker has (it is reaped below), so it never holds the step open
+    end=$(( $(date +%s) + {math.ceil(spec.stop_grace)} ))
+    while kill -0 "$child" 2>/dev/null; do
+      [ "$(date +%s)" -ge "$end" ] && {{ kill -KILL -- "-$child" 2>/dev/null; exit 0; }}
+      sleep 0.2
+    done
+  ) &
 }}
 trap stop TERM INT HUP
 code=

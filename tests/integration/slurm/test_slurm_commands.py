@@ -1,0 +1,92 @@
+"""Reading Slurm's output, and Slurm missing or hung: no Slurm needed (fake commands on PATH)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from cumulo.runtimes.base import RuntimeUnavailable
+from cumulo.runtimes.slurm import SlurmRuntime
+from cumulo.runtimes.slurm.commands import (
+    expand_hostlist,
+    gres_gpus,
+    node_dead,
+    parse_fields,
+    tres_gpus,
+)
+
+NODE = ("NodeName=gpu01 Arch=x86_64 CoresPerSocket=8 CPUAlloc=6 CPUEfctv=32 CPUTot=32 CPULoad=0.67 "
+        "AvailableFeatures=ib,a100 ActiveFeatures=ib,a100 Gres=gpu:a100:4(S:0-1) NodeAddr=10.0.0.7 "
+        "NodeHostName=gpu01 Version=22.05.8 OS=Linux 6.1.0 #1 SMP PREEMPT_DYNAMIC  RealMemory=256000 "
+        "AllocMem=64000 FreeMem=17851 State=MIXED ThreadsPerCore=1 Partitions=gpu,all "
+        "CfgTRES=cpu=32,mem=250G,billing=32,gres/gpu=4 AllocTRES=cpu=6,mem=62.50G,gres/gpu=1,gres/gpu:a100=1")
+
+
+def test_scontrol_fields_keep_values_with_spaces():
+    f = parse_fields(NODE)
+    assert f["OS"] == "Linux 6.1.0 #1 SMP PREEMPT_DYNAMIC"
+    assert f["Gres"] == "gpu:a100:4(S:0-1)" and f["NodeAddr"] == "10.0.0.7"
+    assert f["AllocTRES"] == "cpu=6,mem=62.50G,gres/gpu=1,gres/gpu:a100=1"
+
+
+def test_gpus_from_gres_and_tres():
+    assert gres_gpus("gpu:a100:4(S:0-1)") == (4, "a100")
+    assert gres_gpus("gpu:2,gpu:v100:1") == (3, "v100")
+    assert gres_gpus("(null)") == (0, None)
+    assert tres_gpus("cpu=6,mem=62.50G,gres/gpu=1,gres/gpu:a100=1") == 1
+
+
+def test_hostlists_expand():
+    assert expand_hostlist("n[1-3,5],gpu01") == ["n1", "n2", "n3", "n5", "gpu01"]
+    assert expand_hostlist("node[08-10]") == ["node08", "node09", "node10"]
+    assert expand_hostlist("localhost") == ["localhost"]
+    assert expand_hostlist("") == []
+
+
+@pytest.mark.parametrize("state,dead", [("IDLE", False), ("MIXED", False), ("ALLOCATED", False), ("DOWN", True),
+                                        ("IDLE*", True), ("MIXED+DRAIN", True), ("DOWN+NOT_RESPONDING", True)])
+def test_node_states(state, dead):
+    assert node_dead(state) is dead
+
+
+def _fake(tmp_path, monkeypatch, script: str):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("scontrol", "squeue", "sinfo", "sbatch", "scancel"):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{script}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+
+
+def test_nodes_parsed_from_scontrol(tmp_path, monkeypatch):
+    _fake(tmp_path, monkeypatch, f"echo '{NODE}'")
+    (node,) = SlurmRuntime(tmp_path / "runs", partition="gpu").nodes()
+    assert (node.id, node.address, node.cpu, node.memory) == ("gpu01", "10.0.0.7", 32.0, 256000 * 2**20)
+    assert (node.gpus, node.gpu_type, node.gpus_free) == (4, "a100", 3)
+    assert (node.cpu_free, node.memory_free) == (26.0, (256000 - 64000) * 2**20)
+    assert node.labels == {"ib": "true", "a100": "true"} and node.alive
+    with pytest.raises(RuntimeUnavailable, match="no nodes in partition 'cpu'"):
+        SlurmRuntime(tmp_path / "runs", partition="cpu").nodes()
+
+
+def test_slurm_not_installed_is_named_with_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no Slurm command anywhere
+    with pytest.raises(RuntimeUnavailable, match="scontrol.*not installed.*slurm-client"):
+        SlurmRuntime(tmp_path / "runs").nodes()
+
+
+def test_a_hung_slurmctld_costs_at_most_a_few_seconds(tmp_path, monkeypatch):
+    _fake(tmp_path, monkeypatch, "exec sleep 60")
+    rt = SlurmRuntime(tmp_path / "runs")
+    h = rt.handle_for("job/attempt-1")
+    os.makedirs(h.data["dir"])
+    Path(h.data["dir"], "claim").write_text("submit")
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeUnavailable, match="did not answer.*scontrol ping"):
+        rt.observe(h)
+    with pytest.raises(RuntimeUnavailable, match="did not answer"):
+        rt.observe(h)  # the failure is shared for the cache's life too: no second wait
+    assert time.monotonic() - t0 < 20
