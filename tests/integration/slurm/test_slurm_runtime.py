@@ -153,14 +153,17 @@ def test_abandon_after_it_came_up_is_refused(rt):
     wait_running(rt, h)
     assert rt.abandon(h) is False
     rt.kill(h)
-    assert wait_for(rt, h, ProcessPhase.EXITED).exit_code != 0
+    assert wait_for(rt, h, ProcessPhase.EXITED).exit_code in (137, 143)  # Slurm sends SIGTERM first
 
 
 def test_queued_while_the_cpus_are_held_then_abandoned_before_it_starts(rt):
     cpus = int(min(n.cpu for n in rt.nodes()))
     hog = rt.launch(spec("hog", "sleep 60", resources=WorkerResources(cpu=cpus, memory=64 * 2**20)))
     wait_running(rt, hog)
-    waiting = rt.launch(spec("waiting", "echo ran"))
+    waiting = rt.launch(spec("waiting", "echo ran", env={"TOKEN": "s3cr3t"}))
+    env_file = Path(waiting.data["dir"], "env")
+    assert env_file.stat().st_mode & 0o777 == 0o600, "a queued job's environment is its owner's only"
+    assert "s3cr3t" not in Path(waiting.data["dir"], "job.sh").read_text()
     obs = wait_for(rt, waiting, ProcessPhase.QUEUED, ProcessPhase.RUNNING, ProcessPhase.EXITED)
     assert obs.phase == ProcessPhase.QUEUED
     obs = wait_for(rt, waiting, ProcessPhase.QUEUED)  # Slurm's reason appears once it has looked
@@ -174,6 +177,7 @@ def test_queued_while_the_cpus_are_held_then_abandoned_before_it_starts(rt):
     wait_for(rt, hog, ProcessPhase.EXITED)
     assert wait_for(rt, waiting, ProcessPhase.LOST).detail.startswith("the launch never came up")
     assert not Path(rt.log_path(waiting)).exists(), "the abandoned job never ran its command"
+    assert not env_file.exists(), "nothing will read it now: deleted"
 
 
 def test_a_serve_launch_answers_on_its_host_and_port(rt):

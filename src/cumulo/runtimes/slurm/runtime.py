@@ -125,12 +125,11 @@ class SlurmRuntime:
         (run_dir / "job.sh").write_text(batch_script(spec, str(run_dir), options))
         (run_dir / "spec.json").write_text(json.dumps({"workers": len(spec.worker_env), "serve": spec.serve,
                                                        "grace": spec.stop_grace, "timeout": spec.timeout}))
-        proc = commands.run(["sbatch", "--parsable", str(run_dir / "job.sh")], timeout=15.0, check=False)
+        proc = commands.run(["sbatch", "--parsable", *options, str(run_dir / "job.sh")], timeout=15.0, check=False)
         if proc.returncode != 0:
             err = (proc.stderr or proc.stdout).strip()
             (run_dir / "submit.error").write_text(err + "\n")
-            for f in run_dir.glob("env*"):
-                f.unlink(missing_ok=True)
+            _drop_env(run_dir)
             raise RuntimeUnavailable(f"sbatch refused the job: {err or 'no output'}")
         job_id = proc.stdout.strip().split(";")[0]
         (run_dir / "jobid").write_text(job_id + "\n")
@@ -181,6 +180,7 @@ class SlurmRuntime:
             return
         if job.state in WAITING:
             commands.run(["scancel", job.job_id], check=False)
+            _drop_env(run_dir)
         else:
             grace = _spec(run_dir).get("grace", 10.0)
             if not (run_dir / "stop.json").exists():
@@ -189,9 +189,12 @@ class SlurmRuntime:
         self._queue.invalidate()
 
     def kill(self, handle: Handle) -> None:
+        run_dir = Path(handle.data["dir"])
         job = self._job(handle, fresh=True)
         if job is None or job.state not in ACTIVE:
             return
+        stop = _json(run_dir / "stop.json") or {"at": time.time(), "grace": 0.0}
+        (run_dir / "stop.json").write_text(json.dumps({**stop, "killed": time.time()}))
         if job.state not in WAITING:
             commands.run(["scancel", "--signal=KILL", "--full", job.job_id], check=False)
         commands.run(["scancel", job.job_id], check=False)
@@ -206,8 +209,7 @@ class SlurmRuntime:
             return _read(run_dir / "begun") == "abandoned"  # the job started its work: it came up
         # submitted (or about to be) but not started: if it ever starts, it finds `begun` and exits
         commands.run(["scancel", f"--name={handle.data['name']}"], check=False)
-        for f in run_dir.glob("env*"):
-            f.unlink(missing_ok=True)
+        _drop_env(run_dir)
         self._queue.invalidate()
         return True
 
@@ -271,6 +273,7 @@ class SlurmRuntime:
 
     def _exited(self, run_dir: Path, spec: dict, job: QueuedJob | None) -> Observation:
         state = job.state if job else "COMPLETED"
+        _drop_env(run_dir)  # a job cancelled while queued never read them; they may hold secrets
         workers = self._workers(run_dir, spec, job)
         ended = [(c, rank) for rank in range(len(workers)) if (c := _exit_code(run_dir, rank))]
         failures = sorted((t, code) for (code, t), _ in ended if code != 0)
@@ -282,6 +285,8 @@ class SlurmRuntime:
             exit_code = int(batch)  # srun's status: 0 when every worker succeeded
         elif state == "COMPLETED" and all(c == 0 for c in codes):
             exit_code = 0
+        elif (_json(run_dir / "stop.json") or {}).get("killed"):
+            exit_code = 137
         else:
             exit_code = _EXIT_CODES.get(state, 1)
         detail, lost = "", None
@@ -325,6 +330,11 @@ class SlurmRuntime:
 
 
 # -- files -------------------------------------------------------------------------------------
+def _drop_env(run_dir: Path) -> None:
+    for f in run_dir.glob("env*"):
+        f.unlink(missing_ok=True)
+
+
 def _claim(path: Path, content: str) -> bool:
     """Create `path` exclusively with `content`: True if we did, False if it was there."""
     try:
