@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cumulo.core.states import ProcessPhase
-from cumulo.runtimes.base import LaunchSpec, WorkerResources
+from cumulo.runtimes.base import LaunchSpec, RuntimeUnavailable, WorkerResources
 from cumulo.runtimes.slurm import SlurmRuntime
 
 ENV = {"PATH": os.environ["PATH"]}
@@ -248,3 +248,16 @@ def test_a_node_going_down_under_a_job_is_named(rt):
         subprocess.run(["scontrol", "update", f"NodeName={node}", "State=RESUME"], timeout=10, check=False)
     assert obs.node_lost == node and node in obs.detail
     assert obs.exit_code != 0
+
+
+def test_a_shape_slurm_cannot_run_is_refused_with_its_reason(rt):
+    if any(n.gpus for n in rt.nodes()):
+        pytest.skip("this cluster has GPUs: the test asks for one where there is none")
+    s = spec("gpu", "true", resources=WorkerResources(cpu=1, memory=2**26, gpu=1))
+    with pytest.raises(RuntimeUnavailable, match="sbatch refused"):
+        rt.launch(s)
+    h = rt.handle_for(s.key)
+    assert rt.abandon(h) is True  # what the control plane does after a failed launch
+    obs = rt.observe(h)
+    assert obs.phase == ProcessPhase.LOST and obs.detail.startswith("sbatch refused the job: ")
+    assert not list(Path(h.data["dir"]).glob("env*"))

@@ -140,13 +140,13 @@ class SlurmRuntime:
         run_dir = Path(handle.data["dir"])
         claim = _read(run_dir / "claim")
         begun = _read(run_dir / "begun")
+        refused = _read(run_dir / "submit.error")
+        if refused is not None:
+            return Observation(ProcessPhase.LOST, detail=f"sbatch refused the job: {refused.strip()}")
         if claim == "abandoned" or begun == "abandoned":
             return Observation(ProcessPhase.LOST, detail="the launch never came up and was abandoned")
         if claim is None:
             return Observation(ProcessPhase.BOOTING)
-        if (run_dir / "submit.error").exists():
-            return Observation(ProcessPhase.LOST, detail="sbatch refused the job: "
-                               + (_read(run_dir / "submit.error") or "").strip())
         job = self._job(handle)
         spec = _spec(run_dir)
         state = job.state if job else None
@@ -208,8 +208,11 @@ class SlurmRuntime:
         if not _claim(run_dir / "begun", "abandoned"):
             return _read(run_dir / "begun") == "abandoned"  # the job started its work: it came up
         # submitted (or about to be) but not started: if it ever starts, it finds `begun` and exits
-        commands.run(["scancel", f"--name={handle.data['name']}"], check=False)
         _drop_env(run_dir)
+        try:  # frees its place in the queue; `begun` already keeps it from running anything
+            commands.run(["scancel", f"--name={handle.data['name']}"], check=False)
+        except RuntimeUnavailable as e:
+            log.warning("abandoning %s: %s", handle.data["name"], e)
         self._queue.invalidate()
         return True
 
