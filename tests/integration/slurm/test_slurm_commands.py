@@ -90,3 +90,21 @@ def test_a_hung_slurmctld_costs_at_most_a_few_seconds(tmp_path, monkeypatch):
     with pytest.raises(RuntimeUnavailable, match="did not answer"):
         rt.observe(h)  # the failure is shared for the cache's life too: no second wait
     assert time.monotonic() - t0 < 20
+
+
+def test_a_finished_job_is_known_from_its_files_while_slurm_is_unreachable(tmp_path, monkeypatch):
+    _fake(tmp_path, monkeypatch, "echo 'squeue: error: Unable to contact slurm controller (connect failure)' >&2; exit 1")
+    rt = SlurmRuntime(tmp_path / "runs")
+    h = rt.handle_for("job/attempt-1")
+    run = Path(h.data["dir"])
+    run.mkdir(parents=True)
+    (run / "claim").write_text("submit")
+    (run / "spec.json").write_text('{"workers": 2}')
+    (run / "rank-0.exit").write_text("0 10.0\n")
+    with pytest.raises(RuntimeUnavailable, match="Unable to contact slurm controller"):
+        rt.observe(h)  # still running, or not: only Slurm can say
+    (run / "rank-1.exit").write_text("3 11.0\n")
+    (run / "batch.exit").write_text("3\n")
+    rt._queue.invalidate()
+    obs = rt.observe(h)
+    assert (obs.phase, obs.exit_code, obs.exit_codes) == ("exited", 3, (0, 3))

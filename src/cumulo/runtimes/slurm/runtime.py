@@ -109,11 +109,15 @@ class SlurmRuntime:
         name = handle.data["name"]
         run_dir.mkdir(parents=True, exist_ok=True)
         common, per_rank = _split_env(spec)
-        if not _claim(run_dir / "claim", "submit") and not self._unsubmitted(run_dir):
+        claimed = _claim(run_dir / "claim", "submit")
+        if not claimed and not self._unsubmitted(run_dir):
             # launched before (maybe by a control plane that crashed meanwhile), or abandoned
             return self._known(handle)
-        if self._jobs(name, fresh=True):
-            return self._known(handle)  # already in Slurm's queue under this name: never twice
+        # already in Slurm's queue under this name: never twice. A claim we just made means no
+        # launch of this key got this far before, so the shared queue read (<= ttl old) will do;
+        # after a crash Slurm is asked afresh.
+        if self._jobs(name, fresh=not claimed):
+            return self._known(handle)
         one_node = self._fits_one_node(spec)
         options = sbatch_options(spec, job_name=name, run_dir=str(run_dir), partition=self.partition,
                                  one_node=one_node)
@@ -147,8 +151,13 @@ class SlurmRuntime:
             return Observation(ProcessPhase.LOST, detail="the launch never came up and was abandoned")
         if claim is None:
             return Observation(ProcessPhase.BOOTING)
-        job = self._job(handle)
         spec = _spec(run_dir)
+        try:
+            job = self._job(handle)
+        except RuntimeUnavailable:
+            if (run_dir / "batch.exit").exists():  # the job's own record is enough
+                return self._exited(run_dir, spec, None)
+            raise
         state = job.state if job else None
         if state in ACTIVE and (run_dir / "stop.json").exists():
             self._escalate(run_dir, job)
