@@ -49,12 +49,14 @@ class Cached(Generic[T]):
         self._ttl = ttl
         self._lock = threading.Lock()
         self._at = float("-inf")
+        self.read_at = 0.0  # wall-clock time of the last read (to compare with files' mtimes)
         self._value: T | None = None
         self._error: RuntimeUnavailable | None = None
 
     def get(self) -> T:
         with self._lock:
             if time.monotonic() - self._at >= self._ttl:
+                self.read_at = time.time()
                 try:
                     self._value, self._error = self._read(), None
                 except RuntimeUnavailable as e:

@@ -136,8 +136,7 @@ class SlurmRuntime:
             _drop_env(run_dir)
             raise RuntimeUnavailable(f"sbatch refused the job: {err or 'no output'}")
         job_id = proc.stdout.strip().split(";")[0]
-        (run_dir / "jobid").write_text(job_id + "\n")
-        self._queue.invalidate()
+        (run_dir / "jobid").write_text(job_id + "\n")  # observe reads the queue again if older
         return Handle(self.name, {**handle.data, "job_id": job_id})
 
     def observe(self, handle: Handle) -> Observation:
@@ -239,6 +238,8 @@ class SlurmRuntime:
 
     def _job(self, handle: Handle, fresh: bool = False) -> QueuedJob | None:
         jobs = self._jobs(handle.data["name"], fresh)
+        if not jobs and not fresh and self._queue.read_at <= _mtime(Path(handle.data["dir"]) / "jobid"):
+            jobs = self._jobs(handle.data["name"], fresh=True)  # submitted after the shared read
         if not jobs:
             return None
         active = [j for j in jobs if j.state in ACTIVE]
@@ -342,6 +343,13 @@ class SlurmRuntime:
 
 
 # -- files -------------------------------------------------------------------------------------
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return float("-inf")
+
+
 def _drop_env(run_dir: Path) -> None:
     for f in run_dir.glob("env*"):
         f.unlink(missing_ok=True)
