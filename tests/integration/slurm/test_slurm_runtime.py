@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -28,9 +29,9 @@ def rt(slurm_cluster, tmp_path):
         subprocess.run(["scancel", jobid.read_text().strip()], timeout=10, check=False)
 
 
-def spec(key, command, workers=1, **kw):
+def spec(key, command, workers=1, workdir="/tmp", **kw):
     kw.setdefault("resources", SMALL)
-    return LaunchSpec(key=key, command=command, workdir="/tmp", env={**ENV, **kw.pop("env", {})},
+    return LaunchSpec(key=key, command=command, workdir=workdir, env={**ENV, **kw.pop("env", {})},
                       worker_env=tuple({"RANK": str(r), "MASTER_PORT": "1"} for r in range(workers)), **kw)
 
 
@@ -261,3 +262,16 @@ def test_a_shape_slurm_cannot_run_is_refused_with_its_reason(rt):
     obs = rt.observe(h)
     assert obs.phase == ProcessPhase.LOST and obs.detail.startswith("sbatch refused the job: ")
     assert not list(Path(h.data["dir"]).glob("env*"))
+
+
+@pytest.mark.slow
+def test_digits_trains_data_parallel_across_two_slurm_workers(rt, tmp_path):
+    repo = Path(__file__).resolve().parents[3]
+    env = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PYTHONUNBUFFERED": "1",
+           "CUMULO_ARTIFACTS": str(tmp_path / "artifacts"), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    h = rt.launch(spec("digits", "python train.py --epochs 2", workers=2, env=env, workdir=str(repo / "examples/digits"),
+                       resources=WorkerResources(cpu=1, memory=1 << 30)))
+    obs = wait_for(rt, h, ProcessPhase.EXITED, timeout=240)
+    assert obs.exit_codes == (0, 0), Path(rt.log_path(h, 0)).read_text() + Path(rt.log_path(h, 1)).read_text()
+    assert "epoch   2" in Path(rt.log_path(h, 0)).read_text()
+    assert sorted(p.name for p in (tmp_path / "artifacts/checkpoints").iterdir())
