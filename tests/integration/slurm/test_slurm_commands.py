@@ -14,6 +14,7 @@ from cumulo.runtimes.slurm.commands import (
     expand_hostlist,
     gres_gpus,
     node_dead,
+    node_lost,
     parse_fields,
     tres_gpus,
 )
@@ -46,10 +47,13 @@ def test_hostlists_expand():
     assert expand_hostlist("") == []
 
 
-@pytest.mark.parametrize("state,dead", [("IDLE", False), ("MIXED", False), ("ALLOCATED", False), ("DOWN", True),
-                                        ("IDLE*", True), ("MIXED+DRAIN", True), ("DOWN+NOT_RESPONDING", True)])
-def test_node_states(state, dead):
-    assert node_dead(state) is dead
+@pytest.mark.parametrize("state,dead,lost", [
+    ("IDLE", False, False), ("MIXED", False, False), ("ALLOCATED", False, False), ("DOWN", True, True),
+    ("IDLE*", True, True), ("MIXED+DRAIN", True, False), ("ALLOCATED+FAIL", True, False),
+    ("DOWN+NOT_RESPONDING", True, True)])
+def test_node_states(state, dead, lost):
+    assert node_dead(state) is dead, "takes no new work"
+    assert node_lost(state) is lost, "what runs there is gone"
 
 
 def _fake(tmp_path, monkeypatch, script: str):
@@ -108,3 +112,21 @@ def test_a_finished_job_is_known_from_its_files_while_slurm_is_unreachable(tmp_p
     rt._queue.invalidate()
     obs = rt.observe(h)
     assert (obs.phase, obs.exit_code, obs.exit_codes) == ("exited", 3, (0, 3))
+
+
+def test_a_running_job_on_a_node_that_stopped_responding_names_it(tmp_path, monkeypatch):
+    rt = SlurmRuntime(tmp_path / "runs")
+    h = rt.handle_for("job/attempt-1")
+    name = h.data["name"]
+    node = NODE.replace("NodeName=gpu01", "NodeName=n2")
+    _fake(tmp_path, monkeypatch, f"""case "$(basename "$0")" in
+  squeue) echo '7|RUNNING|n[1-2]|None|{name}' ;;
+  scontrol) echo '{NODE}'; echo '{node.replace("State=MIXED", "State=MIXED*")}' ;;
+esac""")
+    run = Path(h.data["dir"])
+    run.mkdir(parents=True)
+    (run / "claim").write_text("submit")
+    (run / "jobid").write_text("7\n")
+    (run / "spec.json").write_text('{"workers": 2}')
+    obs = rt.observe(h)
+    assert obs.phase == "running" and obs.node_lost == "n2" and "n2" in obs.detail

@@ -129,9 +129,17 @@ def read_nodes() -> list[dict[str, str]]:
 
 
 def node_dead(state: str) -> bool:
-    """`State=` of scontrol (IDLE, MIXED+DRAIN, DOWN*, ...): the trailing * means not responding."""
+    """`State=` of scontrol (IDLE, MIXED+DRAIN, DOWN*, ...): takes no new work. The trailing *
+    means not responding."""
     s = state.upper()
     return s.endswith("*") or any(word in s for word in DEAD_STATES)
+
+
+def node_lost(state: str) -> bool:
+    """The node is gone for what runs there (down or not responding); a draining or failing node
+    still runs its jobs to the end."""
+    s = state.upper()
+    return s.endswith("*") or any(word in s for word in ("DOWN", "NOT_RESPONDING", "NO_RESPOND"))
 
 
 def gres_gpus(gres: str) -> tuple[int, str | None]:

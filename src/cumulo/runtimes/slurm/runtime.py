@@ -324,7 +324,7 @@ class SlurmRuntime:
             states = {f.get("NodeName"): f.get("State", "") for f in self._nodes.get()}
         except RuntimeUnavailable:
             return None
-        return next((h for h in hosts if commands.node_dead(states.get(h, ""))), None)
+        return next((h for h in hosts if commands.node_lost(states.get(h, ""))), None)
 
     def _failed_node(self, job: QueuedJob) -> str | None:
         hosts = commands.expand_hostlist(job.nodes)
