@@ -7,8 +7,12 @@ PARTITION="${CUMULO_SLURM_PARTITION:-debug}"
 STATE="${CUMULO_SLURM_STATE:-/var/lib/cumulo-slurm}"   # this script's own folder: state, logs, pids
 CONF=/etc/slurm/slurm.conf
 
-if command -v sinfo >/dev/null && timeout 5 sinfo -h -o '%P' >/dev/null 2>&1; then
-  timeout 5 sinfo -h -o '%P' | head -n 1 | tr -d '*'   # already running: reuse it
+usable() {  # the partition of a node that takes work, if Slurm answers and has one
+  timeout 5 sinfo -h -o '%P %t' 2>/dev/null | awk '$2 ~ /^(idle|mix|alloc|comp)/ {sub(/\*$/, "", $1); print $1; exit}'
+}
+ours() { [ -f "$CONF" ] && grep -q "written by cumulo's .ci/slurm.sh" "$CONF"; }
+if command -v sinfo >/dev/null && [ -n "$(usable)" ] && { ! ours || { pgrep -x -r R,S,D slurmctld && pgrep -x -r R,S,D slurmd; } >/dev/null; }; then
+  usable   # already running: reuse it
   exit 0
 fi
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
@@ -33,6 +37,9 @@ munge -n | unmunge >/dev/null
 CPUS="$(nproc)"
 MEM_MB="$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)"
 mkdir -p "$STATE/ctld" "$STATE/d" /etc/slurm
+if [ -f "$CONF" ] && ! ours; then
+  echo "$CONF exists and was not written by this script: not replacing it" >&2; exit 1
+fi
 cat > "$CONF" <<CONF
 # written by cumulo's .ci/slurm.sh
 ClusterName=cumulo
@@ -63,9 +70,9 @@ NodeName=localhost NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOW
 PartitionName=$PARTITION Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 CONF
 
-pgrep -x slurmctld >/dev/null || slurmctld
+pgrep -x -r R,S,D slurmctld >/dev/null || slurmctld
 for _ in $(seq 100); do timeout 5 scontrol ping 2>/dev/null | grep -q UP && break; sleep 0.1; done
-pgrep -x slurmd >/dev/null || slurmd -N localhost
+pgrep -x -r R,S,D slurmd >/dev/null || slurmd -N localhost
 for _ in $(seq 150); do
   state="$(timeout 5 sinfo -h -n localhost -o '%t' 2>/dev/null || true)"
   case "$state" in idle*|mix*|alloc*) break ;; down*|drain*) scontrol update NodeName=localhost State=RESUME 2>/dev/null || true ;; esac
