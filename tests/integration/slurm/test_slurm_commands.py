@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cumulo.runtimes.base import RuntimeUnavailable
+from cumulo.runtimes.base import LaunchSpec, RuntimeUnavailable, WorkerResources
 from cumulo.runtimes.slurm import SlurmRuntime
 from cumulo.runtimes.slurm.commands import (
     expand_hostlist,
@@ -18,6 +18,7 @@ from cumulo.runtimes.slurm.commands import (
     parse_fields,
     tres_gpus,
 )
+from cumulo.runtimes.slurm.script import sbatch_options
 
 NODE = ("NodeName=gpu01 Arch=x86_64 CoresPerSocket=8 CPUAlloc=6 CPUEfctv=32 CPUTot=32 CPULoad=0.67 "
         "AvailableFeatures=ib,a100 ActiveFeatures=ib,a100 Gres=gpu:a100:4(S:0-1) NodeAddr=10.0.0.7 "
@@ -130,3 +131,25 @@ esac""")
     (run / "spec.json").write_text('{"workers": 2}')
     obs = rt.observe(h)
     assert obs.phase == "running" and obs.node_lost == "n2" and "n2" in obs.detail
+
+
+def _opts(**kw):
+    workers = kw.pop("workers", 1)
+    one_node = kw.pop("one_node", True)
+    res = kw.pop("resources", WorkerResources(cpu=1.5, memory=3 * 2**30, gpu=0))
+    spec = LaunchSpec(key="k", command="true", workdir="/w", env={}, worker_env=({},) * workers, resources=res, **kw)
+    return sbatch_options(spec, job_name="cumulo-k", run_dir="/r", partition=kw.get("partition"), one_node=one_node)
+
+
+def test_sbatch_shape_resources_and_time():
+    o = _opts(workers=2, timeout=61)
+    assert {"--ntasks=2", "--cpus-per-task=2", "--mem-per-cpu=1536M", "--nodes=1", "--time=2", "--no-requeue",
+            "--export=NONE", "--output=/r/batch.log", "--chdir=/w"} <= set(o)
+    spread = _opts(workers=3, placement="spread", resources=WorkerResources(cpu=1, memory=2**30, gpu=2))
+    assert {"--nodes=3", "--ntasks-per-node=1", "--gres=gpu:2"} <= set(spread)
+    packed = _opts(workers=2, resources=WorkerResources(cpu=1, memory=2**30, gpu=2))
+    assert "--gres=gpu:4" in packed, "pack on one node: the node's GPUs for both workers"
+    wide = _opts(workers=8, one_node=False, resources=WorkerResources(cpu=1, memory=2**30, gpu=1))
+    assert "--gpus-per-task=1" in wide and not any(x.startswith("--nodes") for x in wide)
+    assert "--time=1" in _opts(timeout=0.5), "at least a minute"
+    assert not any(x.startswith("--time") for x in _opts())
