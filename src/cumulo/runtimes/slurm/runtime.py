@@ -54,6 +54,7 @@ class SlurmRuntime:
 
     def __init__(self, run_root: str | Path, partition: str | None = None, *, ttl: float = 0.5) -> None:
         self.root = Path(run_root)
+        self._root_id = str(self.root.resolve())  # in job names: two control planes never share one
         self.partition = partition
         self._queue = Cached(lambda: commands.read_queue(NAME_PREFIX), ttl)
         self._nodes = Cached(commands.read_nodes, max(ttl, 1.0))
@@ -99,7 +100,7 @@ class SlurmRuntime:
     # -- lifecycle ---------------------------------------------------------------------------
     def handle_for(self, key: str) -> Handle:
         run_dir = self.root / key
-        digest = hashlib.sha1(f"{self.root.resolve()}\0{key}".encode()).hexdigest()[:10]
+        digest = hashlib.sha1(f"{self._root_id}\0{key}".encode()).hexdigest()[:10]
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", key).strip("-")[:80]
         return Handle(self.name, {"dir": str(run_dir), "name": f"{NAME_PREFIX}{safe}-{digest}"})
 
