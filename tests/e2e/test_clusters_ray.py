@@ -178,7 +178,8 @@ def test_digits_service_on_two_ray_nodes_survives_a_node_loss_under_load(server,
     assert load.failed <= clients, load.errors[:5]  # at most the requests in flight on the dead node
     assert a.ip not in {x.host for x in replaced.replicas}
     ended = [x for x in replaced.ended if x.host == a.ip]
-    assert ended and ("lost" in ended[0].reason or a.ip in ended[0].reason), replaced.ended
+    # it stopped answering (health checks, ~6 s) before Ray declared its node dead (~15 s): either says why
+    assert ended and any(w in ended[0].reason for w in ("lost", a.ip, "health checks")), replaced.ended
     client.delete_deployment("digits")
     wait_until(lambda: not [d for d in client.list_deployments() if d.name == "digits"], timeout=120,
                what="the deployment deleted")

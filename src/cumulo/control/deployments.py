@@ -252,6 +252,13 @@ class DeploymentReconciler:
         routes_changed = False
         # secrets are read before the transaction below (one at a time on SQLite: never nest them)
         base_env = workload_env(self.secret_values(snap.spec.env, loaded.workspace)) if d.start else {}
+        # and each cluster's runtime, which may read its cluster's row the first time (never nested)
+        runtimes: dict[str, Runtime] = {}
+        for alloc in d.start:
+            try:
+                runtimes[alloc.cluster] = self.runtimes.get(alloc.cluster)
+            except RuntimeUnavailable as exc:
+                log.warning("deployment %s: cluster %s: %s", loaded.name, alloc.cluster, exc)
         with self.placement.lock, self.db.tx() as s:
             values = dict(state=d.state.value, reason=d.reason, failures=d.failures, next_start_at=d.next_start_at,
                           last_failure=d.last_failure)
@@ -275,11 +282,12 @@ class DeploymentReconciler:
                     if c.state.terminal:
                         self._last_probe.pop(f"{loaded.dep_id}/{c.id}", None)
                         self.prober.forget(f"{loaded.dep_id}/{c.id}")
-                starts = list(d.start)
+                starts = [a for a in d.start if a.cluster in runtimes]
                 if starts and self.placement.confirm(s, starts, loaded.workspace):  # else: the room was taken; decide again
                     for alloc in starts:
                         launches.append((alloc.cluster,
-                                         self._new_replica(s, loaded, snap, dep.next_ordinal, alloc, now, base_env)))
+                                         self._new_replica(s, loaded, snap, dep.next_ordinal, alloc, now, base_env,
+                                                           runtimes[alloc.cluster])))
                         dep.next_ordinal += 1
                 for type_, reason, message in d.events:
                     events.record(s, now=now, kind="Deployment", name=loaded.name, object_id=loaded.dep_id,
@@ -363,13 +371,12 @@ class DeploymentReconciler:
         return moved
 
     def _new_replica(self, s, loaded: _Loaded, snap: DeploymentSnapshot, ordinal: int, alloc: Allocation, now,
-                     base_env: dict[str, str]) -> LaunchSpec:
+                     base_env: dict[str, str], runtime: Runtime) -> LaunchSpec:
         spec = snap.spec
         local = alloc.cluster == "local"
         # on an engine's cluster the runtime picks the node and the port ($HOST, $PORT), reported later
         host, port = (HOST, _free_port()) if local else ("", 0)
         key = f"{loaded.dep_id}/replica-{ordinal}"
-        runtime = self.runtimes.get(alloc.cluster)
         handle = runtime.handle_for(key)
         s.add(Replica(
             deployment_id=loaded.dep_id, ordinal=ordinal, generation=snap.generation,

@@ -117,8 +117,11 @@ def decide_deployment(s: DeploymentSnapshot) -> DeploymentDecision:
         ended = r.phase in (ProcessPhase.EXITED, ProcessPhase.LOST)
         if r.state == ReplicaState.DRAINING:
             if ended:
+                # keep why it was drained (scaled down, unhealthy, replaced ...); a replica that
+                # vanished rather than exited (its node lost) says so
+                why = r.detail if r.phase == ProcessPhase.LOST and r.detail else ""
                 state_of[r.id] = ReplicaState.STOPPED
-                changes.append(ReplicaChange(r.id, ReplicaState.STOPPED, "stopped", exit_code=r.exit_code))
+                changes.append(ReplicaChange(r.id, ReplicaState.STOPPED, why, exit_code=r.exit_code))
             elif r.stop_requested_at is not None and now - r.stop_requested_at > STOP_GRACE:
                 kill.append(r.id)
             continue
