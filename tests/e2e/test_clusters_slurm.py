@@ -1,7 +1,7 @@
 """Jobs on a real Slurm (`bash .ci/slurm.sh`) through a real control plane: sbatch, squeue, scancel.
 
-The same specs as on this machine with only `cluster:` changed; the control plane SIGKILLed on
-both sides of a launch: the work is re-adopted, never submitted twice.
+The same specs as on this machine with only `cluster:` changed (crash safety on both engines is in
+test_clusters_crash.py).
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -20,19 +19,6 @@ from tests.helpers import Server, kill_leftovers, wait_until
 REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
-
-MARKED = textwrap.dedent("""
-    import os, sys, time
-    from pathlib import Path
-    import cumulo
-    marker = Path(sys.argv[1])
-    with marker.open("a") as f:  # one line per process start: a duplicate launch would show
-        f.write(f"start attempt={os.environ['CUMULO_ATTEMPT']} host={os.environ.get('CUMULO_NODE_IPS')}\\n")
-    for step in range(1, int(sys.argv[2]) + 1):
-        cumulo.report(step=step)
-        time.sleep(0.5)
-""")
-
 
 def _server(home: Path, slurm_cluster: str, **env) -> Server:
     s = Server(home, f"sqlite:///{home / 'cumulo.db'}", extra_env=env).start()
@@ -116,37 +102,3 @@ def test_the_same_spec_runs_on_local_and_slurm_with_only_cluster_changed(server,
         assert job.state == "Succeeded", job.reason
         for rank in (0, 1):
             assert f"rank={rank} world=2 master=" in client.job_logs(f"env-{cluster}", rank=rank).data
-
-
-@pytest.mark.parametrize("side", ["after-launch", "before-launch"])
-def test_sigkill_of_the_control_plane_on_either_side_of_a_launch_neither_loses_nor_duplicates(
-        tmp_path, slurm_cluster, side):
-    home = tmp_path / "home"
-    marker = tmp_path / "starts.txt"
-    (tmp_path / "job.py").write_text(MARKED)
-    s = _server(home, slurm_cluster, **({"CUMULO_FAULT": "before-launch"} if side == "before-launch" else {}))
-    try:
-        _add_slurm(s, slurm_cluster)
-        with Client(s.url, token=s.token) as c:
-            c.submit_job(_spec(tmp_path, "once", command=f"python job.py {marker} 8", cluster="slurm",
-                               max_retries=1, backoff={"initial": "1s"}))
-            if side == "after-launch":
-                wait_until(lambda: marker.exists(), timeout=60, what="the job to start on Slurm")
-                s.kill(signal.SIGKILL)
-            else:  # the control plane died by itself between recording the attempt and launching it
-                s.proc.wait(60)
-                assert s.proc.returncode == 137
-        s.extra_env.pop("CUMULO_FAULT", None)
-        s.start()
-        with Client(s.url, token=s.token) as c:
-            job = c.wait_job("once", timeout=180)
-        assert job.state == "Succeeded", job.reason
-        starts = marker.read_text().splitlines()
-        assert len(starts) == 1, starts  # exactly one process ever ran the job
-        if side == "after-launch":
-            assert job.attempts == 1  # re-adopted
-        else:
-            assert job.attempts == 2 and job.attempt_list[0].state == "Failed"  # abandoned, then retried
-    finally:
-        s.kill()
-        kill_leftovers(home)
