@@ -183,3 +183,39 @@ def test_digits_service_on_two_ray_nodes_survives_a_node_loss_under_load(server,
     client.delete_deployment("digits")
     wait_until(lambda: not [d for d in client.list_deployments() if d.name == "digits"], timeout=120,
                what="the deployment deleted")
+
+
+def test_a_rolling_update_on_ray_under_load_fails_no_request(server, client, ray_cluster, tmp_path):
+    """Replicas on Ray nodes serve on ports of those nodes; an update replaces them one by one
+    while the gateway keeps every request answered."""
+    def spec(version: str) -> Path:
+        path = tmp_path / "web.yaml"
+        path.write_text(textwrap.dedent(f"""
+            kind: Deployment
+            name: web
+            workdir: {tmp_path}
+            command: python -m http.server $PORT --bind $HOST
+            cluster: ray
+            replicas: 2
+            resources: {{cpu: 0.25, memory: 128Mi}}
+            env: {{VERSION: "{version}"}}
+        """))
+        return path
+
+    (tmp_path / "index.html").write_text("hello")
+    assert server.cli("deploy", str(spec("1")), timeout=180).returncode == 0
+    ray_ips = {n["node_ip"] for n in alive_nodes(ray_cluster)}
+    first = client.get_deployment("web")
+    assert first.ready == 2 and {r.host for r in first.replicas} <= ray_ips and all(r.node for r in first.replicas)
+    with Load(f"{server.url}/d/web/", clients=3) as load:
+        wait_until(lambda: load.ok > 20, what="load to flow")
+        r = server.cli("deploy", str(spec("2")), timeout=180)
+        assert r.returncode == 0, r.stderr
+        wait_until(lambda: all(x.generation == 2 for x in client.get_deployment("web").replicas), timeout=120,
+                   what="the old replicas drained")
+        seen = load.ok
+        wait_until(lambda: load.ok > seen + 20, what="load after the rollout")
+    assert load.failed == 0, load.errors[:5]
+    client.delete_deployment("web")
+    wait_until(lambda: not [d for d in client.list_deployments() if d.name == "web"], timeout=120,
+               what="the deployment deleted")
