@@ -23,9 +23,6 @@ from tests.helpers import Server, kill_leftovers, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 DIGITS = REPO / "examples" / "digits"
-#: gloo picks its socket's address from the host name; on one machine with a loopback address per
-#: node it must stay on loopback
-GLOO_ON_LOOPBACK = {"GLOO_SOCKET_IFNAME": "lo"}
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +67,7 @@ def test_ray_nodes_are_read_from_the_engine(server, client, ray_cluster):
 def test_digits_on_two_ray_nodes_trains_as_it_does_locally(server, client, ray_cluster, tmp_path):
     """The same job with only `cluster:` changed: 2 DDP (gloo) ranks spread over 2 Ray nodes reach
     the accuracy the same 2 ranks reach on this machine."""
-    common = dict(command="python train.py --epochs 4", workdir=str(DIGITS), workers=2, env=GLOO_ON_LOOPBACK,
+    common = dict(command="python train.py --epochs 4", workdir=str(DIGITS), workers=2,
                   resources={"cpu": 1, "memory": "1Gi"})
     client.submit_job(_job(tmp_path, "digits-ray", cluster="ray", placement="spread", **common))
     client.submit_job(_job(tmp_path, "digits-here", cluster="local", **common))

@@ -63,6 +63,13 @@ class Worker:
         env = json.loads(env_file.read_text())
         env_file.unlink(missing_ok=True)
         env.update(placed_env)
+        ips = env.get("CUMULO_NODE_IPS", "")
+        if ips and all(ip.startswith("127.") for ip in ips.split(",")):
+            # every node is a loopback address of one machine (a demo or test cluster): keep the
+            # collectives' sockets on loopback (gloo would pick the host name's address), unless
+            # the job chose an interface itself
+            env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+            env.setdefault("NCCL_SOCKET_IFNAME", "lo")
         with open(self.run_dir / f"rank-{self.rank}.log", "ab") as log:
             try:
                 self.proc = subprocess.Popen(
