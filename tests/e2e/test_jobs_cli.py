@@ -142,7 +142,7 @@ def test_a_request_larger_than_the_machine_is_rejected_with_its_capacity(server,
     """)
     r = server.cli("job", "submit", str(spec))
     assert r.returncode == 1
-    assert "can never run here" in r.stderr and "this machine has" in r.stderr and "memory" in r.stderr
+    assert "can never run" in r.stderr and "this machine has" in r.stderr and "memory" in r.stderr
     assert server.cli("job", "status", "giant").returncode == 1
 
 
