@@ -87,6 +87,8 @@ def expected(caller: str, method: str, path: str) -> set[int] | None:
         caller = "viewer"
     if path.startswith(("/api/v1/tokens", "/api/v1/workspaces", "/api/v1/gateway", "/metrics")) or path == "/api/v1/secrets/rotate-key":
         return None if caller == "admin" else {403}
+    if path.startswith("/api/v1/clusters") and method not in READ:  # clusters are installation-wide
+        return None if caller == "admin" else {403}
     if caller in ("viewer", "other-viewer") and method not in READ:
         return {403}
     return None
