@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from sklearn.datasets import load_digits
 
+from cumulo.core.errors import Unschedulable
 from cumulo.sdk.client import Client
 from tests.e2e.test_deployments_cli import Load
 from tests.engines.ray import alive_nodes
@@ -216,3 +217,20 @@ def test_a_rolling_update_on_ray_under_load_fails_no_request(server, client, ray
     client.delete_deployment("web")
     wait_until(lambda: not [d for d in client.list_deployments() if d.name == "web"], timeout=120,
                what="the deployment deleted")
+
+
+def test_a_gpu_type_lands_on_the_node_that_has_it_and_one_no_node_has_is_refused(server, client, ray_extra_node,
+                                                                                  tmp_path):
+    """GPUs declared to Ray (no real GPU needed: Ray hands out the ids it was told of)."""
+    t4 = ray_extra_node("--num-gpus=2", '--resources={"accelerator_type:T4": 1}')
+    wait_until(lambda: any(n.address == t4.ip and n.gpu_names == ["T4", "T4"] for n in client.nodes("ray")),
+               timeout=30, what="the T4 node in cumulo")
+    client.submit_job(_job(tmp_path, "on-t4", command='echo "gpus=$CUDA_VISIBLE_DEVICES"', workdir=str(tmp_path),
+                           cluster="ray", resources={"cpu": 0.5, "memory": "128Mi", "gpu": 1, "gpu_type": "t4"}))
+    job = client.wait_job("on-t4", timeout=120)
+    assert job.state == "Succeeded", job.reason
+    assert [w.address for w in job.attempt_list[-1].workers] == [t4.ip]
+    assert client.job_logs("on-t4").data.strip() in ("gpus=0", "gpus=1")
+    with pytest.raises(Unschedulable, match="A100"):
+        client.submit_job(_job(tmp_path, "on-a100", command="true", workdir=str(tmp_path),
+                               resources={"cpu": 0.5, "memory": "128Mi", "gpu": 1, "gpu_type": "A100"}))

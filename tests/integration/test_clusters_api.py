@@ -114,6 +114,12 @@ def test_a_job_naming_no_such_cluster_is_a_422_on_cluster(http, tmp_path):
     assert [e["field"] for e in p["errors"]] == ["cluster"]
 
 
+def test_a_gpu_type_without_gpus_is_a_422(http, tmp_path):
+    p = problem(http.post("/jobs", json={"kind": "Job", "name": "t", "command": "true", "workdir": str(tmp_path),
+                                        "resources": {"gpu_type": "A100"}}), 422)
+    assert [e["field"] for e in p["errors"]] == ["resources"] and "gpu: 1 or more" in p["detail"]
+
+
 def test_work_larger_than_every_cluster_is_refused_naming_each(http, tmp_path):
     body = {"kind": "Job", "name": "huge", "command": "true", "workdir": str(tmp_path), "workers": 2,
             "placement": "spread"}

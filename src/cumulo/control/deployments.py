@@ -409,7 +409,8 @@ class DeploymentReconciler:
         r = spec.resources
         return LaunchSpec(key=key, command=command, workdir=loaded.workdir, env=env,
                           stop_grace=STOP_GRACE.total_seconds() - 5,
-                          resources=WorkerResources(cpu=r.cpu, memory=r.memory, gpu=r.gpu), serve=not local)
+                          resources=WorkerResources(cpu=r.cpu, memory=r.memory, gpu=r.gpu, gpu_type=r.gpu_type),
+                          serve=not local)
 
 
 def _url_host(host: str) -> str:

@@ -323,7 +323,7 @@ class JobReconciler:
             env=env,
             worker_env=tuple(worker_env),
             stop_grace=STOP_GRACE.total_seconds(),
-            resources=WorkerResources(cpu=r.cpu, memory=r.memory, gpu=r.gpu),
+            resources=WorkerResources(cpu=r.cpu, memory=r.memory, gpu=r.gpu, gpu_type=r.gpu_type),
             placement=spec.placement,
             timeout=spec.timeout,
         )

@@ -35,6 +35,15 @@ class Resources(_Model):
     cpu: Cpu = Field(1.0, gt=0, description="CPUs per worker: 2, 0.5 or '500m'")
     memory: Memory = Field(512 * 2**20, gt=0, description="memory per worker: '4Gi', '512Mi'")
     gpu: int = Field(0, ge=0, le=1024, description="whole NVIDIA GPUs per worker")
+    gpu_type: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                                 description="e.g. A100, H100, T4: only nodes whose GPUs are of this type "
+                                             "(matched case-insensitively within the name the node reports)")
+
+    @model_validator(mode="after")
+    def _type_needs_gpus(self) -> "Resources":
+        if self.gpu_type is not None and self.gpu == 0:
+            raise ValueError("gpu_type needs gpu: 1 or more")
+        return self
 
 
 class Backoff(_Model):

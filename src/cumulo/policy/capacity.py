@@ -15,6 +15,7 @@ class Request:
     memory: int
     gpu: int
     workers: int = 1
+    gpu_type: str | None = None
 
     @property
     def total_cpu(self) -> float:
@@ -118,3 +119,12 @@ def still_fits(new: list[Allocation], capacity: Capacity, used: list[Allocation]
         and len(gpus) == len(set(gpus))
         and set(gpus) <= set(capacity.gpus)
     )
+
+
+def gpu_type_matches(wanted: str | None, names) -> bool:
+    """Whether GPUs named `names` (what a node reports: "NVIDIA A100-SXM4-80GB", "T4") are of the
+    type asked for ("A100"); no type asked: any."""
+    if wanted is None:
+        return True
+    w = wanted.lower()
+    return any(w in (n or "").lower() for n in names)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cumulo.core.units import format_memory
-from cumulo.policy.capacity import Allocation, Capacity, Request, allocate, describe, never_fits
+from cumulo.policy.capacity import Allocation, Capacity, Request, allocate, describe, gpu_type_matches, never_fits
 
 LOCAL = "local"
 
@@ -27,6 +27,7 @@ class NodeShape:
     cpu: float
     memory: int
     gpus: int = 0
+    gpu_type: str | None = None
     alive: bool = True
     cpu_free: float | None = None
     memory_free: int | None = None
@@ -42,10 +43,13 @@ class ClusterView:
     nodes: tuple[NodeShape, ...] = ()
     #: the local node's capacity (with GPU indices); None for an engine's cluster
     capacity: Capacity | None = None
+    gpu_names: tuple[str, ...] = ()  # the local node's GPUs
 
 
-def _slots(request: Request, cpu: float, memory: int, gpus: int) -> int:
-    """How many workers of the request fit in this much."""
+def _slots(request: Request, cpu: float, memory: int, gpus: int, gpu_type: str | None = None) -> int:
+    """How many workers of the request fit in this much (of GPUs of this type)."""
+    if request.gpu > 0 and not gpu_type_matches(request.gpu_type, [gpu_type]):
+        return 0
     n = math.floor((cpu + 1e-9) / request.cpu) if request.cpu > 0 else request.workers
     n = min(n, memory // request.memory) if request.memory > 0 else n
     if request.gpu > 0:
@@ -60,7 +64,8 @@ def _fits_nodes(request: Request, placement: str, slots: Sequence[int]) -> bool:
 
 
 def _shape(request: Request, placement: str) -> str:
-    worker = f"{request.cpu:g} CPU, {format_memory(request.memory)}" + (f", {request.gpu} GPU" if request.gpu else "")
+    gpu = f", {request.gpu} {request.gpu_type + ' ' if request.gpu_type else ''}GPU" if request.gpu else ""
+    worker = f"{request.cpu:g} CPU, {format_memory(request.memory)}{gpu}"
     if request.workers == 1:
         return worker
     how = "one per node" if placement == "spread" else "packed"
@@ -70,7 +75,7 @@ def _shape(request: Request, placement: str) -> str:
 def _engine_never(request: Request, placement: str, c: ClusterView) -> str | None:
     if not c.nodes:
         return None if not c.reachable else f"{c.name}: has no nodes"
-    slots = [_slots(request, n.cpu, n.memory, n.gpus) for n in c.nodes]
+    slots = [_slots(request, n.cpu, n.memory, n.gpus, n.gpu_type) for n in c.nodes]
     if _fits_nodes(request, placement, slots):
         return None
     biggest = max(c.nodes, key=lambda n: (n.gpus, n.cpu, n.memory))
@@ -86,7 +91,7 @@ def never_fits_anywhere(request: Request, placement: str, clusters: Sequence[Clu
         if c.kind == LOCAL:
             if c.capacity is None:
                 return None
-            why = never_fits(request, c.capacity)
+            why = never_fits(request, c.capacity) or _local_gpu_type(request, c)
             if why is None and placement == "spread" and request.workers > 1:
                 why = f"placement: spread needs {request.workers} nodes but this machine is one node"
             if why is None:
@@ -109,7 +114,7 @@ def _engine_now(request: Request, placement: str, c: ClusterView, used: Sequence
         return math.inf, f"{c.name}: no live nodes"
     total_cpu = sum(n.cpu for n in alive)
     total_mem = sum(n.memory for n in alive)
-    total_gpu = sum(n.gpus for n in alive)
+    total_gpu = sum(n.gpus for n in alive if gpu_type_matches(request.gpu_type, [n.gpu_type]))
     held = [a for a in used if a.cluster == c.name]
     free_cpu = total_cpu - sum(a.cpu for a in held)
     free_mem = total_mem - sum(a.memory for a in held)
@@ -127,7 +132,7 @@ def _engine_now(request: Request, placement: str, c: ClusterView, used: Sequence
             _slots(request,
                    n.cpu if n.cpu_free is None else n.cpu_free,
                    n.memory if n.memory_free is None else n.memory_free,
-                   n.gpus if n.gpus_free is None else n.gpus_free)
+                   n.gpus if n.gpus_free is None else n.gpus_free, n.gpu_type)
             for n in alive
         ]
         if not _fits_nodes(request, placement, slots):
@@ -164,6 +169,12 @@ def choose(
             if placement == "spread" and request.workers > 1:
                 reasons.append(f"{c.name}: placement: spread needs {request.workers} nodes; this machine is one")
                 continue
+            wrong_type = _local_gpu_type(request, c)
+            if wrong_type:
+                if len(candidates) == 1:
+                    return wrong_type
+                reasons.append(f"{c.name}: {wrong_type}")
+                continue
             fit = allocate(request, c.capacity, list(used))
             if isinstance(fit, Allocation) or len(candidates) == 1:
                 return fit  # local first (alone, its reason as it always was)
@@ -199,3 +210,10 @@ def still_fits_engine(new: Sequence[Allocation], c: ClusterView, used: Sequence[
         and sum(a.memory for a in held) <= sum(n.memory for n in alive)
         and sum(a.gpu_count for a in held) <= sum(n.gpus for n in alive)
     )
+
+
+def _local_gpu_type(request: Request, c: ClusterView) -> str | None:
+    if request.gpu == 0 or gpu_type_matches(request.gpu_type, c.gpu_names):
+        return None
+    have = ", ".join(sorted(set(c.gpu_names))) or "none"
+    return f"asks for {request.gpu_type} GPUs but this machine's GPUs are: {have}"

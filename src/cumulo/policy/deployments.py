@@ -201,7 +201,7 @@ def decide_deployment(s: DeploymentSnapshot) -> DeploymentDecision:
             mine = list(s.quota_used)
             r = spec.resources
             for _ in range(want):
-                request = Request(r.cpu, r.memory, r.gpu, 1)
+                request = Request(r.cpu, r.memory, r.gpu, 1, gpu_type=r.gpu_type)
                 over = over_quota(request, s.quota, mine, s.spent)
                 if over:
                     waiting = over

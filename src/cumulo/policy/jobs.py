@@ -99,7 +99,7 @@ class JobDecision:
 
 def _request(spec: JobSpec) -> Request:
     r = spec.resources
-    return Request(cpu=r.cpu, memory=r.memory, gpu=r.gpu, workers=spec.workers)
+    return Request(cpu=r.cpu, memory=r.memory, gpu=r.gpu, workers=spec.workers, gpu_type=r.gpu_type)
 
 
 def _describe_exit(code: int | None) -> str:

@@ -37,6 +37,7 @@ class WorkerResources:
     cpu: float = 1.0
     memory: int = 512 * 2**20
     gpu: int = 0
+    gpu_type: str | None = None  # e.g. "A100": Ray's accelerator_type, Slurm's gres type
 
 
 @dataclass(frozen=True)

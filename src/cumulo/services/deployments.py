@@ -67,7 +67,7 @@ class DeploymentService:
         with self.db.tx() as s:
             secrets_store.require(s, spec.env, scope.workspace)  # a 422 naming env.VAR, before anything is written
             r = spec.resources
-            why = clusters_store.why_never(s, Request(r.cpu, r.memory, r.gpu, 1), "pack", spec.cluster, self.node)
+            why = clusters_store.why_never(s, Request(r.cpu, r.memory, r.gpu, 1, gpu_type=r.gpu_type), "pack", spec.cluster, self.node)
             if why:
                 raise Unschedulable(f"deployment {spec.name!r} can never run: one replica asks for more than any "
                                     f"cluster has ({why}). Lower its resources, or add a cluster that has it.")

@@ -62,7 +62,7 @@ class JobService:
         with self.db.tx() as s:
             secrets_store.require(s, spec.env, scope.workspace)  # a 422 naming env.VAR, before anything is written
             r = spec.resources
-            why = clusters_store.why_never(s, Request(r.cpu, r.memory, r.gpu, spec.workers), spec.placement,
+            why = clusters_store.why_never(s, Request(r.cpu, r.memory, r.gpu, spec.workers, gpu_type=r.gpu_type), spec.placement,
                                            spec.cluster, self.node)
             if why:
                 raise Unschedulable(f"job {spec.name!r} can never run: it asks for more than any cluster has ({why}). "

@@ -99,12 +99,14 @@ def views(s, local_capacity: Capacity | None) -> tuple[ClusterView, ...]:
     nodes: dict[str, list] = {}
     for n in nodes_of(s):
         nodes.setdefault(n.cluster, []).append(n)
-    out = [ClusterView(LOCAL, LOCAL, capacity=local_capacity)]
+    here = s.get(Node, LOCAL)
+    out = [ClusterView(LOCAL, LOCAL, capacity=local_capacity, gpu_names=tuple(here.gpu_names) if here else ())]
     for c in listing(s):
         if c.kind == LOCAL:
             continue
         shapes = tuple(
             NodeShape(name=n.name, cpu=n.cpu, memory=n.memory, gpus=len(n.gpus), alive=n.state == "Ready",
+                      gpu_type=n.gpu_names[0] if n.gpu_names else None,
                       **_free(n.labels))
             for n in nodes.get(c.name, [])
         )

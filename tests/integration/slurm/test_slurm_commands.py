@@ -151,5 +151,7 @@ def test_sbatch_shape_resources_and_time():
     assert "--gres=gpu:4" in packed, "pack on one node: the node's GPUs for both workers"
     wide = _opts(workers=8, one_node=False, resources=WorkerResources(cpu=1, memory=2**30, gpu=1))
     assert "--gpus-per-task=1" in wide and not any(x.startswith("--nodes") for x in wide)
+    typed = _opts(workers=2, resources=WorkerResources(cpu=1, memory=2**30, gpu=1, gpu_type="a100"))
+    assert "--gres=gpu:a100:2" in typed, "a GPU type is Slurm's gres type"
     assert "--time=1" in _opts(timeout=0.5), "at least a minute"
     assert not any(x.startswith("--time") for x in _opts())

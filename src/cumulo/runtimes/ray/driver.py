@@ -75,6 +75,9 @@ class Driver:
         bundle = {"CPU": float(res["cpu"]), "memory": float(res["memory"])}
         if res.get("gpu"):
             bundle["GPU"] = float(res["gpu"])
+        typed = _accelerator(ray, res.get("gpu_type")) if res.get("gpu") else None
+        if typed:  # Ray's node resource for a GPU type ("accelerator_type:A100"): a sliver of it pins the type
+            bundle[typed] = 0.001
         strategy = "STRICT_SPREAD" if self.spec["placement"] == "spread" else "PACK"
         pg = placement_group([dict(bundle) for _ in range(self.n)], strategy=strategy, name=self.spec["key"])
         shape = f"{self.n} x {_show(bundle)} ({strategy})"
@@ -99,6 +102,7 @@ class Driver:
             Worker.options(
                 scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=r),
                 num_cpus=bundle["CPU"], num_gpus=bundle.get("GPU", 0), memory=bundle["memory"],
+                resources={k: v for k, v in bundle.items() if k.startswith("accelerator_type:")},
             ).remote(str(self.run), r)
             for r in range(self.n)
         ]
@@ -251,6 +255,16 @@ def _placed_env(infos: list[dict], serve: bool) -> list[dict[str, str]]:
             env["HOST"], env["PORT"] = info["host"], str(info["port"])
         out.append(env)
     return out
+
+
+def _accelerator(ray, wanted: str | None) -> str | None:
+    """The cluster's `accelerator_type:<T>` resource whose T contains `wanted` (case-insensitive),
+    or a made-up one no node has when none does (the placement group then waits, and says so)."""
+    if not wanted:
+        return None
+    keys = sorted(k for k in ray.cluster_resources() if k.startswith("accelerator_type:"))
+    match = next((k for k in keys if wanted.lower() in k.split(":", 1)[1].lower()), None)
+    return match or f"accelerator_type:{wanted}"
 
 
 def _show(bundle: dict) -> str:

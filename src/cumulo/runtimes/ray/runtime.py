@@ -188,7 +188,8 @@ class RayRuntime:
             raise ValueError(f"a serve launch runs one worker, not {len(envs)}")
         write_json(run / "spec.json", {
             "key": spec.key, "argv": argv, "workdir": spec.workdir, "workers": len(envs),
-            "resources": {"cpu": spec.resources.cpu, "memory": spec.resources.memory, "gpu": spec.resources.gpu},
+            "resources": {"cpu": spec.resources.cpu, "memory": spec.resources.memory, "gpu": spec.resources.gpu,
+                          "gpu_type": spec.resources.gpu_type},
             "placement": spec.placement, "stop_grace": spec.stop_grace, "timeout": spec.timeout, "serve": spec.serve,
         })
         nonce = secrets.token_hex(8)

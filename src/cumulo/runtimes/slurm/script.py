@@ -71,16 +71,17 @@ def sbatch_options(spec: LaunchSpec, *, job_name: str, run_dir: str, partition: 
         "--export=NONE",  # never the control plane's own environment
         "--kill-on-invalid-dep=yes",
     ]
+    typed = f"{res.gpu_type}:" if res.gpu_type else ""  # Slurm's gres type, e.g. gpu:a100:2
     if spec.placement == "spread" and workers > 1:
         opts += [f"--nodes={workers}", "--ntasks-per-node=1"]
         if res.gpu:
-            opts.append(f"--gres=gpu:{res.gpu}")
+            opts.append(f"--gres=gpu:{typed}{res.gpu}")
     elif one_node:
         opts.append("--nodes=1")
         if res.gpu:
-            opts.append(f"--gres=gpu:{res.gpu * workers}")
+            opts.append(f"--gres=gpu:{typed}{res.gpu * workers}")
     elif res.gpu:
-        opts.append(f"--gpus-per-task={res.gpu}")
+        opts.append(f"--gpus-per-task={typed}{res.gpu}")
     if spec.timeout is not None:
         opts.append(f"--time={max(1, math.ceil(spec.timeout / 60))}")
     if partition:
