@@ -299,7 +299,29 @@ def part_s2s(ray_url: str, rounds: int, work: Path, run_id: str) -> dict:
 
 
 # -- part 2 --------------------------------------------------------------------------------------
-def part_rate(engine: str, ray_url: str, partition: str, jobs: int, burst: int, work: Path, run_id: str) -> dict:
+class Profile:
+    """py-spy (wall clock, idle included) of the control plane while a block runs, if asked for."""
+
+    def __init__(self, folder: str | None, pid: int, name: str) -> None:
+        self.proc = None
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            self.proc = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--idle", "--rate", "500",
+                                          "--format", "raw", "--nonblocking", "-o", f"{folder}/{name}.txt"],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)  # attached
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(2)  # SIGINT: py-spy writes what it has and exits
+            self.proc.wait(30)
+
+
+def part_rate(engine: str, ray_url: str, partition: str, jobs: int, burst: int, work: Path, run_id: str,
+              pyspy: str | None = None) -> dict:
     ray = Ray(ray_url) if engine == "ray" else None
     home = work / f"rate-{engine}"
     home.mkdir()
@@ -321,6 +343,18 @@ def part_rate(engine: str, ray_url: str, partition: str, jobs: int, burst: int, 
         def cumulo_burst(b: int) -> float:
             prefix = f"r{b}-"
             c0 = cp.cpu_seconds()
+            with Profile(pyspy, cp.proc.pid, f"rate-{engine}-burst{b}"):
+                accepted = cumulo_submit(prefix)
+            span = max(accepted) - accepted[0]
+            cp.wait_done(prefix, burst, 600)
+            if engine == "ray":
+                ray.wait_ended(str(home / "artifacts"), sent["cumulo"] + burst, 600)
+            server_cpu.append(cp.cpu_seconds() - c0)
+            sent["cumulo"] += burst
+            return span
+
+        def cumulo_submit(prefix: str) -> list[float]:
+            """[first submit call, acceptances...]"""
             t0 = time.time()
             for i in range(burst):
                 cp.submit({"name": f"{prefix}{i}", "cluster": engine, "command": ["true"],
@@ -338,13 +372,7 @@ def part_rate(engine: str, ray_url: str, partition: str, jobs: int, burst: int, 
                     return len(found) >= sent["cumulo"] + burst and found
                 found = wait(jobids, 300, "cumulo's sbatch calls", poll=0.2)
                 accepted = sorted(f.stat().st_mtime for f in found)[-burst:]
-            span = max(accepted) - t0
-            cp.wait_done(prefix, burst, 600)
-            if engine == "ray":
-                ray.wait_ended(str(home / "artifacts"), sent["cumulo"] + burst, 600)
-            server_cpu.append(cp.cpu_seconds() - c0)
-            sent["cumulo"] += burst
-            return span
+            return [t0, *accepted]
 
         def engine_burst(b: int) -> float:
             t0 = time.time()
@@ -377,7 +405,9 @@ def part_rate(engine: str, ray_url: str, partition: str, jobs: int, burst: int, 
             order = ("cumulo", "engine") if b % 2 == 0 else ("engine", "cumulo")
             for side in order:
                 spans[side].append(cumulo_burst(b) if side == "cumulo" else engine_burst(b))
-                time.sleep(1.0)
+                # past the clusters reconciler's next read of the nodes (every 5 s): cumulo places
+                # on what the engine reports free, and the other side's jobs have just ended
+                time.sleep(6.0)
         n = burst * len(spans["cumulo"])
         rate = {k: round(n / sum(v), 2) for k, v in spans.items()}
         states = {}
@@ -412,7 +442,7 @@ def part_rate(engine: str, ray_url: str, partition: str, jobs: int, burst: int, 
 
 
 # -- part 3 --------------------------------------------------------------------------------------
-def part_cpu(ray_url: str, jobs: int, window: float, work: Path, min_free_gib: float) -> dict:
+def part_cpu(ray_url: str, jobs: int, window: float, work: Path, min_free_gib: float, pyspy: str | None = None) -> dict:
     ray = Ray(ray_url)
     home = work / "cpu"
     home.mkdir()
@@ -437,10 +467,10 @@ def part_cpu(ray_url: str, jobs: int, window: float, work: Path, min_free_gib: f
                            "resources": {"cpu": 0.1, "memory": "64Mi"}})
             started += step
 
-            def running():
-                js = cp.http.get("/jobs", params={"limit": 1000}).json()
-                return sum(1 for j in js if j["name"].startswith("sleep-") and j["state"] == "Running") >= started
-            wait(running, 600, f"{started} jobs Running", poll=1.0)
+            def settled():  # every job Running, or ended (a node of the shared cluster lost under it)
+                js = [j for j in cp.http.get("/jobs", params={"limit": 1000}).json() if j["name"].startswith("sleep-")]
+                return len(js) >= started and all(j["state"] == "Running" or j["state"] in TERMINAL for j in js)
+            wait(settled, 600, f"{started} jobs Running", poll=1.0)
             if psutil.virtual_memory().available / 2**30 < min_free_gib and started < jobs:
                 stopped_for_memory = True
                 break
@@ -449,12 +479,17 @@ def part_cpu(ray_url: str, jobs: int, window: float, work: Path, min_free_gib: f
         c0, t0 = cp.cpu_seconds(), time.monotonic()
         time.sleep(window)
         busy = (cp.cpu_seconds() - c0) / (time.monotonic() - t0) * 100
+        if pyspy:  # after the window, so that py-spy's own sampling is not in it
+            with Profile(pyspy, cp.proc.pid, "cpu-following"):
+                time.sleep(min(window, 30))
         js = cp.http.get("/jobs", params={"limit": 1000}).json()
         still = sum(1 for j in js if j["name"].startswith("sleep-") and j["state"] == "Running")
+        ended = {j["name"]: j["reason"] for j in js if j["state"] in TERMINAL}
         return {
             "window_s": window,
             "jobs_running": started,
-            "jobs_still_running_after_window": still,
+            "jobs_running_at_window_end": still,
+            "jobs_ended_early": ended,
             "stopped_for_memory": stopped_for_memory,
             "memory_per_ray_job_mib": round(mem_per_job / 2**20),
             "idle_cpu_percent_of_one_core": round(idle, 2),
@@ -489,6 +524,7 @@ def main() -> None:
     p.add_argument("--cpu-jobs", type=int, default=50)
     p.add_argument("--window", type=float, default=60.0)
     p.add_argument("--min-free-gib", type=float, default=3.0)
+    p.add_argument("--pyspy", default=None, help="a folder: record the control plane with py-spy during cumulo's bursts")
     args = p.parse_args()
     if args.quick:
         args.rounds, args.jobs, args.burst, args.cpu_jobs, args.window = 2, 10, 5, 4, 10.0
@@ -505,11 +541,11 @@ def main() -> None:
         if "s2s" in parts:
             out["s2s"] = part_s2s(args.ray, args.rounds, work, run_id)
         if "rate-ray" in parts:
-            out["rate_ray"] = part_rate("ray", args.ray, args.partition, args.jobs, args.burst, work, run_id)
+            out["rate_ray"] = part_rate("ray", args.ray, args.partition, args.jobs, args.burst, work, run_id, args.pyspy)
         if "rate-slurm" in parts:
-            out["rate_slurm"] = part_rate("slurm", args.ray, args.partition, args.jobs, args.burst, work, run_id)
+            out["rate_slurm"] = part_rate("slurm", args.ray, args.partition, args.jobs, args.burst, work, run_id, args.pyspy)
         if "cpu" in parts:
-            out["cpu"] = part_cpu(args.ray, args.cpu_jobs, args.window, work, args.min_free_gib)
+            out["cpu"] = part_cpu(args.ray, args.cpu_jobs, args.window, work, args.min_free_gib, args.pyspy)
     finally:
         print(f"work folder: {work}", file=sys.stderr)
     print(json.dumps(out, indent=2))
