@@ -121,3 +121,12 @@ def test_what_is_chosen_never_overcommits_and_never_fits_means_never(cpu, worker
 def test_gpu_type_matching(gpu_type, names, ok):
     from cumulo.policy.capacity import gpu_type_matches
     assert gpu_type_matches(gpu_type, names) is ok
+
+
+def test_slurm_gives_whole_cpus_so_placement_counts_them_whole():
+    slurm = ClusterView("hpc", "slurm", nodes=(node("n1"),))  # 2 CPUs
+    first = choose(Request(0.1, GiB // 8, 0), "pack", [slurm], [], only="hpc")
+    assert isinstance(first, Allocation) and first.cpu == 1  # what Slurm will hold for it
+    assert isinstance(choose(Request(0.1, GiB // 8, 0), "pack", [slurm], [first], only="hpc"), Allocation)
+    assert isinstance(choose(Request(0.1, GiB // 8, 0), "pack", [slurm], [first, first], only="hpc"), str)
+    assert "never fit" in never_fits_anywhere(Request(0.5, GiB // 8, 0, workers=3), "pack", [slurm])

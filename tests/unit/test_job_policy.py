@@ -179,3 +179,23 @@ def test_start_reports_workers_and_gpus(workers, gpu):
     assert d.act == Act.START
     assert len(d.allocation.worker_gpus) == workers
     assert len(d.allocation.gpus) == workers * gpu
+
+
+def test_on_an_engine_a_launch_gets_longer_to_come_up_and_a_steady_attempt_is_looked_at_less_often():
+    from cumulo.policy.jobs import ENGINE_BOOT_TIMEOUT, ENGINE_POLL, POLL
+
+    booting = AttemptSnapshot(number=1, state=AttemptState.STARTING, created_at=T0)
+    late = T0 + BOOT_TIMEOUT + timedelta(seconds=1)
+    on_engine = dict(state=JobState.STARTING, attempts=1, current=booting, observed=Observed(Phase.BOOTING),
+                     on_engine=True)
+    assert decide_job(snap(now=late, **on_engine)).act == Act.NONE  # a loaded engine's driver is still starting
+    assert decide_job(snap(now=T0 + ENGINE_BOOT_TIMEOUT + timedelta(seconds=1), **on_engine)).act == Act.ABANDON
+    queued = decide_job(snap(now=T0 + timedelta(hours=1), **{**on_engine, "observed": Observed(Phase.QUEUED, detail="Resources")}))
+    assert queued.act == Act.NONE and "Resources" in queued.reason  # queued by the engine: no boot timeout
+    running = AttemptSnapshot(number=1, state=AttemptState.RUNNING, created_at=T0, started_at=T0)
+    steady = dict(state=JobState.RUNNING, attempts=1, current=running, observed=Observed(Phase.RUNNING))
+    assert decide_job(snap(now=T0 + timedelta(seconds=30), **steady)).requeue_after == POLL
+    assert decide_job(snap(now=T0 + timedelta(seconds=30), on_engine=True, **steady)).requeue_after == ENGINE_POLL
+    # a timeout still bounds the wait
+    timed = snap(now=T0 + timedelta(seconds=30), on_engine=True, spec=spec(timeout=31), **steady)
+    assert decide_job(timed).requeue_after == pytest.approx(1.01)

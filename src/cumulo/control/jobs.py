@@ -160,6 +160,7 @@ class JobReconciler:
                 spent=spent,
                 clusters=clusters,
                 bound_cluster=job.cluster,
+                on_engine=current is not None and current.cluster != "local",
             )
             return _Loaded(snapshot, job.id, job.name, job.artifacts_dir, handle, job.created_at, job.workspace,
                            cluster=current.cluster if current is not None else "local", artifacts_root=roots)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cumulo.core.units import format_memory
 from cumulo.policy.capacity import Allocation, Capacity, Request, allocate, describe, gpu_type_matches, never_fits
@@ -72,7 +72,15 @@ def _shape(request: Request, placement: str) -> str:
     return f"{request.workers} workers of {worker} ({how})"
 
 
+def _as_engine_gives(request: Request, c: ClusterView) -> Request:
+    """Slurm allocates whole CPUs per task (--cpus-per-task): 0.1 CPU holds 1 there."""
+    if c.kind == "slurm" and request.cpu != math.ceil(request.cpu):
+        return replace(request, cpu=float(math.ceil(request.cpu)))
+    return request
+
+
 def _engine_never(request: Request, placement: str, c: ClusterView) -> str | None:
+    request = _as_engine_gives(request, c)
     if not c.nodes:
         return None if not c.reachable else f"{c.name}: has no nodes"
     slots = [_slots(request, n.cpu, n.memory, n.gpus, n.gpu_type) for n in c.nodes]
@@ -107,6 +115,7 @@ def never_fits_anywhere(request: Request, placement: str, clusters: Sequence[Clu
 
 def _engine_now(request: Request, placement: str, c: ClusterView, used: Sequence[Allocation]) -> tuple[float, str]:
     """(how loaded the cluster would be after this, "") if the request fits now, else (inf, why not)."""
+    request = _as_engine_gives(request, c)
     if not c.reachable:
         return math.inf, f"{c.name}: unreachable ({c.reason})" if c.reason else f"{c.name}: unreachable"
     alive = [n for n in c.nodes if n.alive]
@@ -186,8 +195,8 @@ def choose(
         elif best is None or (load, c.name) < (best[0], best[1]):
             best = (load, c.name, c)
     if best is not None:
-        return Allocation(cpu=request.total_cpu, memory=request.total_memory, cluster=best[2].name,
-                          gpu=request.total_gpu)
+        held = _as_engine_gives(request, best[2])
+        return Allocation(cpu=held.total_cpu, memory=held.total_memory, cluster=best[2].name, gpu=held.total_gpu)
     return "waiting for resources: " + "; ".join(reasons)
 
 

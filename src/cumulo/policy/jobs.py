@@ -25,6 +25,11 @@ BOOT_TIMEOUT = timedelta(seconds=15)
 STOP_GRACE = timedelta(seconds=10)
 #: how often a running attempt is looked at
 POLL = 1.0
+#: on an engine's cluster (Ray, Slurm): a driver or batch job under load takes longer to report
+#: than a local supervisor, and the engine itself stops the other ranks when one fails, so a steady
+#: running attempt is looked at less often (a cancel wakes it at once; a timeout bounds the wait)
+ENGINE_BOOT_TIMEOUT = timedelta(seconds=60)
+ENGINE_POLL = 5.0
 
 
 class StopCause(StrEnum):
@@ -70,6 +75,8 @@ class JobSnapshot:
     clusters: tuple[ClusterView, ...] = ()
     #: the cluster the job's first attempt ran on: its retries stay there
     bound_cluster: str | None = None
+    #: the current attempt runs on an engine's cluster (Ray, Slurm), not on this machine
+    on_engine: bool = False
 
 
 class Act(StrEnum):
@@ -170,7 +177,7 @@ def _decide_active(s: JobSnapshot) -> JobDecision:
         return JobDecision(JobState.STARTING, "queued by the engine" + (f": {obs.detail}" if obs.detail else ""),
                            requeue_after=POLL)
     if obs.phase == Phase.BOOTING:
-        if s.now - cur.created_at > BOOT_TIMEOUT:
+        if s.now - cur.created_at > (ENGINE_BOOT_TIMEOUT if s.on_engine else BOOT_TIMEOUT):
             return JobDecision(
                 s.state,
                 "attempt never came up; abandoning it",
@@ -203,9 +210,10 @@ def _decide_active(s: JobSnapshot) -> JobDecision:
             state, "stopping (timeout)", act=Act.STOP, stop_cause=StopCause.TIMEOUT, requeue_after=POLL,
             events=events + (("Warning", "TimedOut", msg),),
         )
-    requeue = POLL
+    poll = ENGINE_POLL if s.on_engine and not events else POLL
+    requeue = poll
     if timeout is not None:
-        requeue = max(0.0, min(POLL, timeout - (s.now - started).total_seconds() + 0.01))
+        requeue = max(0.0, min(poll, timeout - (s.now - started).total_seconds() + 0.01))
     return JobDecision(state, reason, requeue_after=requeue, events=events)
 
 
