@@ -140,3 +140,20 @@ def test_placement_counts_exactly_what_live_attempts_and_replicas_hold(db):
     assert sorted(a.cpu for a in held) == [0.25, 1.0, 2.0]
     assert sorted(g for a in held for g in a.gpus) == [0, 1, 2]
     assert len(placement._known) == 3  # nothing that ended is remembered
+
+
+def test_a_transaction_nested_in_another_is_an_error_on_sqlite_not_a_hang(tmp_path):
+    """A reconciler that opened a transaction inside another one hung the whole control plane
+    (every thread then waited on SQLite's lock forever); now it is an error at the nesting."""
+    import pytest as _pytest
+
+    from cumulo.store.db import Database
+
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
+    with db.tx():
+        with _pytest.raises(RuntimeError, match="inside another"):
+            with db.tx():
+                pass
+    with db.tx():  # the first one finished: the next is fine
+        pass
+    db.dispose()

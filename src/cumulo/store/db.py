@@ -73,6 +73,7 @@ class Database:
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._serialize = threading.Lock() if self.backend == "sqlite" else None
+        self._inside = threading.local()  # this thread is in a transaction (SQLite: nesting would deadlock)
 
     @property
     def backend(self) -> str:
@@ -80,8 +81,15 @@ class Database:
 
     @contextmanager
     def tx(self) -> Iterator[Session]:
+        if self._serialize is not None and getattr(self._inside, "yes", False):
+            # the thread already holds the lock: waiting for it would hang the whole process
+            raise RuntimeError("a transaction was opened inside another on SQLite; finish the first one first")
         with self._serialize or nullcontext(), self._sessions.begin() as session:
-            yield session
+            self._inside.yes = True
+            try:
+                yield session
+            finally:
+                self._inside.yes = False
 
     def dispose(self) -> None:
         self.engine.dispose()
