@@ -57,7 +57,7 @@ def add(
     if info.state == "Ready":
         console.print(f"cluster {name} added: {info.nodes_ready} node(s), {info.cpu:g} CPU, "
                       f"{format_memory(info.memory_bytes)}, {info.gpus} GPU")
-        console.print(nodes_table(nodes))
+        _nodes(nodes, name)
         console.print(f"next: put `cluster: {name}` in a job or deployment spec")
     else:
         console.print(f"cluster {name} added but [red]{info.state}[/]: {info.reason or 'not answered yet'}; "
@@ -85,8 +85,16 @@ def status(name: str = typer.Argument(...), json_: bool = JSON) -> None:
         emit_json({**info.model_dump(mode="json"), "node_list": [n.model_dump(mode="json") for n in nodes]})
         return
     console.print(_table([info]))
-    console.print(nodes_table(nodes) if nodes else "no nodes known yet")
+    _nodes(nodes, name)
     console.print("work: " + (", ".join(info.work) if info.work else "none"))
+
+
+def _nodes(nodes, name: str) -> None:
+    """The live nodes; the engine's dead ones (it keeps listing them) only counted."""
+    live = [n for n in nodes if n.state != "Lost"]
+    console.print(nodes_table(live) if live else "no live nodes known yet")
+    if len(live) < len(nodes):
+        console.print(f"[dim]{len(nodes) - len(live)} lost node(s) not shown: `cumulo nodes --cluster {name} --all`[/]")
 
 
 @app.command()
