@@ -66,6 +66,7 @@ class Runtimes:
         self.local = local
         self.factory = factory
         self._built: dict[str, Runtime] = {}
+        self._artifacts: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def get(self, cluster: str) -> Runtime:
@@ -82,10 +83,17 @@ class Runtimes:
                         raise RuntimeUnavailable(f"cluster {cluster!r} does not exist")
                     kind, address, partition, artifacts = row.kind, row.address, row.partition, row.artifacts
                 self._built[cluster] = self.factory(kind, address, partition, artifacts)
+                self._artifacts[cluster] = artifacts
             return self._built[cluster]
+
+    def artifacts(self, cluster: str) -> str:
+        """An engine cluster's shared artifacts folder (read with its row, on first use)."""
+        self.get(cluster)
+        return self._artifacts[cluster]
 
     def forget(self, cluster: str) -> None:
         self._built.pop(cluster, None)
+        self._artifacts.pop(cluster, None)
 
 
 class ClusterReconciler:

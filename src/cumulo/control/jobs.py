@@ -23,7 +23,6 @@ from cumulo.control.placement import Placement
 from cumulo.policy.capacity import Allocation
 from cumulo.policy.jobs import STOP_GRACE, Act, AttemptSnapshot, JobDecision, JobSnapshot, Observed, StopCause, decide_job
 from cumulo.runtimes.base import Handle, LaunchSpec, Observation, Runtime, RuntimeUnavailable, WorkerResources
-from cumulo.store import clusters as clusters_store
 from cumulo.store import events, leases
 from cumulo.store import jobs as jobs_store
 from cumulo.store.db import Database
@@ -48,7 +47,6 @@ class _Loaded:
     created_at: datetime
     workspace: str = "default"
     cluster: str = "local"  # the current attempt's cluster
-    artifacts_root: dict[str, str] | None = None  # cluster -> its shared artifacts folder (engines only)
 
 
 def _free_port() -> int:
@@ -126,13 +124,12 @@ class JobReconciler:
                 return None
             current = jobs_store.attempt(s, job_id, job.attempts) if job.attempts else None
             capacity, used, (quota, quota_used, spent) = None, (), (None, (), 0.0)
-            clusters, roots = (), None
+            clusters = ()
             if job.state == JobState.PENDING.value or current is None or AttemptState(current.state).terminal:
                 # only a job that may start next needs what is free on the clusters and in its workspace
                 capacity, used = self.placement.capacity(s), self.placement.used(s)
                 quota, quota_used, spent = self.placement.quota(s, job.workspace, now)
                 clusters = self.placement.clusters(s)
-                roots = {c.name: c.artifacts for c in clusters_store.listing(s) if c.kind != "local"}
             attempt_snap = handle = None
             if current is not None:
                 attempt_snap = AttemptSnapshot(
@@ -163,7 +160,7 @@ class JobReconciler:
                 on_engine=current is not None and current.cluster != "local",
             )
             return _Loaded(snapshot, job.id, job.name, job.artifacts_dir, handle, job.created_at, job.workspace,
-                           cluster=current.cluster if current is not None else "local", artifacts_root=roots)
+                           cluster=current.cluster if current is not None else "local")
 
     def _act_and_apply(
         self, job_id: str, token: str, loaded: _Loaded, obs: Observation | None, d: JobDecision
@@ -182,10 +179,10 @@ class JobReconciler:
                 return 5.0
             handle = runtime.handle_for(key)
             artifacts = loaded.artifacts
-            if cluster != "local" and loaded.artifacts_root and cluster in loaded.artifacts_root:
+            if cluster != "local" and snap.bound_cluster != cluster:
                 # on an engine's cluster, where every node sees it: a retry resumes wherever it lands
-                artifacts = loaded.artifacts if snap.bound_cluster == cluster else str(
-                    Path(loaded.artifacts_root[cluster]) / loaded.workspace / f"{loaded.job_name}-{job_id[:8]}")
+                artifacts = str(Path(self.runtimes.artifacts(cluster)) / loaded.workspace
+                                / f"{loaded.job_name}-{loaded.job_id[:8]}")
             loaded = replace(loaded, artifacts=artifacts, cluster=cluster)
             # record the attempt BEFORE launching: a crash in between leaves a launch that never
             # came up (abandoned later), never a process the store does not know
