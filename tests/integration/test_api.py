@@ -144,14 +144,17 @@ def test_metrics_report_and_validation(server, http):
     too_long = problem(http.post("/jobs/m/metrics", json={"points": [{"values": {"x" * 129: 1.0}}]}), 422)
     assert "128" in too_long["detail"]  # a name longer than the store's column: a 422, not a 500 on PostgreSQL
     problem(http.post("/jobs/m/metrics", json={"points": [{"step": 2**40, "values": {"loss": 1}}]}), 422)
-    problem(http.post("/jobs/m/metrics", content=b'{"points": [{"values": {"loss": Infinity}}]}',
-                      headers={"content-type": "application/json"}), 422)
-    problem(http.post("/jobs/m/metrics", content=b'{"points": [{"values": {"loss": NaN}}]}',
-                      headers={"content-type": "application/json"}), 422)
     job = http.get("/jobs/m").json()
     assert job["metrics"] == {"step": 2, "loss": 0.25, "acc": 0.9}
+    # a loss that went NaN or infinite reaches the store (health.on_nan acts on it) and reads back as
+    # the JSON strings, whether it was sent as one ("NaN", what cumulo.report sends) or as a bare token
+    for step, body in ((3, b'{"points": [{"step": 3, "values": {"loss": "Infinity"}}]}'),
+                       (4, b'{"points": [{"step": 4, "values": {"loss": NaN, "acc": "-Infinity"}}]}')):
+        r = http.post("/jobs/m/metrics", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 200, r.text
     series = http.get("/jobs/m/metrics", params={"metric": "loss"}).json()
-    assert [p["values"]["loss"] for p in series] == [0.5, 0.25]
+    assert [p["values"]["loss"] for p in series] == [0.5, 0.25, "Infinity", "NaN"]
+    assert http.get("/jobs/m").json()["metrics"] == {"step": 4, "loss": "NaN", "acc": "-Infinity"}
 
 
 def test_job_json_has_the_documented_shape(server):

@@ -14,7 +14,9 @@ MAX_INT = 2**31 - 1
 
 
 class MetricReport(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    #: a loss that went NaN or infinite must reach the control plane (health.on_nan): JSON has no NaN,
+    #: so it comes as the string "NaN", "Infinity" or "-Infinity"
+    model_config = ConfigDict(extra="forbid")
 
     step: int | None = Field(None, ge=0, le=MAX_INT)
     time: datetime | None = None

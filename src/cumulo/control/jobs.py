@@ -139,6 +139,8 @@ class JobReconciler:
                     started_at=current.started_at,
                     stop_cause=StopCause(current.stop_cause) if current.stop_cause else None,
                     stop_requested_at=current.stop_requested_at,
+                    progress=current.progress,
+                    alerted=current.alerted,
                 )
                 if not attempt_snap.state.terminal:
                     handle = Handle(current.runtime, current.handle)
@@ -262,6 +264,8 @@ class JobReconciler:
         if obs is not None and obs.phase == ProcessPhase.EXITED:
             where = {w["rank"]: w for w in att.workers or []}  # keep the node each rank ran on
             att.workers = [{**_where(where.get(w.rank, {})), **_worker(w, exited=True)} for w in obs.workers]
+        if d.attempt_alerted is not None:
+            att.alerted = d.attempt_alerted
         if d.stop_cause is not None:
             att.stop_cause = d.stop_cause.value
             att.stop_requested_at = now

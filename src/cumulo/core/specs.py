@@ -82,6 +82,28 @@ def secret_refs(env: dict[str, str | SecretRef]) -> dict[str, str]:
     return {k: v.secret for k, v in env.items() if isinstance(v, SecretRef)}
 
 
+class JobHealth(_Model):
+    """How the control plane watches a running job's own reports (`cumulo.report`) and repairs it."""
+
+    progress_timeout: Literal["auto"] | Duration | None = Field(
+        "auto", description="an attempt that reports no progress for this long is stalled; auto: three times "
+        "the job's own recent report interval and at least 30s (only once the job has reported); "
+        "null: never")
+    on_stall: Literal["restart", "alert"] = Field(
+        "restart", description="restart: stop the attempt and retry from the newest checkpoint (counts as a "
+        "retry); alert: only record it")
+    on_nan: Literal["fail", "restart", "alert"] = Field(
+        "fail", description="a reported loss that is NaN or infinite, or that diverged: fail the job at once "
+        "(no retry), restart it (counts as a retry) or only record it")
+
+    @field_validator("progress_timeout")
+    @classmethod
+    def _positive(cls, v: object) -> object:
+        if isinstance(v, float) and v <= 0:
+            raise ValueError("must be a positive duration such as 90s or 10m, 'auto', or null")
+        return v
+
+
 class JobSpec(_Model):
     """A batch workload that runs to completion (YAML ``kind: Job``)."""
 
@@ -99,6 +121,7 @@ class JobSpec(_Model):
     max_retries: int = Field(0, ge=0, le=100)
     backoff: Backoff = Field(default_factory=Backoff)
     timeout: Duration | None = Field(None, gt=0, description="per attempt; a timed-out attempt counts as failed")
+    health: JobHealth = Field(default_factory=JobHealth)
 
     _check_name = field_validator("name")(classmethod(lambda cls, v: validate_name(v)))
     _check_cluster = field_validator("cluster")(classmethod(lambda cls, v: v if v is None else validate_name(v)))

@@ -11,7 +11,8 @@ from cumulo.core.states import AttemptState, JobState
 
 
 class _View(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    #: a reported NaN or infinity travels as the JSON strings "NaN", "Infinity", "-Infinity"
+    model_config = ConfigDict(extra="ignore", ser_json_inf_nan="strings")
 
 
 class WorkerView(_View):

@@ -17,6 +17,7 @@ from cumulo.core.states import ProcessPhase as Phase
 from cumulo.policy.backoff import backoff_delay
 from cumulo.policy.capacity import Allocation, Capacity, Request
 from cumulo.policy.clusters import LOCAL, ClusterView, choose
+from cumulo.policy.job_health import assess, next_check, progress_timeout
 from cumulo.policy.quota import Quota, over_quota
 
 #: an attempt whose supervisor has not shown up after this long is declared lost
@@ -35,6 +36,14 @@ ENGINE_POLL = 5.0
 class StopCause(StrEnum):
     CANCEL = "cancel"
     TIMEOUT = "timeout"
+    # the job's health (policy/job_health.py): stopped for what its own reports showed
+    STALLED = "stalled"
+    NAN = "nan"
+    DIVERGED = "diverged"
+
+
+#: the event reason of each health verdict
+HEALTH_EVENTS = {"stalled": "Stalled", "nan": "LossNotFinite", "diverged": "LossDiverged"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,10 @@ class AttemptSnapshot:
     started_at: datetime | None = None
     stop_cause: StopCause | None = None
     stop_requested_at: datetime | None = None
+    #: its progress record from its reports (policy/job_health.observe)
+    progress: dict | None = None
+    #: the health verdict already recorded as an alert (on_stall/on_nan: alert), so it is told once
+    alerted: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,8 @@ class JobDecision:
     attempt_state: AttemptState | None = None
     attempt_exit_code: int | None = None
     attempt_reason: str = ""
+    #: a health verdict recorded as an alert on the current attempt
+    attempt_alerted: str | None = None
     next_attempt_at: datetime | None = None
     requeue_after: float | None = None
     #: (type, reason, message) events to record
@@ -210,11 +225,44 @@ def _decide_active(s: JobSnapshot) -> JobDecision:
             state, "stopping (timeout)", act=Act.STOP, stop_cause=StopCause.TIMEOUT, requeue_after=POLL,
             events=events + (("Warning", "TimedOut", msg),),
         )
+    alerted = None
+    verdict = assess(s.spec.health, cur.progress, s.now, started)
+    if verdict is not None and verdict.action != "alert":
+        then = "failing the job" if verdict.action == "fail" else "restarting it from its newest checkpoint"
+        msg = f"attempt {cur.number}: {verdict.message}; {then}"
+        return JobDecision(
+            state, f"stopping ({verdict.kind})", act=Act.STOP, stop_cause=StopCause(verdict.kind), requeue_after=POLL,
+            events=events + (("Warning", HEALTH_EVENTS[verdict.kind], msg),),
+        )
+    if verdict is not None and cur.alerted != verdict.kind:
+        alerted = verdict.kind
+        events = events + (("Warning", HEALTH_EVENTS[verdict.kind],
+                            f"attempt {cur.number}: {verdict.message} (health says alert only)"),)
     poll = ENGINE_POLL if s.on_engine and not events else POLL
     requeue = poll
     if timeout is not None:
         requeue = max(0.0, min(poll, timeout - (s.now - started).total_seconds() + 0.01))
-    return JobDecision(state, reason, requeue_after=requeue, events=events)
+    check = next_check(s.spec.health, cur.progress, s.now, started) if verdict is None else None
+    if check is not None:
+        requeue = min(requeue, check)
+    return JobDecision(state, reason, requeue_after=requeue, events=events, attempt_alerted=alerted)
+
+
+def _health_reason(s: JobSnapshot, cause: StopCause) -> str:
+    """Why a health stop ended the attempt, from its progress record (the same on every pass)."""
+    p = (s.current.progress if s.current else None) or {}
+    if cause == StopCause.STALLED:
+        timeout = progress_timeout(s.spec.health, p)
+        after = f"after step {p['step']}" if p.get("step") is not None else "since its last report" \
+            if p.get("at") else "since it started"
+        return f"stalled: no progress {after} for over {timeout or 0:.0f}s"
+    bad = p.get("bad") if cause == StopCause.NAN else p.get("diverged")
+    if not bad:
+        return f"stopped by its health check ({cause})"
+    where = f" at step {bad['step']}" if bad.get("step") is not None else ""
+    if cause == StopCause.NAN:
+        return f"{bad['metric']} is {bad['value']}{where}"
+    return f"{bad['metric']} diverged to {bad['value']:.4g}{where} (best so far {bad['best']:.4g})"
 
 
 def _finish_attempt(s: JobSnapshot, code: int | None, detail: str) -> JobDecision:
@@ -235,8 +283,17 @@ def _finish_attempt(s: JobSnapshot, code: int | None, detail: str) -> JobDecisio
         )
     lost = s.observed.node_lost if s.observed is not None else None
     events: tuple[tuple[str, str, str], ...] = ()
+    if cur.stop_cause in (StopCause.NAN, StopCause.DIVERGED) and s.spec.health.on_nan == "fail":
+        why = _health_reason(s, cur.stop_cause)
+        msg = f"failed: {why} (health.on_nan: fail, so not retried)"
+        return JobDecision(
+            JobState.FAILED, msg, attempt_state=AttemptState.FAILED, attempt_exit_code=code, attempt_reason=why,
+            events=(("Warning", "Failed", msg),),
+        )
     if cur.stop_cause == StopCause.TIMEOUT:
         why = f"timed out after {s.spec.timeout:g}s"
+    elif cur.stop_cause in (StopCause.STALLED, StopCause.NAN, StopCause.DIVERGED):
+        why = _health_reason(s, cur.stop_cause)
     elif lost:
         why = detail or f"node {lost} was lost"
         if lost not in why:

@@ -35,8 +35,9 @@ _timer: threading.Timer | None = None
 def report(step: int | None = None, **metrics: float) -> None:
     """Record training metrics (e.g. ``report(step=epoch, loss=0.12, accuracy=0.97)``).
 
-    Outside a cumulo job (no CUMULO_JOB in the environment) this does nothing. Non-numeric and
-    non-finite values are skipped with a warning. Never raises: training must not die of it.
+    Outside a cumulo job (no CUMULO_JOB in the environment) this does nothing. Non-numeric values
+    are skipped with a warning; NaN and infinite values are sent (a loss that went NaN is what the
+    job's health check acts on: see `health.on_nan`). Never raises: training must not die of it.
     """
     job = os.environ.get("CUMULO_JOB")
     if not job:
@@ -48,10 +49,8 @@ def report(step: int | None = None, **metrics: float) -> None:
         except (TypeError, ValueError):
             log.warning("cumulo.report: %s=%r is not a number; skipped", key, value)
             continue
-        if not math.isfinite(v):
-            log.warning("cumulo.report: %s=%r is not finite; skipped", key, value)
-            continue
-        values[key] = v
+        # JSON has no NaN: a non-finite value travels as the string the API reads back as one
+        values[key] = v if math.isfinite(v) else ("NaN" if math.isnan(v) else "Infinity" if v > 0 else "-Infinity")
     if not values:
         return
     point = {"step": step, "time": datetime.now(UTC).isoformat(), "values": values}

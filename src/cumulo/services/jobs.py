@@ -15,6 +15,7 @@ from cumulo.core.specs import JobSpec, parse_spec
 from cumulo.core.states import AttemptState, JobState
 from cumulo.core.tokens import Scope
 from cumulo.core.views import AttemptView, JobView, LogChunk, MetricPoint, WorkerView
+from cumulo.policy import job_health
 from cumulo.policy.capacity import Request
 from cumulo.services.logs import read_chunk
 from cumulo.store import secrets as secrets_store
@@ -109,20 +110,23 @@ class JobService:
 
     def report(self, name: str, attempt: int | None, points: list[dict], scope: Scope = SYSTEM) -> int:
         """Store training metrics a job reported (cumulo.report)."""
-        clean: list[tuple[int | None, datetime, dict[str, float]]] = []
         now = self.clock()
-        for i, p in enumerate(points):
-            values = p.get("values") or {}
-            bad = [k for k, v in values.items() if not math.isfinite(v)]
-            if bad:
-                raise InvalidSpec(
-                    f"points[{i}].values: {', '.join(bad)} is not a finite number; report only finite values",
-                    errors=[{"field": f"points.{i}.values.{k}", "message": "must be finite"} for k in bad],
-                )
-            clean.append((p.get("step"), p.get("time") or now, values))
+        clean = [(p.get("step"), p.get("time") or now, p.get("values") or {}) for p in points]
         with self.db.tx() as s:
             job = store.by_name(s, name, scope.workspace)
-            return store.add_metrics(s, job.id, attempt or job.attempts or 1, clean)
+            number = attempt or job.attempts or 1
+            n = store.add_metrics(s, job.id, number, clean)
+            att = store.attempt(s, job.id, number)
+            alarm = False
+            if att is not None and not AttemptState(att.state).terminal:
+                before = att.progress or {}
+                att.progress = job_health.observe(before, clean, now)
+                # a loss that went bad is acted on at once, not at the next poll
+                alarm = any(k in att.progress and k not in before for k in ("bad", "diverged"))
+            job_id = job.id
+        if alarm:
+            self.wake(job_id)
+        return n
 
     # -- reads -----------------------------------------------------------------------------------
     def get(self, name: str, scope: Scope = SYSTEM) -> JobView:
@@ -144,7 +148,7 @@ class JobService:
             rows = store.metric_series(s, job.id, name=metric)
         points: dict[tuple[int, int | None, datetime], dict[str, float]] = {}
         for r in rows:
-            points.setdefault((r.attempt, r.step, r.time), {})[r.name] = r.value
+            points.setdefault((r.attempt, r.step, r.time), {})[r.name] = math.nan if r.value is None else r.value
         return [MetricPoint(attempt=a, step=st, time=t, values=v) for (a, st, t), v in points.items()]
 
     def logs(self, name: str, *, attempt: int | None = None, rank: int = 0, offset: int = 0,

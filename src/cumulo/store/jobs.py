@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -60,7 +62,8 @@ def attempt(session: Session, job_id: str, number: int) -> Attempt | None:
 
 def add_metrics(session: Session, job_id: str, attempt: int, points: list[tuple[int | None, datetime, dict]]) -> int:
     rows = [
-        Metric(job_id=job_id, attempt=attempt, step=step, time=t, name=name, value=float(value))
+        Metric(job_id=job_id, attempt=attempt, step=step, time=t, name=name,
+               value=None if math.isnan(value) else float(value))  # NULL is NaN: SQLite cannot store NaN
         for step, t, values in points
         for name, value in values.items()
     ]
@@ -84,7 +87,7 @@ def latest_metrics(session: Session, job_ids: Sequence[str]) -> dict[str, dict[s
     out: dict[str, dict[str, float]] = {}
     steps: dict[str, int] = {}
     for job_id, name, value, step in rows:
-        out.setdefault(job_id, {})[name] = value
+        out.setdefault(job_id, {})[name] = math.nan if value is None else value
         if step is not None:
             steps[job_id] = max(step, steps.get(job_id, step))
     return {j: ({"step": steps[j], **m} if j in steps else m) for j, m in out.items()}

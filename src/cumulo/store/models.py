@@ -79,6 +79,10 @@ class Attempt(Base):
     stop_requested_at: Mapped[datetime | None] = mapped_column(nullable=True)
     #: last observed per-worker pid, CPU % and RSS
     workers: Mapped[list[Any]] = mapped_column(default=list)
+    #: what its reports showed (policy/job_health.observe): last progress, cadence, a bad loss
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    #: the health verdict already told as an alert (health on_stall/on_nan: alert)
+    alerted: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class Event(Base):
@@ -109,7 +113,8 @@ class Metric(Base):
     step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     time: Mapped[datetime]
     name: Mapped[str] = mapped_column(String(128))
-    value: Mapped[float] = mapped_column(Float)
+    #: NULL is NaN (SQLite cannot store NaN); infinities are stored as they are
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Node(Base):
