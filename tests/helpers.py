@@ -115,3 +115,45 @@ def kill_leftovers(home: Path) -> None:
                 os.kill(pid, signal.SIGTERM)
         except (ValueError, OSError):
             pass
+
+
+class WebhookReceiver:
+    """A real HTTP endpoint on loopback that records the JSON bodies POSTed to it; the first
+    `fail_first` requests are answered 503 (to exercise retries)."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.bodies: list[dict] = []
+        self.attempts = 0
+        self.fail_first = fail_first
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                receiver.attempts += 1
+                if receiver.attempts <= receiver.fail_first:
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                receiver.bodies.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def statuses(self, alertname: str | None = None) -> list[str]:
+        return [b["status"] for b in self.bodies if alertname is None or b["groupLabels"]["alertname"] == alertname]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

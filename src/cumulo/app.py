@@ -28,6 +28,7 @@ from sqlalchemy.exc import OperationalError
 from cumulo.api import errors as api_errors
 from cumulo.api.routes import ROUTERS
 from cumulo.catalog import find_instance_type, load_catalog
+from cumulo.control.alerts import AlertReconciler, webhooks_from_env
 from cumulo.control.autoscaler import AutoscalerReconciler, LoadSample
 from cumulo.control.clusters import ClusterReconciler, Runtimes
 from cumulo.control.costs import CostReconciler
@@ -48,6 +49,7 @@ from cumulo.gateway.server import uvicorn_config
 from cumulo.providers.aws import AWSProvider
 from cumulo.providers.local import LocalProvider
 from cumulo.runtimes.local import LocalRuntime
+from cumulo.services.alerts import AlertService
 from cumulo.services.cluster import ClusterService
 from cumulo.services.costs import CostService
 from cumulo.services.deployments import DeploymentService
@@ -79,6 +81,8 @@ class ServerConfig:
     tls_key: str | None = None
     #: $/hour of this machine: work here is charged its share of it (`cumulo cost`, budgets)
     local_price: float = 0.0
+    #: every alert that fires or resolves is POSTed to these (Alertmanager's webhook format)
+    alert_webhooks: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -231,7 +235,12 @@ def build(config: ServerConfig) -> ControlPlane:
     app.state.resources = ResourceService(db, offerings=load_catalog, providers=sorted(providers),
                                           find_instance_type=find_instance_type, wake=node_loop.enqueue)
     cost_loop = Loop(CostReconciler(db, local_node=LOCAL_NODE))
-    plane = ControlPlane(config, db, runtime, [job_loop, dep_loop, autoscale_loop, node_loop, cost_loop, cluster_loop], app, gateway)
+    alert_reconciler = AlertReconciler(db, webhooks=list(config.alert_webhooks), external_url=config.url)
+    alert_loop = Loop(alert_reconciler)
+    alert_reconciler.wake = alert_loop.enqueue
+    app.state.alerts = AlertService(db, wake=alert_loop.enqueue)
+    plane = ControlPlane(config, db, runtime, [job_loop, dep_loop, autoscale_loop, node_loop, cost_loop, cluster_loop,
+                                               alert_loop], app, gateway)
     return plane
 
 
@@ -275,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-auth", action="store_true", help="serve without tokens (only on a loopback address)")
     p.add_argument("--tls-cert", default=None, help="certificate file (PEM): serve HTTPS")
     p.add_argument("--tls-key", default=None, help="private key file (PEM) of --tls-cert")
+    p.add_argument("--alert-webhook", action="append", default=None,
+                   help="POST alerts here in Alertmanager's webhook format (repeatable; default: CUMULO_ALERT_WEBHOOKS)")
     p.add_argument("--local-price", type=float, default=float(os.environ.get("CUMULO_LOCAL_PRICE_PER_HOUR", "0")),
                    help="$/hour of this machine; work here is charged its share (default: CUMULO_LOCAL_PRICE_PER_HOUR or 0)")
     args = p.parse_args(argv)
@@ -295,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         lock = _lock_home(home)
         config = ServerConfig(home=home, database_url=args.db or env.database_url(home), host=args.host, port=args.port,
                               auth=not args.no_auth, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                              local_price=args.local_price)
+                              local_price=args.local_price,
+                              alert_webhooks=tuple(args.alert_webhook or webhooks_from_env()))
         plane = build(config)
     except CumuloError as exc:
         print(f"error: {exc}", file=sys.stderr)

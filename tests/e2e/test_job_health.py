@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Server, kill_leftovers, wait_until
+from tests.helpers import Server, WebhookReceiver, kill_leftovers, wait_until
 
 # a training loop of the test's own: checkpoints each step to CUMULO_ARTIFACTS and resumes from it;
 # FAULT decides what goes wrong in attempt 1
@@ -35,8 +35,16 @@ TRAIN = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, module_database_url):
-    s = Server(tmp_path_factory.mktemp("home"), module_database_url).start()
+def receiver():
+    r = WebhookReceiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, module_database_url, receiver):
+    s = Server(tmp_path_factory.mktemp("home"), module_database_url,
+               extra_env={"CUMULO_ALERT_WEBHOOKS": receiver.url, "CUMULO_ALERT_INTERVAL": "1"}).start()
     yield s
     s.kill(signal.SIGTERM)
     kill_leftovers(s.home)
@@ -59,7 +67,7 @@ def events(server, name: str) -> list[dict]:
     return [e for e in json.loads(r.stdout) if e["name"] == name]
 
 
-def test_a_job_that_hangs_alive_is_restarted_from_its_checkpoint_and_succeeds(server, tmp_path):
+def test_a_job_that_hangs_alive_is_restarted_from_its_checkpoint_and_succeeds(server, receiver, tmp_path):
     submit(server, tmp_path, "hangs", "hang", max_retries=1, health={"progress_timeout": "3s"})
     wait_until(lambda: job(server, "hangs")["state"] in ("Succeeded", "Failed"), timeout=60,
                what="the hung job to be repaired and finish")
@@ -76,6 +84,16 @@ def test_a_job_that_hangs_alive_is_restarted_from_its_checkpoint_and_succeeds(se
     assert 3 <= delay < 3 + 4, delay
     # the retry resumed from the newest checkpoint: no step was redone
     assert min(p["step"] for p in series if p["attempt"] == 2) == 5
+    # an alert fired with the evidence, resolved once the new attempt replaced the stalled one, and a
+    # webhook in Alertmanager's format was told both
+    wait_until(lambda: receiver.statuses("JobStalled") == ["firing", "resolved"], timeout=15,
+               what="the JobStalled alert to fire and resolve at the webhook")
+    alerts = json.loads(server.cli("alerts", "--all", "--json", check=True).stdout)
+    mine = [a for a in alerts if a["rule"] == "JobStalled" and a["object"] == "hangs"]
+    assert len(mine) == 1 and mine[0]["state"] == "resolved" and "since step 4" in mine[0]["summary"]
+    body = [b for b in receiver.bodies if b["groupLabels"]["alertname"] == "JobStalled"][0]
+    assert body["alerts"][0]["labels"] == {"alertname": "JobStalled", "severity": "warning", "workspace": "default",
+                                           "job": "hangs"}
 
 
 def test_a_job_whose_loss_goes_nan_is_failed_at_once_and_not_retried(server, tmp_path):

@@ -14,12 +14,13 @@ from cumulo.api.schemas import (
     MAX_INT, Accepted, ClusterBody, GatewaySync, MetricsBody, QuotaBody, ReleaseBody, RouteEndpoint, Routes, ScaleBody, SecretBody,
     TokenBody, WorkspaceBody,
 )
-from cumulo.core.errors import Forbidden
+from cumulo.core.errors import Forbidden, InvalidSpec
 from cumulo.core.tokens import Role, Scope, route_key
 from cumulo.core.views import (
-    ClusterInfo, CostReport, DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeDetail, NodeView, PoolView,
+    AlertRuleView, AlertView, ClusterInfo, CostReport, DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeDetail, NodeView, PoolView,
     SecretView, System, TokenView, WorkspaceView,
 )
+from cumulo.services.alerts import AlertService
 from cumulo.services.cluster import ClusterService
 from cumulo.services.deployments import DeploymentService
 from cumulo.services.gateways import Counters, GatewayRegistry, GatewayReport
@@ -43,6 +44,10 @@ JOB_EXAMPLE = {"kind": "Job", "name": "digits", "command": "python train.py", "w
 
 def _jobs(request: Request) -> JobService:
     return request.app.state.jobs
+
+
+def _alerts(request: Request) -> AlertService:
+    return request.app.state.alerts
 
 
 def _cluster(request: Request) -> ClusterService:
@@ -119,6 +124,37 @@ def report_metrics(request: Request, name: str, body: MetricsBody,
 @router.get("/jobs/{name}/metrics", response_model=list[MetricPoint], tags=["jobs"])
 def job_metrics(request: Request, name: str, scope: Annotated[Scope, Depends(scope_of)], metric: str | None = None) -> list[MetricPoint]:
     return _jobs(request).metrics(name, metric, scope)
+
+
+@router.get("/alerts", response_model=list[AlertView], tags=["alerts"])
+def list_alerts(request: Request, scope: Annotated[Scope, Depends(scope_of)],
+                state: Annotated[list[str] | None, Query()] = None,
+                limit: Annotated[int, Query(ge=1, le=10000)] = 500) -> list[AlertView]:
+    """Firing alerts, newest first; `state=pending&state=resolved` for others."""
+    return _alerts(request).alerts(states=state, limit=limit, scope=scope)
+
+
+@router.get("/alertrules", response_model=list[AlertRuleView], tags=["alerts"])
+def list_alert_rules(request: Request, scope: Annotated[Scope, Depends(scope_of)]) -> list[AlertRuleView]:
+    return _alerts(request).rules(scope)
+
+
+@router.put("/alertrules/{name}", response_model=AlertRuleView, tags=["alerts"])
+def put_alert_rule(request: Request, name: str, scope: Annotated[Scope, Depends(scope_of)],
+                   spec: Annotated[dict[str, Any], Body()], response: Response) -> AlertRuleView:
+    """Create or replace the rule `name` (a `kind: AlertRule` spec; its name must match the path)."""
+    if spec.get("name", name) != name:
+        raise InvalidSpec(f"name: the spec says {spec.get('name')!r} but the path says {name!r}; make them agree",
+                          errors=[{"field": "name", "message": "must match the path"}])
+    view, created = _alerts(request).put_rule({**spec, "name": name, "kind": spec.get("kind", "AlertRule")}, scope)
+    response.status_code = 201 if created else 200
+    return view
+
+
+@router.delete("/alertrules/{name}", status_code=204, tags=["alerts"])
+def delete_alert_rule(request: Request, name: str, scope: Annotated[Scope, Depends(scope_of)]) -> Response:
+    _alerts(request).delete_rule(name, scope)
+    return Response(status_code=204)
 
 
 @router.get("/events", response_model=list[EventView], tags=["system"])

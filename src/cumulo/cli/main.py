@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from cumulo.cli import clusters, costs, deployments, jobs, resources, secrets, server, tokens, workspaces
+from cumulo.cli import alerts, clusters, costs, deployments, jobs, resources, secrets, server, tokens, workspaces
 from cumulo.cli.render import JSON, console, emit_json, err, events_table, nodes_table
 from cumulo.core.errors import CumuloError
 from cumulo.sdk.client import Client
@@ -33,6 +33,7 @@ app.add_typer(secrets.app, name="secret")
 app.add_typer(workspaces.app, name="workspace")
 app.add_typer(clusters.app, name="cluster")
 app.command("cost")(costs.cost)
+app.add_typer(alerts.app, name="alerts")
 
 
 @app.callback()

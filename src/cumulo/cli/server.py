@@ -19,8 +19,10 @@ from cumulo.sdk.client import Client
 
 
 def _server_args(host: str, port: int, db: str | None, home: Path, no_auth: bool = False,
-                 tls_cert: str | None = None, tls_key: str | None = None) -> list[str]:
+                 tls_cert: str | None = None, tls_key: str | None = None, alert_webhooks: list[str] | None = None) -> list[str]:
     args = [sys.executable, "-m", "cumulo.app", "--host", host, "--port", str(port), "--home", str(home)]
+    for url in alert_webhooks or []:
+        args += ["--alert-webhook", url]
     if no_auth:
         args.append("--no-auth")
     if tls_cert:
@@ -49,6 +51,9 @@ def up(
     no_auth: bool = typer.Option(False, "--no-auth", help="serve without tokens (allowed only on a loopback address)"),
     tls_cert: str = typer.Option(None, "--tls-cert", help="certificate file (PEM): serve HTTPS"),
     tls_key: str = typer.Option(None, "--tls-key", help="private key file (PEM) of --tls-cert"),
+    alert_webhook: list[str] = typer.Option(None, "--alert-webhook", help="POST every alert that fires or resolves "
+                                            "here, in Alertmanager's webhook format (repeatable; also "
+                                            "CUMULO_ALERT_WEBHOOKS, space-separated)"),
 ) -> None:
     """Start the control plane: API, reconcilers and state (SQLite in CUMULO_HOME by default).
 
@@ -57,7 +62,7 @@ def up(
     home = settings.home()
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     url = f"{'https' if tls_cert else 'http'}://{shown}:{port}"
-    args = _server_args(host, port, db, home, no_auth, tls_cert, tls_key)
+    args = _server_args(host, port, db, home, no_auth, tls_cert, tls_key, alert_webhook)
     token_file = home / "token"
     token_before = token_file.read_text() if token_file.exists() else None
     if not detach:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from cumulo.control.alerts import JOB_HEALTH_RULES, open_job_health_alert
 from cumulo.control.clusters import Runtimes
 from cumulo.control.environment import no_secrets, workload_env
 from cumulo.core.faults import crash_at
@@ -283,6 +284,9 @@ class JobReconciler:
         for type_, reason, message in d.events:
             events.record(s, now=now, kind="Job", name=loaded.job_name, object_id=loaded.job_id,
                           type=type_, reason=reason, message=message, workspace=loaded.workspace)
+            if reason in JOB_HEALTH_RULES and loaded.snapshot.current is not None:
+                open_job_health_alert(s, workspace=loaded.workspace, job=loaded.job_name,
+                                      attempt=loaded.snapshot.current.number, reason=reason, message=message, now=now)
 
     def wake_waiting(self) -> None:
         """Room was freed (a job or a replica ended): the jobs waiting for it look again, oldest

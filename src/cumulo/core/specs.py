@@ -257,7 +257,41 @@ class DeploymentSpec(_Model):
         return self.replicas if a is None else max(a.min, min(a.max, self.replicas))
 
 
-SPEC_KINDS: dict[str, type[_Model]] = {"Job": JobSpec, "Deployment": DeploymentSpec}
+class Threshold(_Model):
+    above: float | None = Field(None, description="breached while the value is above this")
+    below: float | None = Field(None, description="breached while the value is below this")
+
+    @model_validator(mode="after")
+    def _one(self) -> "Threshold":
+        if (self.above is None) == (self.below is None):
+            raise ValueError("give exactly one of above: or below:")
+        return self
+
+
+class AlertRuleSpec(_Model):
+    """A rule that fires an alert when a monitored metric breaches a threshold for a while (YAML
+    ``kind: AlertRule``). Metrics are the series `cumulo job|deployment|node metrics` show."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
+
+    kind: Literal["AlertRule"] = "AlertRule"
+    name: str = Field(description=f"unique among the workspace's alert rules: {NAME_HINT}")
+    target: Literal["job", "deployment", "node"] = Field(description="what the metric belongs to")
+    object: str = Field("*", min_length=1, max_length=63,
+                        description="the job, deployment or node name; a glob such as 'web-*' (default: every one)")
+    instance: str = Field("*", max_length=63, description="the instance (a rank, a replica, gpuN; '' for the "
+                          "whole object); a glob (default: every one)")
+    metric: str = Field(min_length=1, max_length=128, description="e.g. latency_p99_seconds, cpu_percent")
+    threshold: Threshold
+    for_: Duration = Field(0.0, alias="for", ge=0, le=7 * 24 * 3600,
+                           description="how long the breach must last before the alert fires")
+    severity: Literal["info", "warning", "critical"] = "warning"
+    summary: str | None = Field(None, max_length=500, description="what the alert says; default: the breach")
+
+    _check_name = field_validator("name")(classmethod(lambda cls, v: validate_name(v)))
+
+
+SPEC_KINDS: dict[str, type[_Model]] = {"Job": JobSpec, "Deployment": DeploymentSpec, "AlertRule": AlertRuleSpec}
 Spec = JobSpec | DeploymentSpec
 
 

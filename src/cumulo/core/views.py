@@ -255,3 +255,34 @@ class CostReport(_View):
     by: str
     total: float
     lines: list[CostLine]
+
+
+class AlertView(_View):
+    id: int
+    workspace: str
+    rule: str
+    target: str  # job | deployment | node
+    object: str
+    instance: str = ""
+    severity: str
+    state: str  # pending | firing | resolved
+    summary: str
+    #: the values and window that made it fire (and why it resolved)
+    evidence: dict
+    started_at: datetime
+    fired_at: datetime | None = None
+    resolved_at: datetime | None = None
+    fingerprint: str
+    #: webhooks not yet told of its state, and why (empty when all were)
+    notify_error: str = ""
+
+
+class AlertRuleView(_View):
+    name: str
+    workspace: str
+    spec: dict
+    created_at: datetime
+    updated_at: datetime
+    #: alerts of this rule open now
+    firing: int = 0
+    pending: int = 0

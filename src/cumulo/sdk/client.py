@@ -13,7 +13,8 @@ from cumulo.core import settings
 from cumulo.core.errors import CumuloError, ServerUnavailable, from_problem
 from cumulo.core.specs import DeploymentSpec, JobSpec
 from cumulo.core.views import (
-    ClusterInfo, CostReport, DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeView, SecretView, System, TokenView, WorkspaceView,
+    AlertRuleView, AlertView, ClusterInfo, CostReport, DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeView,
+    SecretView, System, TokenView, WorkspaceView,
 )
 from cumulo.sdk.handle import DeploymentHandle
 from cumulo.sdk.specs import load_spec
@@ -107,6 +108,27 @@ class Client:
     def events(self, *, kind: str | None = None, name: str | None = None, after: int = 0, limit: int = 100) -> list[EventView]:
         params = {k: v for k, v in {"kind": kind, "name": name, "after": after, "limit": limit}.items() if v is not None}
         return [EventView.model_validate(e) for e in self._call("GET", "/events", params=params)]
+
+    # -- alerts ------------------------------------------------------------------------------------
+    def alerts(self, *, states: list[str] | None = None, limit: int = 500) -> list[AlertView]:
+        """Firing alerts, newest first; `states=["firing", "resolved"]` for more."""
+        params: dict = {"limit": limit}
+        if states:
+            params["state"] = list(states)
+        return [AlertView.model_validate(a) for a in self._call("GET", "/alerts", params=params)]
+
+    def alert_rules(self) -> list[AlertRuleView]:
+        return [AlertRuleView.model_validate(r) for r in self._call("GET", "/alertrules")]
+
+    def apply_alert_rule(self, spec: dict) -> AlertRuleView:
+        """Create or replace an alert rule (a `kind: AlertRule` mapping)."""
+        name = spec.get("name") if isinstance(spec, dict) else None
+        if not name:
+            raise ValueError("an alert rule needs a name: {'kind': 'AlertRule', 'name': ..., ...}")
+        return AlertRuleView.model_validate(self._call("PUT", f"/alertrules/{name}", json=spec))
+
+    def delete_alert_rule(self, name: str) -> None:
+        self._call("DELETE", f"/alertrules/{name}")
 
     def nodes(self, cluster: str | None = None) -> list[NodeView]:
         params = {"cluster": cluster} if cluster else {}

@@ -284,3 +284,48 @@ class Secret(Base):
     sealed: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class AlertRule(Base):
+    """A user's alert rule (`kind: AlertRule`): its spec as written."""
+
+    __tablename__ = "alert_rules"
+    __table_args__ = (UniqueConstraint("workspace", "name", name="uq_alert_rules_workspace_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    workspace: Mapped[str] = mapped_column(String(63), default="default")
+    name: Mapped[str] = mapped_column(String(63))
+    spec: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Alert(Base):
+    """One episode of one rule on one subject: pending, firing, then resolved (policy/alerts.py).
+    Built-in rules (a job's health, the detectors) have no alert_rules row."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_fingerprint_state", "fingerprint", "state"),
+                      Index("ix_alerts_workspace_id", "workspace", "id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    workspace: Mapped[str] = mapped_column(String(63), default="default")
+    fingerprint: Mapped[str] = mapped_column(String(16))
+    rule: Mapped[str] = mapped_column(String(63))
+    target: Mapped[str] = mapped_column(String(16))  # job | deployment | node
+    object: Mapped[str] = mapped_column(String(63))
+    instance: Mapped[str] = mapped_column(String(63), default="")
+    severity: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    summary: Mapped[str] = mapped_column(Text)
+    #: the values and the window that made it fire
+    evidence: Mapped[dict[str, Any]]
+    started_at: Mapped[datetime]
+    fired_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    updated_at: Mapped[datetime]
+    #: webhook url -> the state last delivered to it
+    delivered: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    notify_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    notify_next_at: Mapped[datetime | None] = mapped_column(nullable=True, index=True)
+    notify_error: Mapped[str] = mapped_column(Text, default="")
