@@ -195,7 +195,7 @@ class MemoryParams:
 @dataclass(frozen=True, slots=True)
 class MemoryState:
     n: int = 0
-    t0: float = 0.0
+    t0: float = 0.0  # the newest sample's time: the sums' origin, so they stay small however long it runs
     # exponentially weighted sums of 1, t, x, t*t, t*x (t relative to t0)
     w: float = 0.0
     st: float = 0.0
@@ -205,7 +205,7 @@ class MemoryState:
 
 
 def memory_trend(s: MemoryState) -> tuple[float, float] | None:
-    """(slope per second, fitted value at the newest time) of the weighted linear fit, or None."""
+    """(slope per second, fitted value at the newest sample) of the weighted linear fit, or None."""
     if s.w <= 0:
         return None
     mt, mx = s.st / s.w, s.sx / s.w
@@ -213,7 +213,7 @@ def memory_trend(s: MemoryState) -> tuple[float, float] | None:
     if var <= 1e-12 * max(1.0, mt * mt):
         return None
     slope = (s.stx / s.w - mt * mx) / var
-    return slope, mx  # mx is the weighted mean; refined by the caller with the newest time
+    return slope, mx - slope * mt  # the fit at t = t0 (the newest sample)
 
 
 def step_memory(p: MemoryParams, s: MemoryState, t: float, used: float, limit: float) -> tuple[MemoryState, Verdict]:
@@ -222,19 +222,18 @@ def step_memory(p: MemoryParams, s: MemoryState, t: float, used: float, limit: f
     used, limit = float(used), float(limit)
     if limit <= 0:
         raise ValueError(f"memory limit must be > 0, got {limit}")
-    t0 = t if s.n == 0 else s.t0
-    x = t - t0
     d = 1.0 - p.alpha
-    ns = MemoryState(n=s.n + 1, t0=t0, w=d * s.w + 1.0, st=d * s.st + x, sx=d * s.sx + used,
-                     stt=d * s.stt + x * x, stx=d * s.stx + x * used)
+    shift = t - s.t0 if s.n else 0.0  # move the origin to t: old times become negative
+    w, st, sx = s.w, s.st - shift * s.w, s.sx
+    stt = s.stt - 2.0 * shift * s.st + shift * shift * s.w
+    stx = s.stx - shift * s.sx
+    ns = MemoryState(n=s.n + 1, t0=t, w=d * w + 1.0, st=d * st, sx=d * sx + used, stt=d * stt, stx=d * stx)
     trend = memory_trend(ns)
     eta = math.inf
     fires = False
     reason = ""
     if trend is not None and ns.n >= p.min_points:
-        slope, _ = trend
-        mt, mx = ns.st / ns.w, ns.sx / ns.w
-        now_fit = mx + slope * (x - mt)
+        slope, now_fit = trend
         current = max(used, now_fit)
         if slope > 0:
             eta = max(0.0, (limit - current) / slope)
