@@ -4,12 +4,14 @@ Two steps, both pure (times are passed in):
 
 - ``observe(progress, points, received_at)``: fold a batch of reported points into the attempt's
   progress record (a small dict kept on the attempt row): when it last made progress (the control
-  plane's clock, when the batch arrived), its own report cadence (an EWMA of the gaps between
-  points, on the job's clock), the newest step, the first non-finite loss, the best loss so far.
-  Constant work per point; the record stays a handful of numbers.
+  plane's clock, when the batch arrived), its own report cadence (the training detectors'
+  ``ProgressState``: its last 8 intervals between progress points, on the job's clock), the newest
+  step, the first non-finite loss, and the divergence detector's state. Constant work per point;
+  the record stays a handful of numbers.
 - ``assess(health, progress, now, started_at)``: is the attempt stalled, or did its loss go
   non-finite or diverge? A ``Verdict`` with the evidence, or None.
 
+The detectors are `policy/anomaly/training.py`'s; this module holds what a job's spec makes of them.
 Progress is a point whose ``step`` went up (a point without a step counts as progress). A loss is any
 metric whose name contains "loss".
 """
@@ -17,42 +19,37 @@ metric whose name contains "loss".
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
 from cumulo.core.specs import JobHealth
+from cumulo.policy.anomaly import training
 
-#: `progress_timeout: auto` waits this many of the job's own report intervals ...
-AUTO_INTERVALS = 3.0
-#: ... and never less than this
-AUTO_MINIMUM = 30.0
-#: weight of the newest gap in the report-interval average
-EWMA = 0.3
-#: a loss this many times its best so far (and above it by more than DIVERGE_MARGIN) has diverged
-DIVERGE_FACTOR = 100.0
-DIVERGE_MARGIN = 1.0
-#: losses seen before divergence is judged at all
-DIVERGE_WARMUP = 5
+#: divergence, for a detector whose default action fails the job: the smoothed loss stays above ten
+#: times its best (and 1e-3 above it) for 3 reports, after 10 reports of warm-up
+DIVERGENCE = training.DivergenceParams(rise=9.0, min_rise=1e-3, warmup=10, patience=3)
 
 
 def is_loss(metric: str) -> bool:
     return "loss" in metric.lower()
 
 
+def _cadence(p: dict[str, Any]) -> training.ProgressState:
+    c = p.get("cadence") or {}
+    return training.ProgressState(last_t=c.get("last_t"), intervals=tuple(c.get("intervals", ())))
+
+
 def observe(progress: dict[str, Any] | None, points: list[tuple[int | None, datetime, dict[str, float]]],
             received_at: datetime) -> dict[str, Any]:
     """The attempt's progress record after these points (in the order the job reported them)."""
     p = dict(progress or {})
+    cadence = _cadence(p)
+    div = training.DivergenceState(**p["div"]) if p.get("div") else training.DivergenceState()
     for step, t, values in points:
         ts = t.timestamp()
-        advanced = step is None or p.get("step") is None or step > p["step"]
-        if advanced:
-            last = p.get("time")
-            if last is not None and ts > last:
-                gap = ts - last
-                p["interval"] = gap if p.get("interval") is None else EWMA * gap + (1 - EWMA) * p["interval"]
-            p["time"] = ts
+        if step is None or p.get("step") is None or step > p["step"]:
+            cadence = training.record_report(cadence, ts)
             p["at"] = received_at.isoformat()
             p["reports"] = p.get("reports", 0) + 1
             if step is not None:
@@ -60,30 +57,22 @@ def observe(progress: dict[str, Any] | None, points: list[tuple[int | None, date
         for name, v in values.items():
             if not is_loss(name):
                 continue
-            if not math.isfinite(v):
+            if training.check_finite(name, v).fires:
                 p.setdefault("bad", {"metric": name, "value": repr(v), "step": step})
                 continue
-            p["losses"] = p.get("losses", 0) + 1
-            best = p.get("best")
-            if best is None or v < best:
-                p["best"] = v
-            elif (p["losses"] > DIVERGE_WARMUP and v > best + DIVERGE_MARGIN
-                  and v > best + DIVERGE_FACTOR * abs(best) and "diverged" not in p):
-                p["diverged"] = {"metric": name, "value": v, "best": best, "step": step}
+            div, verdict = training.step_divergence(DIVERGENCE, div, ts, v)
+            if verdict.fires and "diverged" not in p:
+                p["diverged"] = {"metric": name, "value": v, "best": verdict.expected, "step": step}
+    p["cadence"] = {"last_t": cadence.last_t, "intervals": list(cadence.intervals)}
+    p["div"] = {k: x for k, x in asdict(div).items() if not (k == "best" and math.isinf(x))}  # JSON has no inf
     return p
 
 
 def progress_timeout(health: JobHealth, progress: dict[str, Any] | None) -> float | None:
     """Seconds without progress after which the attempt is stalled; None: not judged (yet)."""
-    t = health.progress_timeout
-    if t is None:
+    if health.progress_timeout is None:
         return None
-    if t == "auto":
-        interval = (progress or {}).get("interval")
-        if interval is None:  # fewer than two reports: no cadence of its own to hold it to
-            return None
-        return max(AUTO_MINIMUM, AUTO_INTERVALS * interval)
-    return float(t)
+    return training.progress_timeout(_cadence(progress or {}), health.progress_timeout)
 
 
 @dataclass(frozen=True)
@@ -114,7 +103,7 @@ def assess(health: JobHealth, progress: dict[str, Any] | None, now: datetime, st
     if quiet <= timeout:
         return None
     last = f"step {p['step']}" if p.get("step") is not None else ("its last report" if p.get("at") else "its start")
-    how = "auto: 3x its report interval of " + f"{p['interval']:.3g}s, at least 30s" \
+    how = f"auto: 3x its longest recent report interval, at least {training.MIN_PROGRESS_TIMEOUT_S:g}s" \
         if health.progress_timeout == "auto" else f"progress_timeout {timeout:g}s"
     return Verdict("stalled", f"no progress for {quiet:.0f}s since {last} ({how})", health.on_stall)
 
