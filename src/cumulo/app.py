@@ -43,6 +43,10 @@ from cumulo.core.files import write_private
 from cumulo.core.keyring import Keyring
 from cumulo.core.views import System
 from cumulo.gateway import Endpoint
+from cumulo.gateway.metrics import BUCKETS
+from cumulo.monitor import exposition as monitor_exposition
+from cumulo.monitor.sampler import GatewayCounters, Sampler, interval_from_env, retention_from_env
+from cumulo.monitor.service import MonitorService
 from cumulo.gateway.proxy import Gateway
 from cumulo.gateway.server import uvicorn_config
 from cumulo.providers.aws import AWSProvider
@@ -231,7 +235,26 @@ def build(config: ServerConfig) -> ControlPlane:
     app.state.resources = ResourceService(db, offerings=load_catalog, providers=sorted(providers),
                                           find_instance_type=find_instance_type, wake=node_loop.enqueue)
     cost_loop = Loop(CostReconciler(db, local_node=LOCAL_NODE))
-    plane = ControlPlane(config, db, runtime, [job_loop, dep_loop, autoscale_loop, node_loop, cost_loop, cluster_loop], app, gateway)
+
+    def counters(key: str) -> GatewayCounters:
+        """A deployment's gateway counters for the sampler: arrivals and in flight of every gateway,
+        answers and latency of this process's (standalone gateways report no histogram)."""
+        st, ext = gateway.stats(key), gateways.totals(key)
+        return GatewayCounters(arrivals_total=st["arrivals_total"] + int(ext.arrivals_total),
+                               in_flight=st["in_flight"] + int(ext.in_flight), requests_total=st["requests_total"],
+                               errors_total=st["errors_total"],
+                               latency_buckets=tuple(st["latency_seconds"]["buckets"].values()), bucket_bounds=BUCKETS)
+
+    # every node, job worker and replica, every CUMULO_METRICS_INTERVAL seconds, into the database
+    sampler = Sampler(db, local_node=LOCAL_NODE, interval=interval_from_env(), retention=retention_from_env(),
+                      gateway=counters, replica_in_flight=gateway.in_flight_to)
+    monitor_loop = Loop(sampler)
+    app.state.monitor = MonitorService(db, sampler, jobs=app.state.jobs, deployments=app.state.deployments,
+                                       cluster=clusters_service)
+    app.state.metrics_text = lambda: gateway.metrics_text() + monitor_exposition.exposition(
+        lambda: (sampler.latest_t, sampler.latest), lambda: sampler.seconds_spent)
+    plane = ControlPlane(config, db, runtime, [job_loop, dep_loop, autoscale_loop, node_loop, cost_loop, cluster_loop,
+                                               monitor_loop], app, gateway)
     return plane
 
 

@@ -8,6 +8,7 @@ import sys
 import typer
 
 from cumulo.cli import clusters, costs, deployments, jobs, resources, secrets, server, tokens, workspaces
+from cumulo.cli import monitor as monitor_cli
 from cumulo.cli.render import JSON, console, emit_json, err, events_table, nodes_table
 from cumulo.core.errors import CumuloError
 from cumulo.sdk.client import Client
@@ -33,6 +34,8 @@ app.add_typer(secrets.app, name="secret")
 app.add_typer(workspaces.app, name="workspace")
 app.add_typer(clusters.app, name="cluster")
 app.command("cost")(costs.cost)
+app.command("monitor")(monitor_cli.monitor)
+app.add_typer(monitor_cli.node_app, name="node")
 
 
 @app.callback()
