@@ -28,7 +28,7 @@ from sqlalchemy.exc import OperationalError
 from cumulo.api import errors as api_errors
 from cumulo.api.routes import ROUTERS
 from cumulo.catalog import find_instance_type, load_catalog
-from cumulo.control.alerts import AlertReconciler, webhooks_from_env
+from cumulo.control.alerts import AlertReconciler, metric_reader, webhooks_from_env
 from cumulo.control.autoscaler import AutoscalerReconciler, LoadSample
 from cumulo.control.clusters import ClusterReconciler, Runtimes
 from cumulo.control.costs import CostReconciler
@@ -44,6 +44,10 @@ from cumulo.core.files import write_private
 from cumulo.core.keyring import Keyring
 from cumulo.core.views import System
 from cumulo.gateway import Endpoint
+from cumulo.gateway.metrics import BUCKETS
+from cumulo.monitor import exposition as monitor_exposition
+from cumulo.monitor.sampler import GatewayCounters, Sampler, interval_from_env, retention_from_env
+from cumulo.monitor.service import MonitorService
 from cumulo.gateway.proxy import Gateway
 from cumulo.gateway.server import uvicorn_config
 from cumulo.providers.aws import AWSProvider
@@ -235,12 +239,32 @@ def build(config: ServerConfig) -> ControlPlane:
     app.state.resources = ResourceService(db, offerings=load_catalog, providers=sorted(providers),
                                           find_instance_type=find_instance_type, wake=node_loop.enqueue)
     cost_loop = Loop(CostReconciler(db, local_node=LOCAL_NODE))
-    alert_reconciler = AlertReconciler(db, webhooks=list(config.alert_webhooks), external_url=config.url)
+    alert_reconciler = AlertReconciler(db, webhooks=list(config.alert_webhooks), external_url=config.url,
+                                       read_series=metric_reader(db, interval_from_env()))
     alert_loop = Loop(alert_reconciler)
     alert_reconciler.wake = alert_loop.enqueue
     app.state.alerts = AlertService(db, wake=alert_loop.enqueue)
+
+    def counters(key: str) -> GatewayCounters:
+        """A deployment's gateway counters for the sampler: arrivals and in flight of every gateway,
+        answers and latency of this process's (standalone gateways report no histogram)."""
+        st, ext = gateway.stats(key), gateways.totals(key)
+        return GatewayCounters(arrivals_total=st["arrivals_total"] + int(ext.arrivals_total),
+                               in_flight=st["in_flight"] + int(ext.in_flight), requests_total=st["requests_total"],
+                               errors_total=st["errors_total"],
+                               latency_buckets=tuple(st["latency_seconds"]["buckets"].values()), bucket_bounds=BUCKETS)
+
+    # every node, job worker and replica, every CUMULO_METRICS_INTERVAL seconds, into the database
+    sampler = Sampler(db, local_node=LOCAL_NODE, interval=interval_from_env(), retention=retention_from_env(),
+                      gateway=counters, replica_in_flight=gateway.in_flight_to)
+    monitor_loop = Loop(sampler)
+    app.state.monitor = MonitorService(db, sampler, jobs=app.state.jobs, deployments=app.state.deployments,
+                                       cluster=clusters_service)
+    app.state.monitor.alerts = lambda scope: [a.model_dump(mode="json") for a in app.state.alerts.alerts(scope=scope)]
+    app.state.metrics_text = lambda: gateway.metrics_text() + monitor_exposition.exposition(
+        lambda: (sampler.latest_t, sampler.latest), lambda: sampler.seconds_spent)
     plane = ControlPlane(config, db, runtime, [job_loop, dep_loop, autoscale_loop, node_loop, cost_loop, cluster_loop,
-                                               alert_loop], app, gateway)
+                                               monitor_loop, alert_loop], app, gateway)
     return plane
 
 

@@ -58,6 +58,14 @@ def admin(request: Request) -> Principal:
     return p
 
 
+def scraper(request: Request) -> Principal:
+    """/metrics (every workspace's numbers): an admin, or a token made with `--role metrics`."""
+    p = principal(request)
+    if p.role != Role.METRICS:
+        p.require(Role.ADMIN)
+    return p
+
+
 def reporter(request: Request) -> Principal:
     """Posting a job's metrics: a member, or that job's workload token (the route checks the job)."""
     p = principal(request)

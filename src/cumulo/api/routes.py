@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
-from cumulo.api.auth import admin, authorize, reporter, reporter_scope
+from cumulo.api.auth import admin, authorize, reporter, reporter_scope, scraper
 from cumulo.api.auth import scope as scope_of
 from cumulo.api.schemas import (
     MAX_INT, Accepted, ClusterBody, GatewaySync, MetricsBody, QuotaBody, ReleaseBody, RouteEndpoint, Routes, ScaleBody, SecretBody,
@@ -17,9 +17,10 @@ from cumulo.api.schemas import (
 from cumulo.core.errors import Forbidden, InvalidSpec
 from cumulo.core.tokens import Role, Scope, route_key
 from cumulo.core.views import (
-    AlertRuleView, AlertView, ClusterInfo, CostReport, DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeDetail, NodeView, PoolView,
-    SecretView, System, TokenView, WorkspaceView,
+    AlertRuleView, AlertView, ClusterInfo, CostReport, DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint,
+    MonitorOverview, NodeDetail, NodeView, PoolView, SecretView, SeriesReport, System, TokenView, WorkspaceView,
 )
+from cumulo.monitor.service import MonitorService
 from cumulo.services.alerts import AlertService
 from cumulo.services.cluster import ClusterService
 from cumulo.services.deployments import DeploymentService
@@ -408,15 +409,65 @@ def delete_workspace(request: Request, name: str) -> Response:
     return Response(status_code=204)
 
 
-#: Prometheus exposition of every deployment's gateway metrics (all workspaces): an admin token
-#: (Prometheus: `authorization: {credentials_file: ...}`); a standalone gateway's own /metrics is open
-metrics = APIRouter(dependencies=[Depends(admin)])
+# -- monitoring ------------------------------------------------------------------------------------
+def _monitor(request: Request) -> MonitorService:
+    return request.app.state.monitor
+
+
+Since = Annotated[str | None, Query(max_length=64, description="start: a duration back from now (15m, 2h, 1d) or an "
+                                                             "ISO time (default: 1 h before until)")]
+Until = Annotated[str | None, Query(max_length=64, description="end: 'now' (default), a duration back or an ISO time")]
+Step = Annotated[int | None, Query(ge=1, le=86400, description="seconds per point (default: ~300 points)")]
+Metric = Annotated[str | None, Query(max_length=64, description="only this metric")]
+
+
+@router.get("/jobs/{name}/series", response_model=SeriesReport, tags=["monitoring"])
+def job_series(request: Request, name: str, scope: Annotated[Scope, Depends(scope_of)], since: Since = None,
+               until: Until = None, step: Step = None, metric: Metric = None) -> SeriesReport:
+    """A job's sampled series: per rank CPU %, memory and GPU memory; steps/s, step, progress and ETA."""
+    return _monitor(request).series("job", name, scope, since=since, until=until, step=step, metric=metric)
+
+
+@router.get("/deployments/{name}/series", response_model=SeriesReport, tags=["monitoring"])
+def deployment_series(request: Request, name: str, scope: Annotated[Scope, Depends(scope_of)], since: Since = None,
+                      until: Until = None, step: Step = None, metric: Metric = None) -> SeriesReport:
+    """A deployment's sampled series: request rate, p50/p99 latency, error rate, in flight; per replica
+    CPU %, memory and in flight."""
+    return _monitor(request).series("deployment", name, scope, since=since, until=until, step=step, metric=metric)
+
+
+@router.get("/nodes/series", response_model=SeriesReport, tags=["monitoring"])
+def nodes_series(request: Request, scope: Annotated[Scope, Depends(scope_of)], since: Since = None,
+                 until: Until = None, step: Step = None, metric: Metric = None) -> SeriesReport:
+    """Every node's sampled series (this machine: CPU, memory, GPUs; engine nodes: free and total)."""
+    return _monitor(request).series("node", None, scope, since=since, until=until, step=step, metric=metric)
+
+
+@router.get("/nodes/{name}/series", response_model=SeriesReport, tags=["monitoring"])
+def node_series(request: Request, name: Annotated[str, Path(max_length=63)], scope: Annotated[Scope, Depends(scope_of)],
+                since: Since = None, until: Until = None, step: Step = None, metric: Metric = None) -> SeriesReport:
+    return _monitor(request).series("node", name, scope, since=since, until=until, step=step, metric=metric)
+
+
+@router.get("/monitor", response_model=MonitorOverview, tags=["monitoring"])
+def monitor_overview(request: Request, scope: Annotated[Scope, Depends(scope_of)],
+                     events: Annotated[int, Query(ge=1, le=100)] = 10) -> MonitorOverview:
+    """What `cumulo monitor` shows: nodes, jobs (progress, steps/s, ETA), deployments (req/s, p99,
+    errors), firing alerts and the newest events."""
+    return _monitor(request).overview(scope, events=events)
+
+
+#: Prometheus exposition of every deployment's gateway metrics and every sampled series (all
+#: workspaces): an admin token or a `--role metrics` token (Prometheus: `authorization:
+#: {credentials_file: ...}`); a standalone gateway's own /metrics is open
+metrics = APIRouter(dependencies=[Depends(scraper)])
 
 
 @metrics.get("/metrics", tags=["system"], response_class=PlainTextResponse)
 def prometheus(request: Request) -> PlainTextResponse:
-    return PlainTextResponse(request.app.state.gateway.metrics_text(),
-                             media_type="text/plain; version=0.0.4; charset=utf-8")
+    """Prometheus exposition: the gateway's request counters and the newest sample of every node,
+    job and deployment series. An admin token, or one made with `cumulo token create NAME --role metrics`."""
+    return PlainTextResponse(request.app.state.metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 ROUTERS = (public, admin_only, router, workload, tokens, metrics)

@@ -116,7 +116,7 @@ class TokenBody(BaseModel):
 
     name: str = Field(description="who or what holds the token (shown in audit events)", max_length=63)
     workspace: str = Field("default", max_length=63)
-    role: str = Field("member", description="admin, member or viewer")
+    role: str = Field("member", description="admin, member, viewer, or metrics (reads /metrics only)")
     expires: str | None = Field(None, description="lifetime, e.g. '30d' or '12h'; none: never expires",
                                 max_length=32)
     deployment: str | None = Field(None, max_length=63,

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from cumulo.cli.monitor import METRIC, SINCE, STEP, UNTIL, show_series
 from cumulo.cli.render import JSON, STATE_STYLE, ago, console, emit_json, err
 from cumulo.core.errors import InvalidSpec, NotFound
 from cumulo.core.specs import DeploymentSpec
@@ -129,6 +130,16 @@ def logs(
                     return
                 time.sleep(0.3)
             offset = chunk.offset
+
+
+@app.command()
+def metrics(name: str, since: str = SINCE, until: str = UNTIL, step: int = STEP, metric: str = METRIC,
+            json_: bool = JSON) -> None:
+    """Sampled series of a deployment: request rate, p50/p99 latency, error rate, in flight, ready
+    replicas; per replica CPU, memory and in flight."""
+    with Client() as client:
+        report = client.deployment_series(name, since=since, until=until, step=step, metric=metric)
+    show_series(report, json_, "DEPLOYMENT", "REPLICA")
 
 
 @app.command()

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
+from cumulo.cli.monitor import SINCE, STEP, UNTIL, show_series
 from cumulo.cli.render import JSON, console, emit_json, err, job_detail, jobs_table, state
 from cumulo.core.errors import InvalidSpec, NotFound
 from cumulo.core.specs import JobSpec
 from cumulo.core.states import JobState
+from cumulo.core.units import parse_duration
 from cumulo.sdk.client import Client
 from cumulo.sdk.specs import load_spec
 
@@ -90,7 +93,8 @@ def list_(
 
 @app.command()
 def status(name: str, json_: bool = JSON) -> None:
-    """A job's state, attempts, latest metrics, and the CPU and memory of its running processes."""
+    """A job's state, progress (steps/s; with total_steps reported, done and ETA), attempts, latest
+    metrics, and the CPU and memory of its running processes."""
     with Client() as client:
         job = client.get_job(name)
     if json_:
@@ -121,10 +125,25 @@ def logs(
 
 
 @app.command()
-def metrics(name: str, metric: str = typer.Option(None, help="only this metric"), json_: bool = JSON) -> None:
-    """The time series a job reported with cumulo.report()."""
+def metrics(
+    name: str,
+    metric: str = typer.Option(None, help="only this metric"),
+    since: str = SINCE,
+    until: str = UNTIL,
+    system: bool = typer.Option(False, "--system", help="the sampled series instead: CPU, memory and GPU memory per "
+                                                        "rank, steps/s, progress and ETA"),
+    step: int = STEP,
+    json_: bool = JSON,
+) -> None:
+    """The time series a job reported with cumulo.report() (with --system: what cumulo sampled)."""
     with Client() as client:
+        if system:
+            show_series(client.job_series(name, since=since, until=until, step=step, metric=metric), json_, "JOB", "RANK")
+            return
         points = client.job_metrics(name, metric)
+    if since or until:
+        lo, hi = _window(since, until)
+        points = [p for p in points if (lo is None or p.time >= lo) and (hi is None or p.time <= hi)]
     if json_:
         emit_json(points)
         return
@@ -135,6 +154,27 @@ def metrics(name: str, metric: str = typer.Option(None, help="only this metric")
     for p in points:
         t.add_row(str(p.attempt), "-" if p.step is None else str(p.step), *[f"{p.values[n]:.4g}" if n in p.values else "" for n in names])
     console.print(t if points else "no metrics reported yet")
+
+
+def _window(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
+    """--since/--until as times: a duration back from now (15m, 2h) or an ISO time (UTC without an offset)."""
+    now = datetime.now(UTC)
+    out = []
+    for flag, value in (("--since", since), ("--until", until)):
+        if not value or value == "now":
+            out.append(None if not value else now)
+            continue
+        try:
+            out.append(now - timedelta(seconds=parse_duration(value)))
+            continue
+        except ValueError:
+            pass
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidSpec(f"{flag} {value!r}: give a duration back from now (15m, 2h, 1d) or an ISO time") from None
+        out.append(when if when.tzinfo else when.replace(tzinfo=UTC))
+    return out[0], out[1]
 
 
 @app.command()

@@ -8,6 +8,7 @@ import sys
 import typer
 
 from cumulo.cli import alerts, clusters, costs, deployments, jobs, resources, secrets, server, tokens, workspaces
+from cumulo.cli import monitor as monitor_cli
 from cumulo.cli.render import JSON, console, emit_json, err, events_table, nodes_table
 from cumulo.core.errors import CumuloError
 from cumulo.sdk.client import Client
@@ -34,6 +35,8 @@ app.add_typer(workspaces.app, name="workspace")
 app.add_typer(clusters.app, name="cluster")
 app.command("cost")(costs.cost)
 app.add_typer(alerts.app, name="alerts")
+app.command("monitor")(monitor_cli.monitor)
+app.add_typer(monitor_cli.node_app, name="node")
 
 
 @app.callback()

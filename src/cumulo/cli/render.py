@@ -86,6 +86,16 @@ def job_detail(j: JobView) -> None:
         ("running for" if not j.state.terminal else "ran for", duration(j.started_at, j.finished_at)),
         ("artifacts", j.artifacts),
     ]
+    p = j.progress
+    if p is not None and p.step is not None:
+        done = f"step {p.step}" + (f" of {p.total_steps} ({p.fraction * 100:.1f}%)" if p.total_steps and p.fraction is not None else "")
+        if p.steps_per_second is not None:
+            done += f", {p.steps_per_second:.3g} steps/s"
+        if p.eta_seconds is not None:
+            done += f", ETA {_eta(p.eta_seconds)}"
+        if p.since_report is not None and not j.state.terminal:
+            done += f" (last report {p.since_report:.0f}s ago)"
+        rows.append(("progress", done))
     if j.cpu_percent is not None:
         rows.append(("processes", f"CPU {j.cpu_percent:.0f}%  memory {format_memory(j.memory_bytes or 0)}"))
     if j.metrics:
@@ -116,6 +126,11 @@ def job_detail(j: JobView) -> None:
                             "-" if w.memory_bytes is None else format_memory(w.memory_bytes),
                             "-" if w.exit_code is None else str(w.exit_code))
             console.print(w_t)
+
+
+def _eta(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 def events_table(events: list[EventView]) -> Table:

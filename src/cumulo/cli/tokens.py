@@ -15,7 +15,7 @@ app = typer.Typer(help="API tokens: who may call this control plane, in which wo
 @app.command()
 def create(
     name: str = typer.Argument(..., help="who or what holds it (shown in audit events)"),
-    role: str = typer.Option("member", help="admin, member or viewer"),
+    role: str = typer.Option("member", help="admin, member, viewer, or metrics (reads /metrics only: Prometheus)"),
     workspace: str = typer.Option("default", help="the workspace it is scoped to"),
     expires: str = typer.Option(None, help="lifetime, e.g. 30d or 12h (default: never)"),
     deployment: str = typer.Option(None, "--deployment", help="a token for this deployment's /d/ routes only "

@@ -31,6 +31,7 @@ from cumulo.policy.alerts import (
 )
 from cumulo.store import alerts as store
 from cumulo.store import events
+from cumulo.store import metrics as metrics_store
 from cumulo.store.db import Database
 from cumulo.store.models import Alert, Job
 
@@ -48,6 +49,27 @@ SeriesReader = Callable[[AlertRuleSpec, str, datetime], dict[tuple[str, str], li
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def metric_reader(db: Database, interval: float) -> SeriesReader:
+    """Rules read the sampler's series (store/metrics.py): the last five minutes in steps of the
+    sampling interval; a series with no sample in the last three intervals has no data (an alert on
+    it resolves)."""
+    step = max(1, int(interval))
+
+    def read(spec: AlertRuleSpec, workspace: str, now: datetime) -> dict[tuple[str, str], list[tuple[float, float]]]:
+        t = int(now.timestamp())
+        with db.tx() as s:
+            data = metrics_store.query(s, kind=spec.target, workspace="" if spec.target == "node" else workspace,
+                                       metric=spec.metric, since=t - 300, until=t + 1, step=step, now=t)
+        out = {}
+        for d in data:
+            points = [(pt[0], pt[1]) for pt in d.points]
+            if points and points[-1][0] >= t - 3 * step - step:
+                out[(d.key.object, d.key.instance)] = points
+        return out
+
+    return read
 
 
 def webhooks_from_env() -> list[str]:

@@ -44,12 +44,13 @@ class Role(StrEnum):
     MEMBER = "member"  # create and change inside the workspace
     VIEWER = "viewer"  # read only
     INVOKE = "invoke"  # a deployment-scoped token: calls one deployment's handlers, no API
+    METRICS = "metrics"  # a scrape token: reads /metrics (Prometheus), no API
 
     def may(self, needed: Role) -> bool:
         return _RANK[self] >= _RANK[needed]
 
 
-_RANK = {Role.INVOKE: -1, Role.VIEWER: 0, Role.MEMBER: 1, Role.ADMIN: 2}
+_RANK = {Role.INVOKE: -1, Role.METRICS: -1, Role.VIEWER: 0, Role.MEMBER: 1, Role.ADMIN: 2}
 
 
 def new_token() -> str:

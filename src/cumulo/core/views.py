@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -38,6 +39,17 @@ class AttemptView(_View):
     gpus: list[int] = []
 
 
+class ProgressView(_View):
+    step: int | None = None
+    total_steps: int | None = None
+    #: step / total_steps
+    fraction: float | None = None
+    steps_per_second: float | None = None
+    eta_seconds: float | None = None
+    #: seconds since its newest report
+    since_report: float | None = None
+
+
 class JobView(_View):
     id: str
     name: str
@@ -59,6 +71,8 @@ class JobView(_View):
     attempt_list: list[AttemptView] = []
     #: the cluster its attempts run on (chosen at its first start; None before)
     cluster: str | None = None
+    #: training progress from its reports (`cumulo.report(step=..., total_steps=...)`); one job's view only
+    progress: ProgressView | None = None
 
 
 class EventView(_View):
@@ -286,3 +300,90 @@ class AlertRuleView(_View):
     #: alerts of this rule open now
     firing: int = 0
     pending: int = 0
+# -- monitoring (monitor/) ---------------------------------------------------------------------------
+class SeriesView(_View):
+    """One monitored series: points are [Unix second, mean, max] per step, oldest first."""
+
+    kind: str
+    workspace: str = ""
+    object: str
+    instance: str = ""
+    metric: str
+    points: list[tuple[int, float, float]] = []
+
+
+class SeriesReport(_View):
+    kind: str
+    object: str | None = None
+    since: datetime
+    until: datetime
+    #: seconds per point
+    step: int
+    series: list[SeriesView] = []
+
+
+class NodeStatus(_View):
+    name: str
+    cluster: str = "local"
+    state: str = ""
+    #: newest sample of each node metric (cpu_percent, memory_used_bytes, ...; engines: *_free, *_total)
+    values: dict[str, float] = {}
+    #: per GPU (gpu0, gpu1, ...): utilization, memory, temperature, ECC and XID errors
+    gpus: dict[str, dict[str, float]] = {}
+
+
+class JobStatus(_View):
+    name: str
+    state: str
+    reason: str = ""
+    attempts: int = 0
+    cluster: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    step: int | None = None
+    total_steps: int | None = None
+    progress: float | None = None
+    steps_per_second: float | None = None
+    eta_seconds: float | None = None
+    loss: float | None = None
+    cpu_percent: float | None = None
+    memory_bytes: int | None = None
+    #: newest value of each reported metric
+    metrics: dict[str, float] = {}
+
+
+class DeploymentStatus(_View):
+    name: str
+    state: str
+    reason: str = ""
+    ready: int = 0
+    desired: int = 0
+    request_rate: float | None = None
+    in_flight: float | None = None
+    latency_p50_seconds: float | None = None
+    latency_p99_seconds: float | None = None
+    error_rate: float | None = None
+    cpu_percent: float | None = None
+    memory_bytes: int | None = None
+
+
+class AlertsSection(_View):
+    """Firing alerts. `available` is False until alert rules are evaluated by this control plane."""
+
+    available: bool = False
+    note: str = ""
+    firing: list[dict[str, Any]] = []
+
+
+class MonitorOverview(_View):
+    """Everything `cumulo monitor` shows (GET /api/v1/monitor)."""
+
+    time: datetime
+    #: seconds between samples, and when the newest one was taken (None before the first)
+    interval: float
+    sampled_at: datetime | None = None
+    nodes: list[NodeStatus] = []
+    jobs: list[JobStatus] = []
+    deployments: list[DeploymentStatus] = []
+    alerts: AlertsSection = AlertsSection()
+    events: list[EventView] = []

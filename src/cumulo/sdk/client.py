@@ -13,8 +13,8 @@ from cumulo.core import settings
 from cumulo.core.errors import CumuloError, ServerUnavailable, from_problem
 from cumulo.core.specs import DeploymentSpec, JobSpec
 from cumulo.core.views import (
-    AlertRuleView, AlertView, ClusterInfo, CostReport, DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint, NodeView,
-    SecretView, System, TokenView, WorkspaceView,
+    AlertRuleView, AlertView, ClusterInfo, CostReport, DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint,
+    MonitorOverview, NodeView, SecretView, SeriesReport, System, TokenView, WorkspaceView,
 )
 from cumulo.sdk.handle import DeploymentHandle
 from cumulo.sdk.specs import load_spec
@@ -242,6 +242,31 @@ class Client:
     def job_metrics(self, name: str, metric: str | None = None) -> list[MetricPoint]:
         params = {"metric": metric} if metric else {}
         return [MetricPoint.model_validate(p) for p in self._call("GET", f"/jobs/{name}/metrics", params=params)]
+
+    # -- monitoring --------------------------------------------------------------------------------
+    def _series(self, path: str, since: str | None, until: str | None, step: int | None, metric: str | None) -> SeriesReport:
+        params = {k: v for k, v in {"since": since, "until": until, "step": step, "metric": metric}.items() if v is not None}
+        return SeriesReport.model_validate(self._call("GET", path, params=params))
+
+    def job_series(self, name: str, *, since: str | None = None, until: str | None = None, step: int | None = None,
+                   metric: str | None = None) -> SeriesReport:
+        """A job's sampled series (CPU, memory, GPU memory per rank; steps/s, progress, ETA).
+        `since`/`until`: a duration back from now ('15m', '2h') or an ISO time; default the last hour."""
+        return self._series(f"/jobs/{name}/series", since, until, step, metric)
+
+    def deployment_series(self, name: str, *, since: str | None = None, until: str | None = None,
+                          step: int | None = None, metric: str | None = None) -> SeriesReport:
+        """A deployment's sampled series (req/s, p50/p99, error rate, in flight; CPU and memory per replica)."""
+        return self._series(f"/deployments/{name}/series", since, until, step, metric)
+
+    def node_series(self, name: str | None = None, *, since: str | None = None, until: str | None = None,
+                    step: int | None = None, metric: str | None = None) -> SeriesReport:
+        """One node's sampled series, or every node's."""
+        return self._series(f"/nodes/{name}/series" if name else "/nodes/series", since, until, step, metric)
+
+    def monitor(self, *, events: int = 10) -> MonitorOverview:
+        """Nodes, jobs, deployments, firing alerts and the newest events, as `cumulo monitor` shows them."""
+        return MonitorOverview.model_validate(self._call("GET", "/monitor", params={"events": events}))
 
     # -- deployments -------------------------------------------------------------------------------
     def deploy(self, spec: DeploymentSpec | dict | str | Path) -> DeploymentView:

@@ -16,6 +16,8 @@ from cumulo.core.states import AttemptState, JobState
 from cumulo.core.tokens import Scope
 from cumulo.core.views import AttemptView, JobView, LogChunk, MetricPoint, WorkerView
 from cumulo.policy import job_health
+from cumulo.core.progress import estimate
+from cumulo.core.views import AttemptView, JobView, LogChunk, MetricPoint, ProgressView, WorkerView
 from cumulo.policy.capacity import Request
 from cumulo.services.logs import read_chunk
 from cumulo.store import secrets as secrets_store
@@ -177,14 +179,28 @@ class JobService:
             ws = attempts[-1].workers
             cpu = round(sum(w.get("cpu_percent") or 0 for w in ws), 1)
             mem = sum(w.get("memory_bytes") or 0 for w in ws)
+        latest = metrics if metrics is not None else store.latest_metrics(s, [job.id]).get(job.id, {})
         return JobView(
             id=job.id, name=job.name, state=JobState(job.state), reason=job.reason, exit_code=job.exit_code,
             attempts=job.attempts, created_at=job.created_at, started_at=job.started_at,
             finished_at=job.finished_at, cancel_requested=job.cancel_requested,
             spec=JobSpec.model_validate(job.spec), artifacts=job.artifacts_dir,
-            metrics=metrics if metrics is not None else store.latest_metrics(s, [job.id]).get(job.id, {}), cpu_percent=cpu, memory_bytes=mem,
+            metrics=latest, cpu_percent=cpu, memory_bytes=mem,
             attempt_list=[_attempt_view(a) for a in attempts], cluster=job.cluster,
+            progress=self._progress(s, job, latest) if metrics is None else None,
         )
+
+    def _progress(self, s, job: Job, latest: dict[str, float]) -> ProgressView | None:
+        """Progress from the job's reports: steps/s and, with `total_steps` reported, fraction and ETA."""
+        if "step" not in latest:
+            return None
+        points = [(t.timestamp(), step) for t, step in store.recent_steps(s, job.id)]
+        end = job.finished_at or self.clock()
+        p = estimate(points, latest.get("total_steps"), end.timestamp())
+        running = not JobState(job.state).terminal
+        return ProgressView(step=p.step, total_steps=p.total_steps, fraction=p.fraction,
+                            steps_per_second=p.steps_per_second if running else None,
+                            eta_seconds=p.eta_seconds if running else None, since_report=p.since_report)
 
 
 def _attempt_view(a: Attempt) -> AttemptView:

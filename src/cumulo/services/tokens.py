@@ -141,8 +141,9 @@ class TokenService:
                 raise ValueError
         except ValueError:
             role_ = Role.VIEWER
-            errors.append({"field": "role", "message": f"{role!r} is not a role: use admin, member or viewer "
-                                                       "(or --deployment D for a deployment's token)"})
+            errors.append({"field": "role", "message": f"{role!r} is not a role: use admin, member, viewer or "
+                                                       "metrics (Prometheus' scrape token), or --deployment D "
+                                                       "for a deployment's token"})
         expires_at = None
         if expires is not None:
             try:

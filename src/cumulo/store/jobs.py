@@ -104,3 +104,10 @@ def remove(session: Session, job: Job) -> None:
     session.execute(delete(Metric).where(Metric.job_id == job.id))
     session.execute(delete(Attempt).where(Attempt.job_id == job.id))
     session.delete(job)
+
+
+def recent_steps(session: Session, job_id: str, limit: int = 200) -> list[tuple[datetime, int]]:
+    """(time, step) of the job's newest reports that carry a step (from its newest `limit` rows)."""
+    rows = session.execute(select(Metric.time, Metric.step).where(Metric.job_id == job_id, Metric.step.is_not(None))
+                           .order_by(Metric.id.desc()).limit(limit))
+    return sorted({(t, step) for t, step in rows})

@@ -329,3 +329,42 @@ class Alert(Base):
     notify_attempts: Mapped[int] = mapped_column(Integer, default=0)
     notify_next_at: Mapped[datetime | None] = mapped_column(nullable=True, index=True)
     notify_error: Mapped[str] = mapped_column(Text, default="")
+class Series(Base):
+    """One monitored time series (monitor/): what it measures and on which object.
+
+    kind: node | job | deployment; object: the node, job or deployment name; instance: the part of
+    it ('' for the whole; a GPU `gpu0` of a node, a job's rank `0`, a deployment's replica `3`).
+    """
+
+    __tablename__ = "series"
+    __table_args__ = (UniqueConstraint("kind", "workspace", "object", "instance", "metric", name="uq_series_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    workspace: Mapped[str] = mapped_column(String(63))  # '' for nodes (installation-wide)
+    object: Mapped[str] = mapped_column(String(63))
+    instance: Mapped[str] = mapped_column(String(32), default="")
+    metric: Mapped[str] = mapped_column(String(64))
+
+
+class Sample(Base):
+    """One raw sample: series, Unix second, value. Clustered on (series, t): no rowid on SQLite."""
+
+    __tablename__ = "samples"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    series_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    t: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    value: Mapped[float] = mapped_column(Float)
+
+
+class Rollup(Base):
+    """One minute of a series (t: the minute's first second): mean and maximum of its samples."""
+
+    __tablename__ = "samples_1m"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    series_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    t: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    avg: Mapped[float] = mapped_column(Float)
+    max: Mapped[float] = mapped_column(Float)
