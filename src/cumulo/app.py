@@ -29,6 +29,7 @@ from cumulo.api import errors as api_errors
 from cumulo.api.routes import ROUTERS
 from cumulo.catalog import find_instance_type, load_catalog
 from cumulo.control.alerts import AlertReconciler, metric_reader, webhooks_from_env
+from cumulo.control.detectors import ServiceDetectors
 from cumulo.control.autoscaler import AutoscalerReconciler, LoadSample
 from cumulo.control.clusters import ClusterReconciler, Runtimes
 from cumulo.control.costs import CostReconciler
@@ -240,7 +241,8 @@ def build(config: ServerConfig) -> ControlPlane:
                                           find_instance_type=find_instance_type, wake=node_loop.enqueue)
     cost_loop = Loop(CostReconciler(db, local_node=LOCAL_NODE))
     alert_reconciler = AlertReconciler(db, webhooks=list(config.alert_webhooks), external_url=config.url,
-                                       read_series=metric_reader(db, interval_from_env()))
+                                       read_series=metric_reader(db, interval_from_env()),
+                                       detectors=ServiceDetectors(interval_from_env()))
     alert_loop = Loop(alert_reconciler)
     alert_reconciler.wake = alert_loop.enqueue
     app.state.alerts = AlertService(db, wake=alert_loop.enqueue)

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from cumulo.control.detectors import ServiceDetectors
 from cumulo.core.specs import AlertRuleSpec
 from cumulo.core.states import JobState
 from cumulo.policy.alerts import (
@@ -94,12 +95,13 @@ class AlertReconciler:
     resync = PERIOD
 
     def __init__(self, db: Database, *, webhooks: list[str], external_url: str,
-                 read_series: SeriesReader | None = None, clock: Callable[[], datetime] = utcnow,
-                 period: float = PERIOD) -> None:
+                 read_series: SeriesReader | None = None, detectors: ServiceDetectors | None = None,
+                 clock: Callable[[], datetime] = utcnow, period: float = PERIOD) -> None:
         self.db = db
         self.webhooks = list(webhooks)
         self.external_url = external_url
         self.read_series = read_series
+        self.detectors = detectors
         self.clock = clock
         self.period = period
         self.wake: Callable[[str], None] = lambda key: None
@@ -126,6 +128,12 @@ class AlertReconciler:
                 continue
             with self.db.tx() as s:
                 self._apply_rule(s, workspace, spec, data, now)
+        if self.detectors is not None:
+            try:
+                with self.db.tx() as s:
+                    self.detectors.run(s, now)
+            except Exception:  # the rules and the job alerts go on without them
+                log.exception("built-in deployment detectors failed; will retry")
         with self.db.tx() as s:
             self._resolve_job_health(s, now)
             store.prune(s)
