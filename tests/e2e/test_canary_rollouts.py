@@ -193,3 +193,62 @@ def test_a_rollout_survives_a_control_plane_restart_and_can_be_promoted_and_abor
     reasons = [e["reason"] for e in events(server, "durable")]
     assert {"RolloutPromoteRequested", "RolloutPromoted", "RolloutAbortRequested", "RolloutAborted"} <= set(reasons)
     server.cli("deployment", "delete", "durable", check=True)
+
+
+@pytest.fixture
+def standalone_gateway(server):
+    """`cumulo gateway` (two worker processes) synced with the control plane."""
+    import subprocess
+    import sys
+
+    from tests.helpers import free_port
+
+    port = free_port()
+    log = open(server.home / "gateway.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "cumulo.cli.main", "gateway", "--port", str(port),
+                             "--control-plane", server.url, "--workers", "2"],
+                            env=server.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"{url}/metrics", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(answers, timeout=30, what="the standalone gateway")
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+def test_a_standalone_gateway_splits_the_traffic_and_its_counts_judge_the_canary(server, standalone_gateway, tmp_path):
+    """All the load goes through `cumulo gateway` (none through the control plane's own gateway):
+    it honours the split it syncs, and the per-version counts it reports are what rolls back a bad
+    canary."""
+    server.cli("deploy", str(spec_file(tmp_path, "remote", "1")), check=True)
+    url = f"{standalone_gateway}/d/remote/"
+    wait_until(lambda: httpx.get(url).status_code == 200, what="the gateway routing to version 1")
+    with Load(url) as load:
+        wait_until(lambda: load.ok > 50, what="load to flow")
+        t0 = time.monotonic()
+        server.cli("deploy", str(spec_file(tmp_path, "remote", "2", fail_every=5, steps=(20, 100), interval="1h",
+                                           min_requests=40)), "--no-wait", check=True)
+        ro = wait_until(lambda: (x := cli_json(server, "deployment", "rollout", "status", "remote"))["phase"]
+                        == "RolledBack" and x, timeout=90, what="the rollback")
+        t1 = time.monotonic()
+    a = ro["analysis"]
+    assert a["canary"]["requests"] >= 40 and a["canary"]["errors"] > 0 and a["stable"]["requests"] > 0
+    assert "error rate" in ro["reason"]
+    # the control plane's own gateway served none of it: these numbers came through the sync
+    own = server.api("GET", "/deployments/remote/metrics").json()
+    assert own["requests_total"] == 0
+    # while the canary served, it got about its 20 % (every answer says which version gave it)
+    during = load.between(t0, t1)
+    v2 = sum(1 for x in during if x[2] in ("v2", "boom"))
+    first_v2 = min(x[0] for x in during if x[2] in ("v2", "boom"))
+    serving = [x for x in during if x[0] >= first_v2]
+    assert 0.08 < v2 / len(serving) < 0.4, (v2, len(serving))
+    server.cli("deployment", "delete", "remote", check=True)
