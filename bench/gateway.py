@@ -95,7 +95,8 @@ def wrk(url: str, duration: int, connections: int, headers: tuple[str, ...] = ()
 #: (SO_REUSEPORT, as `cumulo gateway --workers 2`)
 MODES = ("fast", "asgi", "fast_token", "fast_2workers")
 # (instructions only: bench/gateway_instructions.py) "fast_header": no auth, but the request carries
-# the same Authorization header, to tell the check's cost from the extra header's
+# the same Authorization header, to tell the check's cost from the extra header's; "fast_canary": a
+# deployment in a canary rollout (10 % to the new generation, counted per generation)
 
 
 def serve_gateway(port: int, mode: str, backend_port: int) -> None:
@@ -110,8 +111,15 @@ def serve_gateway(port: int, mode: str, backend_port: int) -> None:
 
     gw = Gateway()
     auth = {"b": {hashlib.sha256(TOKEN.encode()).hexdigest(): None}} if mode == "fast_token" else None
-    gw.update({"b": [Endpoint("b-0", "127.0.0.1", backend_port, True)]}, (), auth)
-    if mode in ("fast", "fast_token", "fast_header"):
+    if mode == "fast_canary":  # a canary rollout: 10 % to generation 2, each side its own "replica"
+        from cumulo.gateway.routing import Split
+
+        gw.update({"b": [Endpoint("b-0", "127.0.0.1", backend_port, True, generation=1),
+                         Endpoint("b-1", "127.0.0.1", backend_port, True, generation=2)]}, (), None,
+                  {"b": Split(2, 10, 1)})
+    else:
+        gw.update({"b": [Endpoint("b-0", "127.0.0.1", backend_port, True)]}, (), auth)
+    if mode in ("fast", "fast_token", "fast_header", "fast_canary"):
         serve(gw, port=port)
     elif mode == "fast_worker":
         serve(gw, port=port, reuse_port=True)

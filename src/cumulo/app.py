@@ -49,6 +49,7 @@ from cumulo.gateway.metrics import BUCKETS
 from cumulo.monitor import exposition as monitor_exposition
 from cumulo.monitor.sampler import GatewayCounters, Sampler, interval_from_env, retention_from_env
 from cumulo.monitor.service import MonitorService
+from cumulo.gateway.routing import Split
 from cumulo.gateway.proxy import Gateway
 from cumulo.gateway.server import uvicorn_config
 from cumulo.providers.aws import AWSProvider
@@ -179,9 +180,26 @@ def build(config: ServerConfig) -> ControlPlane:
     # a drained replica's SIGTERM waits for the requests every gateway has in flight to it
     dep_reconciler.in_flight = lambda host, port: gateway.in_flight_to(host, port) + gateways.in_flight_to(host, port)
     dep_reconciler.publish = lambda view: gateway.update(
-        {name: [Endpoint(str(o), host, port) for o, host, port in eps] for name, eps in view.routes.items()},
+        {name: [Endpoint(str(o), host, port, generation=view.splits[name].generations.get(o, 0)
+                         if name in view.splits else 0) for o, host, port in eps]
+         for name, eps in view.routes.items()},
         view.hold, view.auth,
+        {name: Split(sp.canary_generation, sp.weight, sp.stable_generation) for name, sp in view.splits.items()},
     )
+
+    def generation_counts(name: str) -> dict[int, tuple[int, int, tuple[int, ...]]]:
+        """Deployment `name`'s per-generation counters: this process's gateway plus every standalone one."""
+        out = dict(gateways.generation_totals(name))
+        for gen, c in gateway.generation_stats(name).items():
+            req, err, buckets = out.get(gen, (0, 0, ()))
+            n = max(len(buckets), len(c["buckets"]))
+            mine = list(buckets) + [0] * (n - len(buckets))
+            out[gen] = (req + c["requests"], err + c["errors"],
+                        tuple(a + b for a, b in zip(mine, c["buckets"] + [0] * (n - len(c["buckets"])), strict=True)))
+        return out
+
+    dep_reconciler.generation_counts = generation_counts
+    dep_reconciler.latency_bounds = BUCKETS
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -11,14 +11,15 @@ from fastapi.responses import PlainTextResponse
 from cumulo.api.auth import admin, authorize, reporter, reporter_scope, scraper
 from cumulo.api.auth import scope as scope_of
 from cumulo.api.schemas import (
-    MAX_INT, Accepted, ClusterBody, GatewaySync, MetricsBody, QuotaBody, ReleaseBody, RouteEndpoint, Routes, ScaleBody, SecretBody,
+    MAX_INT, Accepted, ClusterBody, GatewaySync, MetricsBody, QuotaBody, ReleaseBody, RouteEndpoint, Routes, RouteSplit, ScaleBody,
+    SecretBody,
     TokenBody, WorkspaceBody,
 )
 from cumulo.core.errors import Forbidden, InvalidSpec
 from cumulo.core.tokens import Role, Scope, route_key
 from cumulo.core.views import (
     AlertRuleView, AlertView, ClusterInfo, CostReport, DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint,
-    MonitorOverview, NodeDetail, NodeView, PoolView, SecretView, SeriesReport, System, TokenView, WorkspaceView,
+    MonitorOverview, NodeDetail, NodeView, PoolView, RolloutView, SecretView, SeriesReport, System, TokenView, WorkspaceView,
 )
 from cumulo.monitor.service import MonitorService
 from cumulo.services.alerts import AlertService
@@ -252,11 +253,36 @@ def deployment_logs(
     return _deployments(request).logs(name, replica=replica, offset=offset, scope=scope)
 
 
+@router.get("/deployments/{name}/rollout", response_model=RolloutView, tags=["deployments"])
+def get_rollout(request: Request, name: str, scope: Annotated[Scope, Depends(scope_of)]) -> RolloutView:
+    """The deployment's latest canary rollout: phase, step, traffic weight, and the evidence of its
+    latest judgement (both versions' requests, failures, error rate and p99 over the same window)."""
+    return _deployments(request).rollout(name, scope)
+
+
+@router.post("/deployments/{name}/rollout/promote", response_model=RolloutView, tags=["deployments"])
+def promote_rollout(request: Request, name: str, scope: Annotated[Scope, Depends(scope_of)]) -> RolloutView:
+    """Move the canary to its next step now, without waiting for its analysis (409 when no rollout
+    is in progress)."""
+    return _deployments(request).rollout_command(name, "promote", scope)
+
+
+@router.post("/deployments/{name}/rollout/abort", response_model=RolloutView, tags=["deployments"])
+def abort_rollout(request: Request, name: str, scope: Annotated[Scope, Depends(scope_of)]) -> RolloutView:
+    """Roll the canary back now: its replicas go, the stable version takes all the traffic again."""
+    return _deployments(request).rollout_command(name, "abort", scope)
+
+
 def _routes(view: GatewayView) -> Routes:
+    splits = view.splits or {}
     return Routes(deployments={
-        name: [RouteEndpoint(replica_id=str(o), host=h, port=p, ready=True) for o, h, p in eps]
+        name: [RouteEndpoint(replica_id=str(o), host=h, port=p, ready=True,
+                             generation=splits[name].generations.get(o, 0) if name in splits else 0)
+               for o, h, p in eps]
         for name, eps in view.routes.items()
-    }, hold=sorted(view.hold), auth=view.auth)
+    }, hold=sorted(view.hold), auth=view.auth,
+        splits={name: RouteSplit(canary_generation=sp.canary_generation, weight=sp.weight,
+                                 stable_generation=sp.stable_generation) for name, sp in splits.items()})
 
 
 @admin_only.get("/gateway/routes", response_model=Routes, tags=["gateway"])
@@ -275,7 +301,8 @@ def gateway_sync(request: Request, body: GatewaySync) -> Routes:
     view = gateways.sync(GatewayReport(
         gateway_id=body.gateway_id,
         deployments={name: Counters(c.arrivals_total, c.requests_total, c.in_flight, c.latency_sum, c.latency_count,
-                                       c.in_flight_seconds)
+                                       c.in_flight_seconds,
+                                       {int(g): (x.requests, x.errors, tuple(x.buckets)) for g, x in c.generations.items()})
                      for name, c in body.deployments.items()},
         in_flight={(r.host, r.port): r.in_flight for r in body.replicas if r.in_flight},
         routed=frozenset((r.host, r.port) for r in body.replicas if r.routed),

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from typing import Literal, Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 
 #: the largest integer every store column holds (PostgreSQL INTEGER)
@@ -46,6 +46,15 @@ class RouteEndpoint(BaseModel):
     host: str
     port: int
     ready: bool
+    generation: int = 0  # the deployment's spec generation this replica runs
+
+
+class RouteSplit(BaseModel):
+    """A canary rollout's traffic split: `weight` percent to the replicas of `canary_generation`."""
+
+    canary_generation: int
+    weight: int = Field(ge=0, le=100)
+    stable_generation: int = 0
 
 
 class Routes(BaseModel):
@@ -54,10 +63,30 @@ class Routes(BaseModel):
     hold: list[str] = []
     #: `auth: token` deployments -> {SHA-256 (hex) of a token made for it: expiry (epoch s) or null}
     auth: dict[str, dict[str, float | None]] = {}
+    #: deployments in a canary rollout -> how their traffic is split between generations
+    splits: dict[str, RouteSplit] = {}
 
 
 #: counters grow for the life of a gateway; 2**53 keeps them exact as JSON numbers
 MAX_COUNT = 2**53
+
+
+class GenerationCounters(BaseModel):
+    """One generation's answers as one gateway counted them while a canary split was on."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    requests: int = Field(0, ge=0, le=MAX_COUNT)
+    errors: int = Field(0, ge=0, le=MAX_COUNT, description="answered 5xx or failed")
+    buckets: list[int] = Field(default_factory=list, max_length=64,
+                               description="latency histogram counts (the gateway's bucket bounds, then +Inf)")
+
+    @field_validator("buckets")
+    @classmethod
+    def _counts(cls, v: list[int]) -> list[int]:
+        if any(not 0 <= x <= MAX_COUNT for x in v):
+            raise ValueError(f"bucket counts must be between 0 and {MAX_COUNT}")
+        return v
 
 
 class GatewayCounters(BaseModel):
@@ -71,6 +100,16 @@ class GatewayCounters(BaseModel):
     latency_sum: float = Field(0.0, ge=0, le=1e15, description="seconds, summed over answered requests")
     latency_count: int = Field(0, ge=0, le=MAX_COUNT)
     in_flight_seconds: float = Field(0.0, ge=0, le=1e15, description="requests in flight integrated over time")
+    #: during a canary rollout: generation -> its counters
+    generations: dict[str, GenerationCounters] = Field(default_factory=dict, max_length=64)
+
+    @field_validator("generations")
+    @classmethod
+    def _generation_keys(cls, v: dict[str, GenerationCounters]) -> dict[str, GenerationCounters]:
+        for k in v:
+            if not k.isdigit() or len(k) > 9:
+                raise ValueError(f"generation {k!r} is not a whole number")
+        return v
 
 
 class ReplicaLoad(BaseModel):

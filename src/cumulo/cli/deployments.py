@@ -1,4 +1,4 @@
-"""`cumulo deploy FILE` and `cumulo deployment ...`: list, status, logs, scale, delete."""
+"""`cumulo deploy FILE` and `cumulo deployment ...`: list, status, logs, scale, delete, rollout."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ from cumulo.cli.monitor import METRIC, SINCE, STEP, UNTIL, show_series
 from cumulo.cli.render import JSON, STATE_STYLE, ago, console, emit_json, err
 from cumulo.core.errors import InvalidSpec, NotFound
 from cumulo.core.specs import DeploymentSpec
-from cumulo.core.views import DeploymentView
+from cumulo.core.views import DeploymentView, RolloutView
 from cumulo.sdk.client import Client
 from cumulo.sdk.specs import load_spec
 
 app = typer.Typer(help="Inference services: replicas behind the gateway.", no_args_is_help=True)
+rollout_app = typer.Typer(help="Canary rollouts: status, promote, abort.", no_args_is_help=True)
+app.add_typer(rollout_app, name="rollout")
 DEPLOYMENT_STYLE = {**STATE_STYLE, "Progressing": "cyan", "Available": "green", "Degraded": "yellow",
                     "CrashLoopBackOff": "red", "Deleting": "magenta", "Ready": "green", "Draining": "magenta",
                     "Stopped": "dim"}
@@ -39,19 +41,28 @@ def deploy(
         raise InvalidSpec(f"{file}: kind: {spec.kind}; `cumulo deploy` takes kind: Deployment (use `cumulo job submit` for jobs)")
     with Client() as client:
         d = client.deploy(spec)
+        target = d.generation
+
+        def canary_running(d: DeploymentView) -> bool:
+            return d.rollout is not None and d.rollout.canary_generation == target and d.rollout.phase == "Progressing"
+
         if wait:
             with console.status(f"deploying {d.name} ...") as status:
                 deadline = time.monotonic() + timeout
-                while d.state != "Available" and time.monotonic() < deadline:
+                while (d.state != "Available" or canary_running(d)) and time.monotonic() < deadline:
                     time.sleep(0.3)
                     d = client.get_deployment(d.name)
                     status.update(f"deploying {d.name}: {d.state}, {d.reason}")
+    rolled_back = d.rollout is not None and d.rollout.canary_generation == target and d.rollout.phase == "RolledBack"
     if json_:
         emit_json(d)
-        return
-    err.print(f"deployment [bold]{d.name}[/] {_state(d.state)}: {d.reason}")
-    err.print(f"call it at {d.url}/<handler>")
-    if wait and d.state != "Available":
+    else:
+        err.print(f"deployment [bold]{d.name}[/] {_state(d.state)}: {d.reason}")
+        if rolled_back:
+            err.print(f"[red]version {target} was rolled back[/]: {d.rollout.reason}")
+        else:
+            err.print(f"call it at {d.url}/<handler>")
+    if wait and (d.state != "Available" or rolled_back or canary_running(d)):
         raise typer.Exit(1)
 
 
@@ -79,6 +90,10 @@ def _detail(d: DeploymentView) -> None:
     console.print(f"[dim]url[/]      {d.url}")
     target = d.spec.service or (d.spec.command if isinstance(d.spec.command, str) else " ".join(d.spec.command or []))
     console.print(f"[dim]runs[/]     {target}  (version {d.generation}, {d.ready}/{d.desired} ready)")
+    if d.rollout is not None and (d.rollout.phase == "Progressing" or d.rollout.canary_generation >= d.generation):
+        r = d.rollout
+        console.print(f"[dim]rollout[/]  canary version {r.canary_generation} {_rollout_phase(r.phase)}, "
+                      f"{r.weight}% of the traffic: {r.reason}")
     if d.spec.autoscaling is not None:
         a = d.spec.autoscaling
         console.print(f"[dim]scaling[/]  {a.policy}, {a.min}-{a.max} replicas, target {a.target:g} in flight each"
@@ -168,3 +183,65 @@ def delete(name: str, wait: bool = typer.Option(True, "--wait/--no-wait", help="
                         break
                     time.sleep(0.3)
     err.print(f"deployment [bold]{name}[/] {'deleted' if wait else 'deleting'}")
+
+
+ROLLOUT_STYLE = {"Progressing": "cyan", "Succeeded": "green", "RolledBack": "red", "Superseded": "dim"}
+
+
+def _rollout_phase(phase: str) -> str:
+    return f"[{ROLLOUT_STYLE.get(phase, 'white')}]{phase}[/]"
+
+
+def _rollout_detail(r: RolloutView) -> None:
+    console.print(f"[bold]{r.deployment}[/]  canary {_rollout_phase(r.phase)}  step {r.step}/{len(r.steps)} "
+                  f"(steps {r.steps} %), version {r.canary_generation} gets {r.weight}% of the traffic, "
+                  f"version {r.stable_generation} (stable) the rest")
+    console.print(f"[dim]why[/]      {r.reason}")
+    if r.pending:
+        console.print(f"[dim]pending[/]  {r.pending} (acted on at the next pass)")
+    a = r.analysis
+    if a is None:
+        return
+    t = Table(box=None, header_style="bold", title=f"analysis over {a.window_seconds:.0f}s (the same window for both)",
+              title_justify="left")
+    for col in ("VERSION", "", "REQUESTS", "FAILED", "ERROR RATE", "P99"):
+        t.add_column(col)
+    for role, g in (("canary", a.canary), ("stable", a.stable)):
+        t.add_row(str(g.generation), role, str(g.requests), str(g.errors),
+                  "-" if g.error_rate is None else f"{g.error_rate:.2%}", "-" if g.p99_ms is None else f"{g.p99_ms:.0f} ms")
+    t.add_row("", "limit", f">= {a.min_requests}", "", f"<= {a.max_error_rate:.2%}",
+              "-" if a.max_p99_ms is None else f"<= {a.max_p99_ms:g} ms")
+    console.print(t)
+
+
+@rollout_app.command("status")
+def rollout_status(name: str, json_: bool = JSON) -> None:
+    """The canary rollout: phase, step, traffic weight, and both versions' numbers over the same window."""
+    with Client() as client:
+        r = client.rollout(name)
+    if json_:
+        emit_json(r)
+        return
+    _rollout_detail(r)
+
+
+@rollout_app.command("promote")
+def rollout_promote(name: str, json_: bool = JSON) -> None:
+    """Move the canary to its next step now (the last step: the new version takes all the traffic)."""
+    with Client() as client:
+        r = client.promote_rollout(name)
+    if json_:
+        emit_json(r)
+        return
+    err.print(f"deployment [bold]{name}[/]: promoting version {r.canary_generation} past step {r.step}/{len(r.steps)}")
+
+
+@rollout_app.command("abort")
+def rollout_abort(name: str, json_: bool = JSON) -> None:
+    """Roll the canary back now: its replicas go, the stable version takes all the traffic again."""
+    with Client() as client:
+        r = client.abort_rollout(name)
+    if json_:
+        emit_json(r)
+        return
+    err.print(f"deployment [bold]{name}[/]: rolling version {r.canary_generation} back to version {r.stable_generation}")

@@ -18,15 +18,17 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from cumulo.control.clusters import Runtimes
 from cumulo.control.environment import no_secrets, workload_env
 from cumulo.control.placement import Placement
 from cumulo.control.probes import Prober
+from cumulo.control.rollouts import RolloutPass, rollout_pass, stored
 from cumulo.core.specs import DeploymentSpec
 from cumulo.core.states import ProcessPhase, ReplicaState
+from cumulo.core.tokens import route_key
 from cumulo.policy.capacity import Allocation
 from cumulo.policy.deployments import STOP_GRACE, DeploymentDecision, DeploymentSnapshot, ReplicaSnapshot, decide_deployment
 from cumulo.runtimes.base import Handle, LaunchSpec, Observation, Runtime, RuntimeUnavailable, WorkerResources
@@ -84,6 +86,7 @@ class _Loaded:
     workspace: str = "default"
     clusters: dict[str, str] | None = None  # replica id -> its cluster
     hosts: dict[str, str] | None = None  # replica id -> its host ("" until an engine reports it)
+    rollout: dict | None = None  # the stored canary rollout (control/rollouts.py)
 
 
 class DeploymentReconciler:
@@ -115,6 +118,11 @@ class DeploymentReconciler:
         self.secret_values: Callable[[dict], dict[str, str]] = no_secrets
         #: requests the gateway is proxying to (host, port) right now
         self.in_flight: Callable[[str, int], int] = lambda host, port: 0
+        #: per generation of a deployment (by route key), what every gateway counted:
+        #: generation -> (requests, 5xx or failed, latency bucket counts), cumulative
+        self.generation_counts: Callable[[str], dict[int, tuple[int, int, tuple[int, ...]]]] = lambda key: {}
+        #: the upper bounds (s) of those latency buckets (the gateway's)
+        self.latency_bounds: tuple[float, ...] = ()
         #: replicas out of the routes whose SIGTERM waits for their in-flight requests:
         #: (deployment id, replica id) -> (cluster, handle, host, port, give up at (monotonic))
         self._stopping: dict[tuple[str, str], tuple[str, Handle, str, int, float]] = {}
@@ -143,8 +151,14 @@ class DeploymentReconciler:
         if loaded is ...:
             return 1.0
         snap, endpoints = self._observe(loaded)
+        ro = None
+        if loaded.rollout and loaded.rollout.get("phase") == "Progressing":
+            ro, snap = rollout_pass(loaded.rollout, snap, self.generation_counts(route_key(loaded.name, loaded.workspace)),
+                                    self.latency_bounds)
         decision = decide_deployment(snap)
-        return self._act_and_apply(loaded, snap, token, decision, endpoints)
+        if ro is not None:
+            decision = replace(decision, reason=f"{decision.reason}; {ro.decision.reason}")
+        return self._act_and_apply(loaded, snap, token, decision, endpoints, ro)
 
     def _load(self, dep_id: str, token: str):
         now = self.clock()
@@ -188,7 +202,7 @@ class DeploymentReconciler:
             ports = {str(r.ordinal): r.port for r in reps}
             return _Loaded(snap, d.id, d.name, d.workdir, d.next_ordinal, handles, ports, d.workspace,
                            clusters={str(r.ordinal): r.cluster for r in reps},
-                           hosts={str(r.ordinal): r.host for r in reps})
+                           hosts={str(r.ordinal): r.host for r in reps}, rollout=d.rollout)
 
     def _observe(self, loaded: _Loaded) -> tuple[DeploymentSnapshot, dict[str, tuple[str, int, str | None]]]:
         """The snapshot with what each replica's runtime sees, and the (host, port, node) of the
@@ -243,7 +257,8 @@ class DeploymentReconciler:
         return (loaded.hosts or {}).get(rid, HOST)
 
     def _act_and_apply(self, loaded: _Loaded, snap: DeploymentSnapshot, token: str, d: DeploymentDecision,
-                       endpoints: dict[str, tuple[str, int, str | None]] | None = None) -> float | None:
+                       endpoints: dict[str, tuple[str, int, str | None]] | None = None,
+                       ro: RolloutPass | None = None) -> float | None:
         now = snap.now
         endpoints = endpoints or {}
         for rid in d.kill:
@@ -252,9 +267,11 @@ class DeploymentReconciler:
         routes_changed = False
         # secrets are read before the transaction below (one at a time on SQLite: never nest them)
         base_env = workload_env(self.secret_values(snap.spec.env, loaded.workspace)) if d.start else {}
+        stable_env = workload_env(self.secret_values(ro.stable_spec.env, loaded.workspace)) \
+            if ro is not None and d.start_stable else {}
         # and each cluster's runtime, which may read its cluster's row the first time (never nested)
         runtimes: dict[str, Runtime] = {}
-        for alloc in d.start:
+        for alloc in (*d.start, *d.start_stable):
             try:
                 runtimes[alloc.cluster] = self.runtimes.get(alloc.cluster)
             except RuntimeUnavailable as exc:
@@ -283,12 +300,22 @@ class DeploymentReconciler:
                         self._last_probe.pop(f"{loaded.dep_id}/{c.id}", None)
                         self.prober.forget(f"{loaded.dep_id}/{c.id}")
                 starts = [a for a in d.start if a.cluster in runtimes]
-                if starts and self.placement.confirm(s, starts, loaded.workspace):  # else: the room was taken; decide again
-                    for alloc in starts:
+                stable_starts = [a for a in d.start_stable if a.cluster in runtimes] if ro is not None else []
+                if (starts or stable_starts) and self.placement.confirm(s, starts + stable_starts, loaded.workspace):
+                    for alloc in starts:  # (else: the room was taken; decide again)
                         launches.append((alloc.cluster,
                                          self._new_replica(s, loaded, snap, dep.next_ordinal, alloc, now, base_env,
                                                            runtimes[alloc.cluster])))
                         dep.next_ordinal += 1
+                    for alloc in stable_starts:  # a canary rollout's stable generation lost a replica
+                        assert ro is not None
+                        launches.append((alloc.cluster, self._new_replica(
+                            s, loaded, snap, dep.next_ordinal, alloc, now, stable_env, runtimes[alloc.cluster],
+                            spec=ro.stable_spec, generation=ro.decision.state.stable_generation,
+                            workdir=ro.stable_workdir or loaded.workdir)))
+                        dep.next_ordinal += 1
+                if ro is not None:
+                    routes_changed |= self._apply_rollout(s, dep, loaded, snap, ro, now)
                 for type_, reason, message in d.events:
                     events.record(s, now=now, kind="Deployment", name=loaded.name, object_id=loaded.dep_id,
                                   type=type_, reason=reason, message=message, workspace=loaded.workspace)
@@ -350,6 +377,26 @@ class DeploymentReconciler:
         return waiting
 
     @staticmethod
+    def _apply_rollout(s, dep: Deployment, loaded: _Loaded, snap: DeploymentSnapshot, ro: RolloutPass,
+                       now: datetime) -> bool:
+        """Write a canary rollout's pass; True when what the gateways are told changed."""
+        new = stored(ro, dep.rollout)
+        if new is None or dep.generation != snap.generation:
+            return False  # a deploy started another rollout meanwhile: it decides from now on
+        before = dep.rollout or {}
+        dep.rollout = new
+        if ro.decision.action == "rollback":  # the stable generation is the deployment's spec again
+            dep.spec = ro.stable_spec.model_dump(mode="json")
+            dep.generation = ro.decision.state.stable_generation
+            if ro.stable_workdir:
+                dep.workdir = ro.stable_workdir
+            dep.failures, dep.next_start_at, dep.last_failure = 0, None, ""
+        for type_, reason, message in ro.decision.events:
+            events.record(s, now=now, kind="Deployment", name=loaded.name, object_id=loaded.dep_id,
+                          type=type_, reason=reason, message=message, workspace=loaded.workspace)
+        return (before.get("phase"), before.get("weight")) != (new.get("phase"), new.get("weight"))
+
+    @staticmethod
     def _apply_change(row: Replica | None, c, now: datetime) -> bool:
         """Write one replica's change; True if it entered or left Ready (the routes change)."""
         if row is None:
@@ -371,15 +418,20 @@ class DeploymentReconciler:
         return moved
 
     def _new_replica(self, s, loaded: _Loaded, snap: DeploymentSnapshot, ordinal: int, alloc: Allocation, now,
-                     base_env: dict[str, str], runtime: Runtime) -> LaunchSpec:
-        spec = snap.spec
+                     base_env: dict[str, str], runtime: Runtime, *, spec: DeploymentSpec | None = None,
+                     generation: int | None = None, workdir: str | None = None) -> LaunchSpec:
+        """A new replica row and what to launch: of the current generation, or (a canary rollout's
+        stable replicas) of the `generation` that runs `spec` in `workdir`."""
+        spec = spec or snap.spec
+        generation = snap.generation if generation is None else generation
+        workdir = workdir or loaded.workdir
         local = alloc.cluster == "local"
         # on an engine's cluster the runtime picks the node and the port ($HOST, $PORT), reported later
         host, port = (HOST, _free_port()) if local else ("", 0)
         key = f"{loaded.dep_id}/replica-{ordinal}"
         handle = runtime.handle_for(key)
         s.add(Replica(
-            deployment_id=loaded.dep_id, ordinal=ordinal, generation=snap.generation,
+            deployment_id=loaded.dep_id, ordinal=ordinal, generation=generation,
             state=ReplicaState.STARTING.value, created_at=now, host=host, port=port,
             runtime=handle.runtime, cluster=alloc.cluster, handle={**handle.data, "logs": [runtime.log_path(handle, 0)]},
             allocation=alloc.to_dict(), reason="starting", probe_failures=0,
@@ -407,7 +459,7 @@ class DeploymentReconciler:
         if token:
             env["CUMULO_TOKEN"] = token  # reads its workspace (e.g. the job that trained its model)
         r = spec.resources
-        return LaunchSpec(key=key, command=command, workdir=loaded.workdir, env=env,
+        return LaunchSpec(key=key, command=command, workdir=workdir, env=env,
                           stop_grace=STOP_GRACE.total_seconds() - 5,
                           resources=WorkerResources(cpu=r.cpu, memory=r.memory, gpu=r.gpu, gpu_type=r.gpu_type),
                           serve=not local)

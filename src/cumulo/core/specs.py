@@ -168,16 +168,56 @@ class Health(_Model):
         return v
 
 
-class Rollout(_Model):
-    """An update replaces replicas one by one: at most `max_surge` extra, `max_unavailable` missing."""
+class Analysis(_Model):
+    """When a canary step passes: the new generation's numbers over the step's window, measured in
+    the same window as the stable generation's."""
 
+    max_error_rate: float = Field(0.01, ge=0, le=1, description="share of the canary's requests answered 5xx "
+                                  "or failed (0.01 = 1 %)")
+    max_p99_ms: float | None = Field(500.0, gt=0, le=3_600_000, description="the canary's p99 latency in ms; "
+                                     "null: not checked")
+    min_requests: int = Field(50, ge=1, le=10_000_000, description="requests the canary must have answered in "
+                              "the window before it is judged")
+
+
+class Rollout(_Model):
+    """How an update replaces replicas.
+
+    rolling (the default): one by one, at most `max_surge` extra, `max_unavailable` missing.
+    canary: new replicas get `steps` percent of the traffic in turn (the stable ones keep serving the
+    rest); each step lasts at least `interval` and is promoted only when `analysis` passes; a failing
+    analysis rolls back by itself.
+    """
+
+    strategy: Literal["rolling", "canary"] = "rolling"
     max_surge: int = Field(1, ge=0, le=256)
     max_unavailable: int = Field(0, ge=0, le=256)
+    steps: list[int] = Field(default_factory=lambda: [10, 50, 100], min_length=1, max_length=100,
+                             description="canary: percent of the traffic the new version gets at each step; "
+                                         "increasing, 1..100, the last one 100")
+    interval: Duration = Field(30.0, gt=0, le=7 * 86400, description="canary: how long each step lasts at least")
+    analysis: Analysis = Field(default_factory=Analysis)
 
     @model_validator(mode="after")
     def _can_progress(self) -> "Rollout":
         if self.max_surge == 0 and self.max_unavailable == 0:
             raise ValueError("max_surge and max_unavailable cannot both be 0: the rollout could never progress")
+        if self.strategy == "rolling":
+            given = sorted({"steps", "interval", "analysis"} & self.model_fields_set)
+            if given:
+                raise ValueError(f"{', '.join(given)} only apply to strategy: canary (add `strategy: canary`, "
+                                 "or remove them)")
+            return self
+        steps = self.steps
+        for i, w in enumerate(steps):
+            if not 1 <= w <= 100:
+                raise ValueError(f"steps[{i}] is {w}: each step is a percent of the traffic, 1..100")
+            if i and w <= steps[i - 1]:
+                raise ValueError(f"steps must increase: steps[{i}] ({w}) is not above steps[{i - 1}] "
+                                 f"({steps[i - 1]})")
+        if steps[-1] != 100:
+            raise ValueError(f"the last step must be 100 (the new version takes all the traffic); add 100 after "
+                             f"{steps[-1]}")
         return self
 
 

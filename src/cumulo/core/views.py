@@ -171,6 +171,48 @@ class ReplicaView(_View):
     reason: str = ""
 
 
+class GenerationAnalysis(_View):
+    """One generation's numbers over a canary step's window."""
+
+    generation: int
+    requests: int
+    errors: int  # answered 5xx or failed
+    error_rate: float | None = None  # None: no request in the window
+    p99_ms: float | None = None
+
+
+class RolloutAnalysis(_View):
+    """The evidence of a canary rollout's latest judgement: both generations in the same window."""
+
+    stable: GenerationAnalysis
+    canary: GenerationAnalysis
+    window_seconds: float
+    max_error_rate: float
+    max_p99_ms: float | None = None
+    min_requests: int
+
+
+class RolloutView(_View):
+    """A deployment's canary rollout (`cumulo deployment rollout status`)."""
+
+    deployment: str
+    strategy: str = "canary"
+    #: Progressing, Succeeded (the new version takes all the traffic) or RolledBack
+    phase: str
+    step: int  # 1-based index into steps
+    steps: list[int]
+    weight: int  # percent of the traffic the new version gets now
+    stable_generation: int
+    canary_generation: int
+    started_at: datetime | None = None
+    #: when the current step's window began (None: its canary is not serving yet)
+    window_start: datetime | None = None
+    reason: str = ""
+    analysis: RolloutAnalysis | None = None
+    #: promote or abort asked and not yet acted on
+    pending: str | None = None
+
+
 class DeploymentView(_View):
     id: str
     name: str
@@ -191,6 +233,8 @@ class DeploymentView(_View):
     replicas: list[ReplicaView] = []
     #: recently ended replicas, newest last (crashes show here with their reason)
     ended: list[ReplicaView] = []
+    #: the latest canary rollout, if any (in progress, finished or rolled back)
+    rollout: RolloutView | None = None
 
 
 class NodeDetail(_View):

@@ -2,9 +2,10 @@
 
 The standalone gateway: serves /d/<name>/<path> and /metrics on its own port, and syncs with the
 control plane every `--poll` seconds (from a thread): it POSTs {URL}/api/v1/gateway/sync with what
-it saw (per deployment: arrivals, answers, in flight, latency; per replica address: requests in
-flight and whether its table routes there) under its own gateway id, and applies the routes and the
-hold list it gets back (Gateway.update). So its traffic counts in the autoscaler's load and in the
+it saw (per deployment: arrivals, answers, in flight, latency, and during a canary rollout each
+generation's answers, failures and latency histogram; per replica address: requests in flight and
+whether its table routes there) under its own gateway id, and applies the routes, the hold list and
+the canary splits it gets back (Gateway.update). So its traffic counts in the autoscaler's load and in the
 drain wait before a replica's SIGTERM, and a deployment scaled to zero holds requests while its
 first replica starts, as in `cumulo up`'s own gateway. Against a control plane without the sync
 route it falls back to GET /api/v1/gateway/routes (routes only).
@@ -35,7 +36,7 @@ import uvicorn
 
 from cumulo.core import settings
 from cumulo.gateway.proxy import Gateway
-from cumulo.gateway.routing import parse_routes
+from cumulo.gateway.routing import parse_routes, parse_splits
 from cumulo.gateway.server import listen_socket, uvicorn_config
 
 log = logging.getLogger("cumulo.gateway")
@@ -89,6 +90,9 @@ class ControlPlaneSync:
             deployments[name] = {"arrivals_total": st["arrivals_total"], "requests_total": st["requests_total"],
                                  "in_flight": max(0, st["in_flight"]), "latency_sum": lat["sum"],
                                  "latency_count": lat["count"], "in_flight_seconds": st["in_flight_seconds_total"]}
+            gens = self.gateway.generation_stats(name)
+            if gens:  # a canary rollout's per-generation counters (the control plane's analysis)
+                deployments[name]["generations"] = {str(g): c for g, c in gens.items()}
         replicas = []
         for host, port in sorted(routed | self._draining):
             n = self.gateway.in_flight_to(host, port)
@@ -106,6 +110,7 @@ class ControlPlaneSync:
         try:
             doc = self._exchange()
             routes = parse_routes(doc)
+            splits = parse_splits(doc)
             hold = doc.get("hold", [])
             if not isinstance(hold, list) or not all(isinstance(h, str) for h in hold):
                 raise ValueError("routes: 'hold' must be a list of deployment names")
@@ -125,7 +130,7 @@ class ControlPlaneSync:
             log.info("control plane %s reachable again", self.base)
         self._failing = False
         if doc != self._last:
-            self.gateway.update(routes, hold, auth)
+            self.gateway.update(routes, hold, auth, splits)
             self._last = doc
             after = {(ep.host, ep.port) for eps in routes.values() for ep in eps}
             self._draining |= before - after

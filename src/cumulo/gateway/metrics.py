@@ -121,6 +121,27 @@ class DeploymentStats:
         }
 
 
+class GenerationStats:
+    """Counters of the requests one generation of a deployment answered while a canary split was on
+    (the canary analysis compares them): answered, 5xx or failed, and a latency histogram."""
+
+    __slots__ = ("requests", "errors", "buckets")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.errors = 0
+        self.buckets = [0] * (len(BUCKETS) + 1)
+
+    def finished(self, status: int, seconds: float) -> None:
+        self.requests += 1
+        if status >= 500:
+            self.errors += 1
+        self.buckets[bisect_left(BUCKETS, seconds)] += 1
+
+    def snapshot(self) -> dict:
+        return {"requests": self.requests, "errors": self.errors, "buckets": list(self.buckets)}
+
+
 def _histogram(counts: list[int], total: float) -> dict:
     count = sum(counts)
     return {

@@ -37,8 +37,8 @@ from collections.abc import Callable, Iterable, Mapping
 
 from cumulo.gateway import websocket
 from cumulo.gateway._upstream import Connection, Pool, UpstreamError
-from cumulo.gateway.metrics import DeploymentStats, exposition
-from cumulo.gateway.routing import Endpoint, RouteTable, pick, split_path
+from cumulo.gateway.metrics import DeploymentStats, GenerationStats, exposition
+from cumulo.gateway.routing import Endpoint, RouteTable, Split, choose_group, pick, split_path
 
 __all__ = ["Gateway"]
 
@@ -75,10 +75,12 @@ class _SlowClient(Exception):
 class _Deployment:
     """One deployment's state on the serving loop (created from any thread, mutated on the loop)."""
 
-    __slots__ = ("stats", "outstanding", "ejected", "pools", "held")
+    __slots__ = ("stats", "outstanding", "ejected", "pools", "held", "generations")
 
     def __init__(self, name: str) -> None:
         self.stats = DeploymentStats(name)
+        #: per generation, the requests answered while a canary split was on (the canary analysis)
+        self.generations: dict[int, GenerationStats] = {}
         self.outstanding: dict[str, int] = {}  # replica id -> requests (and websockets) in flight to it
         self.ejected: dict[str, float] = {}  # replica id -> monotonic time it may be tried again
         self.pools: dict[tuple[str, str, int], Pool] = {}  # (replica id, host, port) -> pool
@@ -125,7 +127,8 @@ class Gateway:
     # -- control plane side -------------------------------------------------------------------
 
     def update(self, routes: Mapping[str, Iterable[Endpoint]], hold: Iterable[str] = (),
-               auth: Mapping[str, Mapping[str, float | None]] | None = None) -> None:
+               auth: Mapping[str, Mapping[str, float | None]] | None = None,
+               splits: Mapping[str, Split] | None = None) -> None:
         """Replace the whole route table (thread-safe; takes effect for the next request).
 
         Requests to a deployment named in `hold` that has no ready replica wait (bounded: at most
@@ -135,8 +138,12 @@ class Gateway:
         A deployment named in `auth` answers only requests whose `Authorization: Bearer` token's
         SHA-256 (hex) is among its keys and not past its expiry (epoch seconds; None: never); the
         header is consumed here, never passed to the replica.
+
+        A deployment named in `splits` is in a canary rollout: its canary generation's ready
+        endpoints get `weight` percent of its requests, and what each generation answered is counted
+        apart (`generation_stats`).
         """
-        table = RouteTable(routes)
+        table = RouteTable(routes, splits)
         tokens = {name: dict(digests) for name, digests in (auth or {}).items()}
         with self._lock:
             for name in table.names():
@@ -164,6 +171,11 @@ class Gateway:
         """A snapshot of deployment `name`'s request metrics (zeros if it has had no traffic)."""
         d = self._deps.get(name)
         return (d.stats if d is not None else DeploymentStats(name)).snapshot()
+
+    def generation_stats(self, name: str) -> dict[int, dict]:
+        """Deployment `name`'s per-generation counters (cumulative; counted while a split was on)."""
+        d = self._deps.get(name)
+        return {} if d is None else {g: s.snapshot() for g, s in list(d.generations.items())}
 
     def metrics_text(self) -> bytes:
         """Prometheus text exposition of every deployment's metrics."""
@@ -234,7 +246,8 @@ class Gateway:
                              "served at /d/<name>/<path>")
             return
         name, target = where
-        ready = self._table.ready(name)
+        table = self._table
+        ready = table.ready(name)
         if ready is None:
             await io.problem(404, "Unknown deployment",
                              f"no deployment named {name!r} is served by this gateway; "
@@ -257,6 +270,7 @@ class Gateway:
         t0 = time.monotonic()
         stats.started(t0)
         status = 500
+        gen = None
         try:
             if not ready and name in self._hold:
                 ready = await self._wait_for_replica(name, dep)
@@ -266,11 +280,21 @@ class Gateway:
                     return
             else:
                 stats.queue_buckets[0] += 1  # handed on without waiting
+            if table._groups and ready:  # a canary rollout: which generation serves this request
+                groups = table.groups(name)
+                if groups is not None:
+                    ready, gen = choose_group(groups, self._rng)
             if query:
                 target = target + b"?" + query
             status = await self._exchange(io, method, target, headers, client_ip, scheme, name, dep, ready, loop)
         finally:
-            stats.finished(status, time.monotonic() - t0, t0)
+            elapsed = time.monotonic() - t0
+            stats.finished(status, elapsed, t0)
+            if gen is not None and status != 499:  # a client that left says nothing of the replica
+                g = dep.generations.get(gen)
+                if g is None:
+                    g = dep.generations[gen] = GenerationStats()
+                g.finished(status, elapsed)
 
     async def _wait_for_replica(self, name: str, dep: _Deployment):
         """Hold a request while a deployment scaled to zero starts its first replica."""

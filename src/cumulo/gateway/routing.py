@@ -6,6 +6,11 @@ one *ready* endpoint, chosen by least outstanding requests with the power of two
 distinct candidates at random and take the one with fewer requests in flight (Mitzenmacher 2001).
 It balances nearly as well as a full least-loaded scan, costs O(1) per request, and avoids the herd
 behaviour of always picking the global minimum from slightly stale counts.
+
+During a canary rollout a deployment has a `Split`: the new generation's ready endpoints get
+`weight` percent of the requests and the others the rest (`choose_group`, one random draw; a group
+with no ready endpoint hands its share to the other), and the power of two choices runs within the
+chosen group. Deployments without a split pay one dict lookup.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import unquote
 
-__all__ = ["Endpoint", "RandomSource", "RouteTable", "pick", "parse_routes", "split_path"]
+__all__ = ["Endpoint", "RandomSource", "RouteTable", "Split", "choose_group", "parse_routes", "parse_splits", "pick",
+           "split_path"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +32,7 @@ class Endpoint:
     host: str
     port: int
     ready: bool = True
+    generation: int = 0  # the deployment's spec generation it runs (0: not said)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -39,16 +46,57 @@ class RandomSource(Protocol):
     def randrange(self, stop: int, /) -> int: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Split:
+    """A canary rollout's traffic split: `weight` percent (0..100) of the requests go to the
+    endpoints of `canary_generation`, the rest to the others (the stable generation's)."""
+
+    canary_generation: int
+    weight: int
+    stable_generation: int = 0
+
+
+#: a deployment's split, ready to use: (weight, canary generation, its ready endpoints,
+#: stable generation, the other ready endpoints)
+Groups = tuple[int, int, tuple[Endpoint, ...], int, tuple[Endpoint, ...]]
+
+
+def choose_group(groups: Groups, rng: RandomSource) -> tuple[tuple[Endpoint, ...], int]:
+    """The endpoints one request may go to, and their generation: the canary's with probability
+    weight/100 (one draw), else the stable ones; an empty group hands its share to the other."""
+    weight, cgen, canary, sgen, stable = groups
+    if canary and (not stable or rng.randrange(100) < weight):
+        return canary, cgen
+    return stable, sgen
+
+
 class RouteTable:
-    """An immutable snapshot of {deployment name: endpoints}, with the ready ones precomputed."""
+    """An immutable snapshot of {deployment name: endpoints}, with the ready ones (and the groups of
+    deployments with a canary split) precomputed."""
 
-    __slots__ = ("_all", "_ready")
+    __slots__ = ("_all", "_ready", "_groups")
 
-    def __init__(self, routes: Mapping[str, Iterable[Endpoint]] | None = None) -> None:
+    def __init__(self, routes: Mapping[str, Iterable[Endpoint]] | None = None,
+                 splits: Mapping[str, Split] | None = None) -> None:
         self._all: dict[str, tuple[Endpoint, ...]] = {n: tuple(eps) for n, eps in (routes or {}).items()}
         self._ready: dict[str, tuple[Endpoint, ...]] = {
             n: tuple(e for e in eps if e.ready) for n, eps in self._all.items()
         }
+        self._groups: dict[str, Groups] = {}
+        for n, sp in (splits or {}).items():
+            ready = self._ready.get(n)
+            if ready is None:
+                continue
+            canary = tuple(e for e in ready if e.generation == sp.canary_generation)
+            stable = tuple(e for e in ready if e.generation != sp.canary_generation)
+            self._groups[n] = (max(0, min(100, sp.weight)), sp.canary_generation, canary, sp.stable_generation, stable)
+
+    def groups(self, name: str) -> Groups | None:
+        """The canary split of `name` (see choose_group), or None when it has none."""
+        return self._groups.get(name)
+
+    def splits(self) -> dict[str, Split]:
+        return {n: Split(g[1], g[0], g[3]) for n, g in self._groups.items()}
 
     def __contains__(self, name: object) -> bool:
         return name in self._all
@@ -125,11 +173,32 @@ def pick(
     return b if outstanding.get(b.replica_id, 0) < outstanding.get(a.replica_id, 0) else a
 
 
+def parse_splits(doc: Mapping) -> dict[str, Split]:
+    """The routes JSON's canary splits: ``{"splits": {"name": {"canary_generation": int, "weight":
+    0..100, "stable_generation": int}}}`` (absent: none). Raises ValueError naming the bad entry."""
+    raw = doc.get("splits") or {}
+    if not isinstance(raw, Mapping):
+        raise ValueError("routes: 'splits' must map deployment names to {canary_generation, weight}")
+    out = {}
+    for name, sp in raw.items():
+        try:
+            cgen, weight, sgen = sp["canary_generation"], sp["weight"], sp.get("stable_generation", 0)
+            if not all(isinstance(x, int) and not isinstance(x, bool) for x in (cgen, weight, sgen)) \
+                    or not 0 <= weight <= 100:
+                raise TypeError
+        except (KeyError, TypeError, AttributeError):
+            raise ValueError(f"routes.splits.{name}: expected "
+                             '{"canary_generation": int, "weight": 0..100, "stable_generation": int}, got '
+                             + repr(sp)) from None
+        out[str(name)] = Split(cgen, weight, sgen)
+    return out
+
+
 def parse_routes(doc: Mapping) -> dict[str, list[Endpoint]]:
     """The control plane's routes JSON -> {name: [Endpoint]}.
 
-    ``{"deployments": {"name": [{"replica_id": str, "host": str, "port": int, "ready": bool}]}}``
-    Raises ValueError naming the bad entry.
+    ``{"deployments": {"name": [{"replica_id": str, "host": str, "port": int, "ready": bool,
+    "generation": int (optional)}]}}``. Raises ValueError naming the bad entry.
     """
     deps = doc.get("deployments") if isinstance(doc, Mapping) else None
     if not isinstance(deps, Mapping):
@@ -145,14 +214,16 @@ def parse_routes(doc: Mapping) -> dict[str, list[Endpoint]]:
             try:
                 rid, host, port = e["replica_id"], e["host"], e["port"]
                 ready = e.get("ready", True)
+                gen = e.get("generation", 0)
                 if not (isinstance(rid, str) and isinstance(host, str) and isinstance(port, int)
-                        and not isinstance(port, bool) and 0 < port < 65536 and isinstance(ready, bool)):
+                        and not isinstance(port, bool) and 0 < port < 65536 and isinstance(ready, bool)
+                        and isinstance(gen, int) and not isinstance(gen, bool)):
                     raise TypeError
             except (KeyError, TypeError, AttributeError):
                 raise ValueError(
                     f"routes.deployments.{name}[{i}]: expected "
                     '{"replica_id": str, "host": str, "port": int, "ready": bool}, got ' + repr(e)
                 ) from None
-            parsed.append(Endpoint(rid, host, port, ready))
+            parsed.append(Endpoint(rid, host, port, ready, gen))
         out[name] = parsed
     return out

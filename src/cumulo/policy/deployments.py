@@ -4,6 +4,11 @@ Keeps `spec.replicas` ready replicas of the current spec generation. An update r
 one by one (at most `max_surge` extra, at most `max_unavailable` missing, so with the defaults a new
 replica is ready before an old one drains). A crashed or unhealthy replica is replaced after an
 exponential backoff; repeated failures show as CrashLoopBackOff with the last failure's reason.
+
+During a canary rollout (`canary` set; policy/rollout.py decides its steps) the stable generation
+keeps `desired` replicas and the new one runs `canary.replicas` beside them; replicas of any other
+generation are drained. A stable replica that fails is replaced with the stable generation
+(`start_stable`). Once the rollout finishes or rolls back, the ordinary rolling logic takes over.
 """
 
 from __future__ import annotations
@@ -41,6 +46,16 @@ class ReplicaSnapshot:
 
 
 @dataclass(frozen=True)
+class Canary:
+    """A canary rollout in progress: the generation that keeps serving, and how many replicas of the
+    new one (the snapshot's `generation`) run beside it now."""
+
+    stable_generation: int
+    replicas: int
+    rolled_back: bool = False  # the new generation's replicas go now (replicas is 0)
+
+
+@dataclass(frozen=True)
 class DeploymentSnapshot:
     now: datetime
     spec: DeploymentSpec
@@ -60,6 +75,7 @@ class DeploymentSnapshot:
     desired: int | None = None
     #: every cluster (policy/clusters.py); empty: only the local node, with `capacity`
     clusters: tuple[ClusterView, ...] = ()
+    canary: Canary | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +92,7 @@ class DeploymentDecision:
     state: DeploymentState
     reason: str
     start: tuple[Allocation, ...] = ()  # one new replica of the current generation per allocation
+    start_stable: tuple[Allocation, ...] = ()  # canary rollout: one new replica of the stable generation each
     stop: tuple[str, ...] = ()  # replica ids to drain (SIGTERM, grace)
     kill: tuple[str, ...] = ()  # replica ids whose drain outlasted the grace
     changes: tuple[ReplicaChange, ...] = ()
@@ -169,36 +186,21 @@ def decide_deployment(s: DeploymentSnapshot) -> DeploymentDecision:
     # 3. rollout and scaling
     desired = spec.replicas if s.desired is None else s.desired
     cur = [r for r in live if r.generation == s.generation]
-    old = [r for r in live if r.generation != s.generation]
-    ready = [r for r in live if state_of[r.id] == ReplicaState.READY]
-    not_ready_old = [r for r in old if state_of[r.id] != ReplicaState.READY]
-    drain(not_ready_old, "replaced by the new version")
-    old = [r for r in old if r not in not_ready_old]
-    min_available = max(desired - spec.rollout.max_unavailable, 0)
-    can_stop = len(ready) - min_available
-    old_ready = sorted((r for r in old if state_of[r.id] == ReplicaState.READY), key=lambda r: r.created_at)
-    if can_stop > 0 and old_ready:
-        drain(old_ready[:can_stop], "replaced by the new version")
-        old = [r for r in old if r not in old_ready[:can_stop]]
-    excess = len(cur) - desired
-    if excess > 0:  # scale down: replicas that are not ready first, then the newest
-        victims = sorted(cur, key=lambda r: (state_of[r.id] == ReplicaState.READY, -r.created_at.timestamp()))[:excess]
-        drain(victims, "scaled down")
-        cur = [r for r in cur if r not in victims]
-
-    total = len(cur) + len(old)
-    want = min(desired - len(cur), desired + spec.rollout.max_surge - total)
-    starts: list[Allocation] = []
     waiting = ""
-    if want > 0:
+
+    def allocate(want: int) -> list[Allocation]:
+        nonlocal waiting
+        got: list[Allocation] = []
+        if want <= 0 or waiting:
+            return got
         if next_start_at is not None and now < next_start_at:
             waiting = f"restarting in {(next_start_at - now).total_seconds():.0f}s"
         elif s.capacity is None and not s.clusters:
             waiting = "waiting for a node to report its capacity"
         else:
             clusters = s.clusters or (ClusterView(LOCAL, LOCAL, capacity=s.capacity),)
-            used = list(s.used)
-            mine = list(s.quota_used)
+            used = list(s.used) + taken
+            mine = list(s.quota_used) + taken
             r = spec.resources
             for _ in range(want):
                 request = Request(r.cpu, r.memory, r.gpu, 1, gpu_type=r.gpu_type)
@@ -210,17 +212,61 @@ def decide_deployment(s: DeploymentSnapshot) -> DeploymentDecision:
                 if isinstance(fit, str):
                     waiting = fit
                     break
-                starts.append(fit)
+                got.append(fit)
                 used.append(fit)
                 mine.append(fit)
+        taken.extend(got)
+        return got
+
+    def trim(group: list[ReplicaSnapshot], keep: int, why: str = "scaled down") -> list[ReplicaSnapshot]:
+        """Scale a group down to `keep`: replicas that are not ready first, then the newest."""
+        excess = len(group) - keep
+        if excess <= 0:
+            return group
+        victims = sorted(group, key=lambda r: (state_of[r.id] == ReplicaState.READY, -r.created_at.timestamp()))[:excess]
+        drain(victims, why)
+        return [r for r in group if r not in victims]
+
+    taken: list[Allocation] = []
+    starts_stable: list[Allocation] = []
+    if s.canary is not None:
+        c = s.canary
+        stable = [r for r in live if r.generation == c.stable_generation and r.generation != s.generation]
+        drain([r for r in live if r not in cur and r not in stable], "replaced by the new version")
+        cur = trim(cur, c.replicas, "rolled back" if c.rolled_back else "scaled down")
+        stable = trim(stable, desired)
+        starts = allocate(c.replicas - len(cur))
+        starts_stable = allocate(desired - len(stable))
+        old = stable
+    else:
+        old = [r for r in live if r.generation != s.generation]
+        ready = [r for r in live if state_of[r.id] == ReplicaState.READY]
+        not_ready_old = [r for r in old if state_of[r.id] != ReplicaState.READY]
+        drain(not_ready_old, "replaced by the new version")
+        old = [r for r in old if r not in not_ready_old]
+        min_available = max(desired - spec.rollout.max_unavailable, 0)
+        can_stop = len(ready) - min_available
+        old_ready = sorted((r for r in old if state_of[r.id] == ReplicaState.READY), key=lambda r: r.created_at)
+        if can_stop > 0 and old_ready:
+            drain(old_ready[:can_stop], "replaced by the new version")
+            old = [r for r in old if r not in old_ready[:can_stop]]
+        cur = trim(cur, desired)
+        total = len(cur) + len(old)
+        starts = allocate(min(desired - len(cur), desired + spec.rollout.max_surge - total))
 
     # 4. how it stands
     ready_cur = sum(1 for r in cur if state_of[r.id] == ReplicaState.READY)
     summary = f"{ready_cur}/{desired} ready"
+    if s.canary is not None:
+        ready_stable = sum(1 for r in old if state_of[r.id] == ReplicaState.READY)
+        summary = (f"canary: {ready_cur}/{s.canary.replicas} new ready, {ready_stable}/{desired} "
+                   f"stable (version {s.canary.stable_generation}) ready")
     if failures >= CRASH_LOOP_AFTER and ready_cur < desired:
         state, reason = DeploymentState.CRASH_LOOP, f"{summary}; replicas keep failing: {last_failure}"
         if failures == CRASH_LOOP_AFTER and failures != s.failures:
             events.append(("Warning", "CrashLoopBackOff", f"{failures} replica failures in a row: {last_failure}"))
+    elif s.canary is not None:
+        state, reason = DeploymentState.PROGRESSING, summary
     elif old or (ready_cur < desired and not failures):
         state = DeploymentState.PROGRESSING
         reason = f"{summary}; rolling out ({len(old)} old replicas left)" if old else f"{summary}; starting replicas"
@@ -234,7 +280,7 @@ def decide_deployment(s: DeploymentSnapshot) -> DeploymentDecision:
     if waiting.startswith("restarting") and next_start_at is not None:
         requeue = min(POLL, max((next_start_at - now).total_seconds(), 0.05))
     return DeploymentDecision(
-        state, reason, start=tuple(starts), stop=tuple(stop), kill=tuple(kill), changes=tuple(changes),
-        failures=failures, next_start_at=next_start_at, last_failure=last_failure,
-        requeue_after=0.2 if starts else requeue, events=tuple(events),
+        state, reason, start=tuple(starts), start_stable=tuple(starts_stable), stop=tuple(stop), kill=tuple(kill),
+        changes=tuple(changes), failures=failures, next_start_at=next_start_at, last_failure=last_failure,
+        requeue_after=0.2 if starts or starts_stable else requeue, events=tuple(events),
     )

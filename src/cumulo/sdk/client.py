@@ -14,7 +14,7 @@ from cumulo.core.errors import CumuloError, ServerUnavailable, from_problem
 from cumulo.core.specs import DeploymentSpec, JobSpec
 from cumulo.core.views import (
     AlertRuleView, AlertView, ClusterInfo, CostReport, DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint,
-    MonitorOverview, NodeView, SecretView, SeriesReport, System, TokenView, WorkspaceView,
+    MonitorOverview, NodeView, RolloutView, SecretView, SeriesReport, System, TokenView, WorkspaceView,
 )
 from cumulo.sdk.handle import DeploymentHandle
 from cumulo.sdk.specs import load_spec
@@ -294,6 +294,19 @@ class Client:
         if replica is not None:
             params["replica"] = replica
         return LogChunk.model_validate(self._call("GET", f"/deployments/{name}/logs", params=params))
+
+    def rollout(self, name: str) -> RolloutView:
+        """The deployment's latest canary rollout: phase, step, weight, and the evidence of its latest
+        judgement (NotFound when it never had one)."""
+        return RolloutView.model_validate(self._call("GET", f"/deployments/{name}/rollout"))
+
+    def promote_rollout(self, name: str) -> RolloutView:
+        """Move the canary rollout in progress to its next step now (Conflict when none is in progress)."""
+        return RolloutView.model_validate(self._call("POST", f"/deployments/{name}/rollout/promote"))
+
+    def abort_rollout(self, name: str) -> RolloutView:
+        """Roll the canary rollout in progress back now (Conflict when none is in progress)."""
+        return RolloutView.model_validate(self._call("POST", f"/deployments/{name}/rollout/abort"))
 
     def wait_deployment(self, name: str, *, timeout: float = 300.0, poll: float = 0.3) -> DeploymentView:
         """Block until every desired replica is ready on the current spec (state Available)."""

@@ -13,9 +13,10 @@ from cumulo.core.errors import Conflict, InvalidSpec, NotFound, Unschedulable
 from cumulo.core.specs import DeploymentSpec, parse_spec
 from cumulo.core.states import DeploymentState, ReplicaState
 from cumulo.core.tokens import Scope, route_key
-from cumulo.core.views import DeploymentView, LogChunk, ReplicaView
+from cumulo.core.views import DeploymentView, LogChunk, ReplicaView, RolloutView
 from cumulo.policy.autoscaling import configure
 from cumulo.policy.capacity import Request
+from cumulo.policy.rollout import start_rollout
 from cumulo.services.logs import read_chunk
 from cumulo.store import secrets as secrets_store
 from cumulo.store import deployments as store
@@ -88,10 +89,26 @@ class DeploymentService:
                     raise Conflict(f"deployment {spec.name!r} is being deleted; wait until it is gone, then deploy again")
                 old = DeploymentSpec.model_validate(d.spec)
                 if old.rollout_fields() != spec.rollout_fields() or d.workdir != str(workdir):
-                    d.generation += 1
+                    stable = self._stable(s, d)  # (generation, spec, workdir) serving now, before the bump
+                    # never reuse a generation a rolled-back canary had (its replicas may still drain)
+                    d.generation = max(d.generation, int((d.rollout or {}).get("canary_generation", 0))) + 1
                     d.failures, d.next_start_at = 0, None
+                    message = f"rolling out version {d.generation}"
+                    if spec.rollout.strategy == "canary" and stable is not None:
+                        gen, stable_spec, stable_workdir = stable
+                        state = start_rollout(gen, d.generation, now, spec.rollout.steps)
+                        d.rollout = {**state.to_dict(), "weight": spec.rollout.steps[0], "steps": spec.rollout.steps,
+                                     "stable_spec": stable_spec, "stable_workdir": stable_workdir}
+                        message = (f"canary rollout of version {d.generation}: steps {spec.rollout.steps} % of the "
+                                   f"traffic, {spec.rollout.interval:g}s each at least, beside version {gen}")
+                    else:
+                        if spec.rollout.strategy == "canary":
+                            message += " (no ready replica of the current version to compare with: replaced one by one)"
+                        if d.rollout and d.rollout.get("phase") == "Progressing":
+                            d.rollout = {**d.rollout, "phase": "Superseded", "weight": 0,
+                                         "reason": f"superseded by version {d.generation}"}
                     events.record(s, now=now, kind="Deployment", name=spec.name, object_id=d.id, type="Normal",
-                                  reason="RolloutStarted", message=f"rolling out version {d.generation}",
+                                  reason="RolloutStarted", message=message,
                                   workspace=scope.workspace, actor=scope.actor)
                 if old.replicas != spec.replicas:
                     events.record(s, now=now, kind="Deployment", name=spec.name, object_id=d.id, type="Normal",
@@ -106,6 +123,47 @@ class DeploymentService:
             view = self._view(s, d)
         self.wake(view.id)
         return view, created
+
+    @staticmethod
+    def _stable(s, d: Deployment) -> tuple[int, dict, str] | None:
+        """What serves now, to compare a canary with: the stable side of a rollout in progress, else
+        the current generation if one of its replicas is ready; None when nothing serves."""
+        ro = d.rollout or {}
+        if ro.get("phase") == "Progressing":
+            return int(ro["stable_generation"]), ro["stable_spec"], ro.get("stable_workdir") or d.workdir
+        if any(r.generation == d.generation and r.state == ReplicaState.READY.value for r in store.live_replicas(s, d.id)):
+            return d.generation, d.spec, d.workdir
+        return None
+
+    def rollout(self, name: str, scope: Scope = SYSTEM) -> RolloutView:
+        """The deployment's latest canary rollout; 404 when it never had one."""
+        with self.db.tx() as s:
+            d = store.by_name(s, name, scope.workspace)
+            view = _rollout_view(d)
+        if view is None:
+            raise NotFound(f"deployment {name!r} has had no canary rollout; set `rollout: {{strategy: canary}}` in "
+                           "its spec and deploy a new version")
+        return view
+
+    def rollout_command(self, name: str, command: str, scope: Scope = SYSTEM) -> RolloutView:
+        """Ask the rollout in progress to promote its canary to the next step now, or to abort (roll
+        back); the reconciler acts on it at its next pass (at once: this wakes it)."""
+        with self.db.tx() as s:
+            d = store.by_name(s, name, scope.workspace)
+            ro = d.rollout or {}
+            if ro.get("phase") != "Progressing":
+                what = f"its last rollout is {ro['phase']}" if ro else "it has had no canary rollout"
+                raise Conflict(f"deployment {name!r} has no canary rollout in progress ({what}); nothing to {command}")
+            d.rollout = {**ro, "command": command, "command_id": uuid.uuid4().hex[:12], "actor": scope.actor}
+            events.record(s, now=self.clock(), kind="Deployment", name=name, object_id=d.id, type="Normal",
+                          reason="RolloutPromoteRequested" if command == "promote" else "RolloutAbortRequested",
+                          message=f"{command} requested for the rollout of version {ro.get('canary_generation')}",
+                          workspace=scope.workspace, actor=scope.actor)
+            view = _rollout_view(d)
+            dep_id = d.id
+        self.wake(dep_id)
+        assert view is not None
+        return view
 
     def scale(self, name: str, replicas: int, scope: Scope = SYSTEM) -> DeploymentView:
         if not 0 <= replicas <= 256:
@@ -180,7 +238,22 @@ class DeploymentService:
             ready=sum(1 for r in live if r.state == ReplicaState.READY.value and r.generation == d.generation),
             created_at=d.created_at, updated_at=d.updated_at, spec=spec,
             replicas=[_replica_view(r) for r in live], ended=[_replica_view(r) for r in recent],
+            rollout=_rollout_view(d),
         )
+
+
+def _rollout_view(d: Deployment) -> RolloutView | None:
+    ro = d.rollout
+    if not ro:
+        return None
+    steps = ro.get("steps") or [100]
+    return RolloutView.model_validate({
+        "deployment": d.name, "phase": ro.get("phase", "Progressing"), "step": int(ro.get("step", 0)) + 1,
+        "steps": steps, "weight": int(ro.get("weight", 0)), "stable_generation": ro["stable_generation"],
+        "canary_generation": ro["canary_generation"], "started_at": ro.get("started_at"),
+        "window_start": ro.get("window_start"), "reason": ro.get("reason", ""), "analysis": ro.get("evidence"),
+        "pending": ro.get("command"),
+    })
 
 
 def _replica_view(r: Replica) -> ReplicaView:

@@ -41,6 +41,8 @@ class Counters:
     latency_sum: float = 0.0
     latency_count: float = 0.0
     in_flight_seconds: float = 0.0  # requests in flight integrated over time
+    #: during a canary rollout, per generation: (requests, errors, latency bucket counts), cumulative
+    generations: dict[int, tuple[int, int, tuple[int, ...]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,8 @@ class GatewayRegistry:
         self._lock = threading.Lock()
         self._gateways: dict[str, _Gateway] = {}
         self._totals: dict[str, dict[str, float]] = {}  # deployment -> summed growth of each counter
+        #: deployment -> generation -> summed growth of [requests, errors, *buckets]
+        self._gen_totals: dict[str, dict[int, list[int]]] = {}
 
     def sync(self, report: GatewayReport) -> GatewayView:
         """Record `report`; return what the gateway is to serve: routes, hold list, deployment tokens."""
@@ -93,6 +97,19 @@ class GatewayRegistry:
                     for f in _CUMULATIVE:
                         new, old = getattr(c, f), getattr(before, f) if before is not None else 0.0
                         totals[f] += new - old if new >= old else new  # a counter reset: it restarted
+                    if c.generations:
+                        gens = self._gen_totals.setdefault(name, {})
+                        for gen, (req, err, buckets) in c.generations.items():
+                            was = before.generations.get(gen) if before is not None else None
+                            now_v = [req, err, *buckets]
+                            old_v = [was[0], was[1], *was[2]] if was is not None else []
+                            if len(old_v) != len(now_v) or req < old_v[0]:
+                                old_v = [0] * len(now_v)  # first seen, or it restarted
+                            acc = gens.setdefault(gen, [0] * len(now_v))
+                            if len(acc) < len(now_v):
+                                acc.extend([0] * (len(now_v) - len(acc)))
+                            for i, (a, b) in enumerate(zip(now_v, old_v, strict=True)):
+                                acc[i] += max(a - b, 0)
             self._gateways[report.gateway_id] = _Gateway(now, dict(report.deployments), dict(report.in_flight),
                                                          report.routed, handed)
 
@@ -105,6 +122,13 @@ class GatewayRegistry:
             t = self._totals.get(name, {})
             in_flight = sum(g.last[name].in_flight for g in self._gateways.values() if name in g.last)
         return Counters(in_flight=in_flight, **{f: t.get(f, 0.0) for f in _CUMULATIVE})
+
+    def generation_totals(self, name: str) -> dict[int, tuple[int, int, tuple[int, ...]]]:
+        """Deployment `name`'s per-generation counters summed over the gateways (cumulative, only
+        growing): generation -> (requests, errors, latency bucket counts)."""
+        with self._lock:
+            gens = self._gen_totals.get(name, {})
+            return {g: (v[0], v[1], tuple(v[2:])) for g, v in gens.items()}
 
     def in_flight_to(self, host: str, port: int) -> int:
         """Requests the live gateways may have in flight to this address: what they reported, plus

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select
@@ -10,7 +10,17 @@ from sqlalchemy.orm import Session
 
 from cumulo.core.tokens import route_key
 from cumulo.store import deployments as store
-from cumulo.store.models import Deployment, Token
+from cumulo.store.models import Deployment, Replica, Token
+
+
+@dataclass(frozen=True)
+class SplitView:
+    """A deployment in a canary rollout: `weight` percent of its traffic to `canary_generation`."""
+
+    canary_generation: int
+    weight: int
+    stable_generation: int
+    generations: dict[int, int]  # ordinal -> generation of each of its ready replicas
 
 
 @dataclass(frozen=True)
@@ -19,12 +29,21 @@ class GatewayView:
     hold: set[str]  # route keys that may scale from zero
     #: route key of each `auth: token` deployment -> {SHA-256 of a token made for it: expiry (epoch s) or None}
     auth: dict[str, dict[str, float | None]]
+    #: route key of each deployment in a canary rollout -> its traffic split
+    splits: dict[str, SplitView] = field(default_factory=dict)
 
 
 def gateway_view(s: Session, now: datetime) -> GatewayView:
     auth: dict[str, dict[str, float | None]] = {}
     owners: dict[tuple[str, str], str] = {}
-    for name, ws, spec in s.execute(select(Deployment.name, Deployment.workspace, Deployment.spec)):
+    splits: dict[str, SplitView] = {}
+    for dep_id, name, ws, spec, rollout in s.execute(
+            select(Deployment.id, Deployment.name, Deployment.workspace, Deployment.spec, Deployment.rollout)):
+        if rollout and rollout.get("phase") == "Progressing":
+            gens = dict(s.execute(select(Replica.ordinal, Replica.generation).where(
+                Replica.deployment_id == dep_id, Replica.state == "Ready")).all())
+            splits[route_key(name, ws)] = SplitView(int(rollout["canary_generation"]), int(rollout.get("weight", 0)),
+                                                    int(rollout["stable_generation"]), gens)
         if spec.get("auth") == "token":
             key = route_key(name, ws)
             auth[key] = {}
@@ -36,4 +55,4 @@ def gateway_view(s: Session, now: datetime) -> GatewayView:
             key = owners.get((ws, dep))
             if key is not None and (expires is None or expires > now):
                 auth[key][digest] = expires.timestamp() if expires is not None else None
-    return GatewayView(store.ready_endpoints(s), store.scale_from_zero_names(s), auth)
+    return GatewayView(store.ready_endpoints(s), store.scale_from_zero_names(s), auth, splits)

@@ -211,6 +211,9 @@ class Deployment(Base):
     #: set by the autoscaler (status); None: the spec's replicas count
     desired_replicas: Mapped[int | None] = mapped_column(Integer, nullable=True)
     autoscale_reason: Mapped[str] = mapped_column(Text, default="")
+    #: a canary rollout (policy/rollout.py RolloutState.to_dict() + its weight now, and the stable
+    #: generation's spec and workdir); None: none since the deployment was made
+    rollout: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     lock_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
     lock_expires: Mapped[datetime | None] = mapped_column(nullable=True)
 
