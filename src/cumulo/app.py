@@ -30,6 +30,7 @@ from cumulo.api.routes import ROUTERS
 from cumulo.catalog import find_instance_type, load_catalog
 from cumulo.control.alerts import AlertReconciler, metric_reader, webhooks_from_env
 from cumulo.control.detectors import ServiceDetectors
+from cumulo.control.replica_repair import ReplicaRepairReconciler
 from cumulo.control.autoscaler import AutoscalerReconciler, LoadSample
 from cumulo.control.clusters import ClusterReconciler, Runtimes
 from cumulo.control.costs import CostReconciler
@@ -262,6 +263,10 @@ def build(config: ServerConfig) -> ControlPlane:
                                        read_series=metric_reader(db, interval_from_env()),
                                        detectors=ServiceDetectors(interval_from_env()))
     alert_loop = Loop(alert_reconciler)
+    # replicas that are outliers among their peers, or heading for OOM, are replaced (no request fails)
+    repair = ReplicaRepairReconciler(db, replica_stats=gateway.replica_stats)
+    repair_loop = Loop(repair)
+    repair.wake_deployment = dep_loop.enqueue
     alert_reconciler.wake = alert_loop.enqueue
     app.state.alerts = AlertService(db, wake=alert_loop.enqueue)
 
@@ -284,7 +289,7 @@ def build(config: ServerConfig) -> ControlPlane:
     app.state.metrics_text = lambda: gateway.metrics_text() + monitor_exposition.exposition(
         lambda: (sampler.latest_t, sampler.latest), lambda: sampler.seconds_spent)
     plane = ControlPlane(config, db, runtime, [job_loop, dep_loop, autoscale_loop, node_loop, cost_loop, cluster_loop,
-                                               monitor_loop, alert_loop], app, gateway)
+                                               monitor_loop, alert_loop, repair_loop], app, gateway)
     return plane
 
 

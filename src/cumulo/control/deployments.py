@@ -183,7 +183,7 @@ class DeploymentReconciler:
                     ReplicaSnapshot(
                         id=str(r.ordinal), generation=r.generation, state=ReplicaState(r.state),
                         created_at=r.created_at, probe_failures=r.probe_failures,
-                        stop_requested_at=r.stop_requested_at,
+                        stop_requested_at=r.stop_requested_at, replace=r.replace_reason,
                     )
                     for r in reps
                 ),
@@ -245,7 +245,7 @@ class DeploymentReconciler:
             observed.append(ReplicaSnapshot(
                 id=r.id, generation=r.generation, state=r.state, created_at=r.created_at, phase=obs.phase,
                 exit_code=obs.exit_code, detail=detail, probe_ok=probe, probe_failures=r.probe_failures,
-                stop_requested_at=r.stop_requested_at,
+                stop_requested_at=r.stop_requested_at, replace=r.replace,
             ))
         return DeploymentSnapshot(**{**snap.__dict__, "replicas": tuple(observed)}), endpoints
 

@@ -159,6 +159,10 @@ class Health(_Model):
     timeout: Duration = Field(1.0, gt=0)
     failure_threshold: int = Field(3, ge=1, le=1000, description="consecutive failures before a ready replica is replaced")
     startup_timeout: Duration = Field(300.0, gt=0, description="a replica not ready by then is replaced")
+    replace_outliers: bool = Field(True, description="replace a replica whose latency or error rate is far beyond "
+                                   "its peers' (started first, then drained)")
+    replace_before_oom: bool = Field(True, description="replace a replica whose memory grows towards its "
+                                     "resources.memory before it gets there")
 
     @field_validator("path")
     @classmethod

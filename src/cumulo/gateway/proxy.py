@@ -75,13 +75,15 @@ class _SlowClient(Exception):
 class _Deployment:
     """One deployment's state on the serving loop (created from any thread, mutated on the loop)."""
 
-    __slots__ = ("stats", "outstanding", "ejected", "pools", "held", "generations")
+    __slots__ = ("stats", "outstanding", "ejected", "pools", "held", "generations", "replicas")
 
     def __init__(self, name: str) -> None:
         self.stats = DeploymentStats(name)
         #: per generation, the requests answered while a canary split was on (the canary analysis)
         self.generations: dict[int, GenerationStats] = {}
         self.outstanding: dict[str, int] = {}  # replica id -> requests (and websockets) in flight to it
+        #: replica id -> [answers, failures (5xx or no answer), seconds summed]: the peer-outlier signal
+        self.replicas: dict[str, list] = {}
         self.ejected: dict[str, float] = {}  # replica id -> monotonic time it may be tried again
         self.pools: dict[tuple[str, str, int], Pool] = {}  # (replica id, host, port) -> pool
         self.held = 0  # requests waiting for a first replica
@@ -172,6 +174,11 @@ class Gateway:
         d = self._deps.get(name)
         return (d.stats if d is not None else DeploymentStats(name)).snapshot()
 
+    def replica_stats(self, name: str) -> dict[str, tuple[int, int, float]]:
+        """Deployment `name`'s per-replica counters (cumulative): answers, failures, seconds."""
+        d = self._deps.get(name)
+        return {} if d is None else {rid: (c[0], c[1], c[2]) for rid, c in list(d.replicas.items())}
+
     def generation_stats(self, name: str) -> dict[int, dict]:
         """Deployment `name`'s per-generation counters (cumulative; counted while a split was on)."""
         d = self._deps.get(name)
@@ -201,6 +208,8 @@ class Gateway:
                 del d.ejected[rid]
             for rid in [r for r, n in d.outstanding.items() if not n and r not in ids]:
                 del d.outstanding[rid]
+            for rid in [r for r in d.replicas if r not in ids]:
+                del d.replicas[rid]
 
     # -- ASGI ---------------------------------------------------------------------------------
 
@@ -391,8 +400,16 @@ class Gateway:
             addr = (ep.host, ep.port)
             busy = self._busy
             busy[addr] = busy.get(addr, 0) + 1
+            counts = dep.replicas.get(rid)
+            if counts is None:
+                counts = dep.replicas[rid] = [0, 0, 0.0]
+            t0 = time.monotonic()
             try:
                 result = await self._attempt(io, dep, ep, request, chunked, more, method == "HEAD", loop)
+                if result != 499:  # a client that left says nothing of the replica
+                    counts[0] += 1
+                    counts[1] += result >= 500
+                    counts[2] += time.monotonic() - t0
             except _SlowClient:
                 return await io.problem(408, "Request body timed out",
                                         f"the client sent no part of the request body for {self.timeout:g} s; "
@@ -401,6 +418,9 @@ class Gateway:
             except UpstreamError as exc:
                 if exc.client_gone:
                     return 499  # nobody to answer; not the replica's failure
+                counts[0] += 1
+                counts[1] += 1
+                counts[2] += time.monotonic() - t0
                 last_error = exc
                 retry = attempts < self.max_attempts and (
                     exc.connect or (exc.got_nothing and not exc.timeout and replayable

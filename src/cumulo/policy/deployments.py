@@ -43,6 +43,8 @@ class ReplicaSnapshot:
     probe_ok: bool | None = None  # the health check made this pass (None: none made)
     probe_failures: int = 0  # consecutive failed checks before this pass
     stop_requested_at: datetime | None = None
+    #: self-repair asked for its replacement (why): replaced like a replica of an old version
+    replace: str | None = None
 
 
 @dataclass(frozen=True)
@@ -166,10 +168,11 @@ def decide_deployment(s: DeploymentSnapshot) -> DeploymentDecision:
 
     def drain(victims: list[ReplicaSnapshot], why: str) -> None:
         for r in victims:
+            said = r.replace if r.replace and r.generation == s.generation else why
             stop.append(r.id)
             state_of[r.id] = ReplicaState.DRAINING
-            changes.append(ReplicaChange(r.id, ReplicaState.DRAINING, why))
-            events.append(("Normal", "ReplicaStopping", f"replica {r.id}: {why}"))
+            changes.append(ReplicaChange(r.id, ReplicaState.DRAINING, said))
+            events.append(("Normal", "ReplicaStopping", f"replica {r.id}: {said}"))
 
     # 2. deleting: drain everything, then go
     if s.deleting:
@@ -185,7 +188,9 @@ def decide_deployment(s: DeploymentSnapshot) -> DeploymentDecision:
 
     # 3. rollout and scaling
     desired = spec.replicas if s.desired is None else s.desired
-    cur = [r for r in live if r.generation == s.generation]
+    # a replica self-repair wants replaced is rolled like one of an old version: its replacement
+    # starts first (max_surge), then it drains (max_unavailable), so no request fails
+    cur = [r for r in live if r.generation == s.generation and (s.canary is not None or not r.replace)]
     waiting = ""
 
     def allocate(want: int) -> list[Allocation]:
@@ -239,7 +244,7 @@ def decide_deployment(s: DeploymentSnapshot) -> DeploymentDecision:
         starts_stable = allocate(desired - len(stable))
         old = stable
     else:
-        old = [r for r in live if r.generation != s.generation]
+        old = [r for r in live if r.generation != s.generation or r.replace]
         ready = [r for r in live if state_of[r.id] == ReplicaState.READY]
         not_ready_old = [r for r in old if state_of[r.id] != ReplicaState.READY]
         drain(not_ready_old, "replaced by the new version")
@@ -269,7 +274,9 @@ def decide_deployment(s: DeploymentSnapshot) -> DeploymentDecision:
         state, reason = DeploymentState.PROGRESSING, summary
     elif old or (ready_cur < desired and not failures):
         state = DeploymentState.PROGRESSING
-        reason = f"{summary}; rolling out ({len(old)} old replicas left)" if old else f"{summary}; starting replicas"
+        replacing = sum(1 for r in old if r.generation == s.generation)
+        reason = (f"{summary}; replacing {replacing} replica(s) self-repair flagged" if old and replacing == len(old)
+                  else f"{summary}; rolling out ({len(old)} old replicas left)" if old else f"{summary}; starting replicas")
     elif ready_cur < desired:
         state, reason = DeploymentState.DEGRADED, f"{summary}; replacing failed replicas ({last_failure})"
     else:

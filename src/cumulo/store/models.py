@@ -244,6 +244,9 @@ class Replica(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     probe_failures: Mapped[int] = mapped_column(Integer, default=0)
     stop_requested_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    #: self-repair asked for it to be replaced (an outlier among its peers, heading for OOM), and why:
+    #: the deployment reconciler starts its replacement first, then drains it
+    replace_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Workspace(Base):
