@@ -167,6 +167,16 @@ def test_bad_rollout_specs_name_the_field(rollout, message):
     assert message in str(e.value) and "rollout" in str(e.value)
 
 
+@pytest.mark.parametrize("rollout", [None, {"strategy": "rolling"}, {"strategy": "canary"},
+                                     {"strategy": "canary", "steps": [5, 100], "interval": "1m"}])
+def test_a_stored_spec_validates_again(rollout):
+    """The store keeps `model_dump()` (defaults included); the reconciler validates it again."""
+    from cumulo.core.specs import DeploymentSpec, parse_spec
+
+    spec = parse_spec({"kind": "Deployment", "name": "d", "command": "x", **({"rollout": rollout} if rollout else {})})
+    assert DeploymentSpec.model_validate(spec.model_dump(mode="json")) == spec
+
+
 def test_rolling_stays_the_default_and_canary_defaults_are_the_documented_ones():
     from cumulo.core.specs import parse_spec
 

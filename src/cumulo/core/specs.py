@@ -206,8 +206,9 @@ class Rollout(_Model):
     def _can_progress(self) -> "Rollout":
         if self.max_surge == 0 and self.max_unavailable == 0:
             raise ValueError("max_surge and max_unavailable cannot both be 0: the rollout could never progress")
-        if self.strategy == "rolling":
-            given = sorted({"steps", "interval", "analysis"} & self.model_fields_set)
+        if self.strategy == "rolling":  # (a stored spec carries the defaults: those are fine)
+            given = [f for f in ("analysis", "interval", "steps")
+                     if getattr(self, f) != type(self).model_fields[f].get_default(call_default_factory=True)]
             if given:
                 raise ValueError(f"{', '.join(given)} only apply to strategy: canary (add `strategy: canary`, "
                                  "or remove them)")
