@@ -68,5 +68,5 @@ def test_a_replica_ten_times_slower_than_its_peers_is_replaced_without_failing_a
                if e["reason"] == "ReplicaOutlier"]
     assert len(outlier) == 1 and f"replica {victim['id']}:" in outlier[0]["message"]
     assert "mean latency" in outlier[0]["message"] and "evidence" in outlier[0]["message"]
-    ended = [r for r in deployment(server, "web")["recent"] if r["id"] == victim["id"]]
+    ended = [r for r in deployment(server, "web")["ended"] if r["id"] == victim["id"]]
     assert ended and "peers" in ended[0]["reason"], ended

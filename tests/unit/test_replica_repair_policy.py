@@ -75,3 +75,10 @@ def test_peers_within_a_factor_of_two_are_never_replaced(base, n):
     lat = {str(i): min(v, lo * 1.9) for i, v in enumerate(base)}
     _, ds = run([windows(lat)] * n, ready=len(lat), desired=len(lat))
     assert all(d is None for d in ds)
+
+
+def test_a_quiet_window_between_two_busy_ones_keeps_the_streak():
+    slow = windows({"0": 0.02, "1": 0.02, "2": 0.3})
+    quiet = windows({"0": 0.02, "1": 0.02, "2": 0.3}, n=2)
+    _, ds = run([slow, quiet, slow, quiet, slow])
+    assert ds[4] is not None and ds[4].replica == "2"

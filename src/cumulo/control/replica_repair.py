@@ -45,6 +45,7 @@ class ReplicaRepairReconciler:
         self._prev: dict[str, dict[str, tuple[int, int, float]]] = {}
         self._state: dict[str, RepairState] = {}
         self._memory_t: dict[str, int] = {}
+        self._at: dict[str, float] = {}  # when each deployment's window last closed
 
     def keys(self) -> list[str]:
         with self.db.tx() as s:
@@ -53,6 +54,7 @@ class ReplicaRepairReconciler:
             self._state.pop(gone, None)
             self._prev.pop(gone, None)
             self._memory_t.pop(gone, None)
+            self._at.pop(gone, None)
         return ids
 
     def reconcile(self, dep_id: str) -> float | None:
@@ -71,6 +73,11 @@ class ReplicaRepairReconciler:
                 desired = d.desired_replicas if d.desired_replicas is not None else spec.initial_replicas()
         if not spec.health.replace_outliers and not spec.health.replace_before_oom:
             return self.period
+        t = self.monotonic()
+        since = self._at.get(dep_id)
+        if since is not None and t - since < self.period * 0.9:  # woken early: keep the windows even
+            return self.period - (t - since)
+        self._at[dep_id] = t
         now = self.replica_stats(route_key(name, workspace))
         before = self._prev.get(dep_id, {})
         self._prev[dep_id] = now
@@ -83,7 +90,7 @@ class ReplicaRepairReconciler:
         if not spec.health.replace_outliers:
             windows = []
         state, decision = decide_replica_repair(
-            self.params, self._state.get(dep_id, RepairState()), self.monotonic(), windows,
+            self.params, self._state.get(dep_id, RepairState()), t, windows,
             ready=len(ready), desired=desired, replacing=replacing, memory=memory,
             memory_limit=float(spec.resources.memory) if memory else None, window_s=self.period)
         self._state[dep_id] = state

@@ -69,8 +69,10 @@ def decide_replica_repair(p: RepairParams, s: RepairState, t: float, windows: li
                           memory: dict[str, float] | None = None, memory_limit: float | None = None,
                           window_s: float = 0.0) -> tuple[RepairState, Replace | None]:
     judged = [w for w in windows if w.requests >= p.min_requests]
-    lat_state, lat = step_peers(p.latency, s.latency, t, {w.id: w.seconds / w.requests for w in judged}, window_s)
-    err_state, err = step_peers(p.errors, s.errors, t, {w.id: w.errors / w.requests for w in judged}, window_s)
+    lat_state, err_state, lat, err = s.latency, s.errors, {}, {}
+    if len(judged) >= p.latency.min_peers:  # too little traffic says nothing: the streaks are kept, not reset
+        lat_state, lat = step_peers(p.latency, s.latency, t, {w.id: w.seconds / w.requests for w in judged}, window_s)
+        err_state, err = step_peers(p.errors, s.errors, t, {w.id: w.errors / w.requests for w in judged}, window_s)
     mem_state = dict(s.memory)
     near: dict[str, Verdict] = {}
     if memory and memory_limit:
