@@ -12,8 +12,7 @@ the default 10 s sampling and alert intervals):
                      `LossNotFinite` event and to the job being Failed;
            slow      one of 3 replicas turns 10x slower under steady load: seconds to the
                      `ReplicaOutlier` event and to its replacement being ready; failed requests;
-           canary    a new version that answers 500 to 20 % of requests rolled out as a canary under
-                     steady load: seconds to `RolledBack`, and the share of all requests that failed.
+           (a bad canary's detection and failed share: bench/canary.py)
   steady   no fault: a deployment of 3 replicas under steady load and a training job reporting a
            noisy, falling loss every second, for --steady-minutes; every alert that fired and every
            self-repair action (stall, NaN, divergence, outlier, rollback) counts as a false alarm.
@@ -244,6 +243,31 @@ def deploy(plane: Plane, folder: Path, name: str, replicas: int = 3, **extra) ->
     raise RuntimeError(f"deployment {name} not ready")
 
 
+def fault_slow(folder: Path) -> dict:
+    plane = Plane()
+    try:
+        deploy(plane, folder, "web")
+        victim = plane.http.get("/deployments/web").json()["replicas"][1]
+        with Load(f"{plane.url}/d/web/", rate=60) as load:
+            time.sleep(10)
+            start = time.time()
+            (folder / f"slow.{victim['port']}").touch()
+            ev = plane.first_event("web", "ReplicaOutlier", timeout=120)
+            replaced = None
+            deadline = time.monotonic() + 120
+            while ev is not None and replaced is None and time.monotonic() < deadline:
+                d = plane.http.get("/deployments/web").json()
+                if d["ready"] == 3 and all(r["id"] != victim["id"] for r in d["replicas"]):
+                    replaced = time.time()
+                time.sleep(0.5)
+            time.sleep(5)
+        return {"detected": ev is not None, "detection_s": round(ts(ev["time"]) - start, 2) if ev else None,
+                "replaced_s": round(replaced - start, 2) if replaced else None,
+                "requests_ok": load.ok, "requests_failed": load.failed, "evidence": ev["message"] if ev else None}
+    finally:
+        plane.close()
+
+
 def steady(folder: Path, minutes: float) -> dict:
     plane = Plane()
     try:
@@ -267,7 +291,7 @@ def steady(folder: Path, minutes: float) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--parts", default="faults,steady")
-    ap.add_argument("--faults", default="stall,nan")
+    ap.add_argument("--faults", default="stall,nan,slow")
     ap.add_argument("--steady-minutes", type=float, default=60.0)
     args = ap.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="cumulo-ops-bench-"))
@@ -276,7 +300,7 @@ def main() -> None:
                  "when": datetime.now().isoformat(timespec="seconds")}
     parts = args.parts.split(",")
     if "faults" in parts:
-        runs = {"stall": fault_stall, "nan": fault_nan}
+        runs = {"stall": fault_stall, "nan": fault_nan, "slow": fault_slow}
         out["faults"] = {name: runs[name](folder) for name in args.faults.split(",") if name in runs}
     if "steady" in parts:
         out["steady"] = steady(folder, args.steady_minutes)
