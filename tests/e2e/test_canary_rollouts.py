@@ -140,6 +140,9 @@ def test_a_bad_canary_under_load_is_rolled_back_by_itself_and_says_why(server, t
     rolled = [e for e in events(server, "shaky") if e["reason"] == "RolloutRolledBack"]
     assert len(rolled) == 1 and "error rate" in rolled[0]["message"] and "version 2" in rolled[0]["message"]
     assert "RolledBack" in server.cli("deployment", "rollout", "status", "shaky", check=True).stdout
+    told = json.loads(server.cli("alerts", "--json", check=True).stdout)  # and an alert with the evidence
+    assert [a["rule"] for a in told if a["object"] == "shaky"] == ["DeploymentRolledBack"]
+    assert "error rate" in [a for a in told if a["object"] == "shaky"][0]["summary"]
     server.cli("deployment", "delete", "shaky", check=True)
 
 

@@ -70,3 +70,7 @@ def test_a_replica_ten_times_slower_than_its_peers_is_replaced_without_failing_a
     assert "mean latency" in outlier[0]["message"] and "evidence" in outlier[0]["message"]
     ended = [r for r in deployment(server, "web")["ended"] if r["id"] == victim["id"]]
     assert ended and "peers" in ended[0]["reason"], ended
+    # the repair is an alert too, with the same evidence
+    alerts = server.api("GET", "/alerts", params={"state": ["firing", "resolved"]}).json()
+    repaired = [a for a in alerts if a["rule"] == "DeploymentReplicaReplaced" and a["object"] == "web"]
+    assert len(repaired) == 1 and "mean latency" in repaired[0]["summary"]

@@ -44,6 +44,13 @@ WEBHOOK_TIMEOUT = 5.0
 JOB_HEALTH_RULES = {"Stalled": ("JobStalled", "warning"), "LossNotFinite": ("JobLossNotFinite", "critical"),
                     "LossDiverged": ("JobLossDiverged", "critical")}
 
+#: self-repair a deployment made on its own, by event reason: an alert that resolves REPAIR_ALERT_TTL later
+#: (the repair is done by then; a repeat opens a new one)
+REPAIR_RULES = {"ReplicaOutlier": ("DeploymentReplicaReplaced", "warning"),
+                "ReplicaNearOOM": ("DeploymentReplicaReplaced", "warning"),
+                "RolloutRolledBack": ("DeploymentRolledBack", "critical")}
+REPAIR_ALERT_TTL = 300.0
+
 #: (rule spec, workspace, now) -> {(object, instance): [(unix seconds, value), ... oldest first]}
 SeriesReader = Callable[[AlertRuleSpec, str, datetime], dict[tuple[str, str], list[tuple[float, float]]]]
 
@@ -88,6 +95,18 @@ def open_job_health_alert(s, *, workspace: str, job: str, attempt: int, reason: 
     store.open_one(s, workspace=workspace, rule_name=rule, target="job", obj=job, instance="", severity=severity,
                    summary=message, evidence={"attempt": attempt, "verdict": reason, "message": message},
                    now=now, firing=True)
+
+
+def open_repair_alert(s, *, workspace: str, deployment: str, reason: str, message: str, now: datetime) -> None:
+    """A deployment repaired itself (replaced a replica, rolled a canary back): tell it as an alert too."""
+    rule, severity = REPAIR_RULES[reason]
+    fp = fingerprint(workspace, rule, "deployment", deployment, "")
+    for a in store.open_alerts(s, workspace=workspace, rule_name=rule, target="deployment"):
+        if a.fingerprint == fp:
+            store.resolve(s, a, now, why="a newer repair of the same kind replaced it")
+    store.open_one(s, workspace=workspace, rule_name=rule, target="deployment", obj=deployment, instance="",
+                   severity=severity, summary=message, evidence={"event": reason, "message": message}, now=now,
+                   firing=True)
 
 
 class AlertReconciler:
@@ -136,6 +155,7 @@ class AlertReconciler:
                 log.exception("built-in deployment detectors failed; will retry")
         with self.db.tx() as s:
             self._resolve_job_health(s, now)
+            self._resolve_repairs(s, now)
             store.prune(s)
 
     def _read(self, spec: AlertRuleSpec, workspace: str, now: datetime):
@@ -190,6 +210,12 @@ class AlertReconciler:
                 store.resolve(s, a, now, why=f"the job ended {job.state}")
             elif job.attempts > int((a.evidence or {}).get("attempt", 0)):
                 store.resolve(s, a, now, why=f"attempt {job.attempts} replaced the attempt it was about")
+
+    def _resolve_repairs(self, s, now: datetime) -> None:
+        rules = {r for r, _ in REPAIR_RULES.values()}
+        for a in store.open_alerts(s, target="deployment"):
+            if a.rule in rules and (now - (a.fired_at or a.started_at)).total_seconds() >= REPAIR_ALERT_TTL:
+                store.resolve(s, a, now, why=f"repaired ({REPAIR_ALERT_TTL:.0f}s ago)")
 
     # -- notifications ---------------------------------------------------------------------------
     def notify(self) -> float:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from cumulo.control.alerts import REPAIR_RULES, open_repair_alert
 from cumulo.control.clusters import Runtimes
 from cumulo.control.environment import no_secrets, workload_env
 from cumulo.control.placement import Placement
@@ -394,6 +395,9 @@ class DeploymentReconciler:
         for type_, reason, message in ro.decision.events:
             events.record(s, now=now, kind="Deployment", name=loaded.name, object_id=loaded.dep_id,
                           type=type_, reason=reason, message=message, workspace=loaded.workspace)
+            if reason in REPAIR_RULES:
+                open_repair_alert(s, workspace=loaded.workspace, deployment=loaded.name, reason=reason,
+                                  message=message, now=now)
         return (before.get("phase"), before.get("weight")) != (new.get("phase"), new.get("weight"))
 
     @staticmethod

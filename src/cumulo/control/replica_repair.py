@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from cumulo.control.alerts import open_repair_alert
 from cumulo.core.specs import DeploymentSpec
 from cumulo.core.tokens import route_key
 from cumulo.policy.replica_repair import RepairParams, RepairState, ReplicaWindow, decide_replica_repair
@@ -101,9 +102,11 @@ class ReplicaRepairReconciler:
             if r is None or r.state != "Ready" or r.replace_reason:
                 return self.period
             r.replace_reason = decision.message
-            events.record(s, now=datetime.now(UTC), kind="Deployment", name=name, object_id=dep_id, type="Warning",
-                          reason=decision.reason, workspace=workspace,
-                          message=f"{decision.message} (evidence: {_evidence(decision.evidence)})")
+            message = f"{decision.message} (evidence: {_evidence(decision.evidence)})"
+            now = datetime.now(UTC)
+            events.record(s, now=now, kind="Deployment", name=name, object_id=dep_id, type="Warning",
+                          reason=decision.reason, workspace=workspace, message=message)
+            open_repair_alert(s, workspace=workspace, deployment=name, reason=decision.reason, message=message, now=now)
         self.wake_deployment(dep_id)
         return self.period
 
