@@ -9,14 +9,7 @@ import sys
 
 import pytest
 
-from tests.helpers import Server, WebhookReceiver, kill_leftovers, wait_until
-
-
-@pytest.fixture(scope="module")
-def receiver():
-    r = WebhookReceiver()
-    yield r
-    r.close()
+from tests.helpers import Server, kill_leftovers, wait_until
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Server, WebhookReceiver, kill_leftovers, wait_until
+from tests.helpers import Server, kill_leftovers, wait_until
 
 # a training loop of the test's own: checkpoints each step to CUMULO_ARTIFACTS and resumes from it;
 # FAULT decides what goes wrong in attempt 1
@@ -32,13 +32,6 @@ TRAIN = textwrap.dedent("""
             time.sleep(3600)  # alive, and making no progress
         time.sleep(0.3)
 """)
-
-
-@pytest.fixture(scope="module")
-def receiver():
-    r = WebhookReceiver()
-    yield r
-    r.close()
 
 
 @pytest.fixture(scope="module")
