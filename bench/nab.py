@@ -2,7 +2,7 @@
 
     python bench/nab.py --score DIR      # score a folder laid out like NAB's results/<detector>/
     nice -n 10 python bench/nab.py       # run cumulo's level detector over the 58 series and score it
-    nice -n 10 python bench/nab.py --fit # choose its parameters on the fit half (grid below), then score
+    nice -n 10 python bench/nab.py --fit 120   # random search (seed 7) on the fit half, then score
 
 The data, labels and profiles come from ../shared/nab/ (or $CUMULO_NAB_DIR); NAB is MIT, (c) Numenta
 (A. Lavin and S. Ahmad, ICMLA 2015, arXiv:1510.03336). The scoring is in bench/nab_scoring.py.
@@ -19,8 +19,10 @@ import argparse
 import csv
 import itertools
 import json
+import math
 import os
 import platform
+import random
 import sys
 import time
 from dataclasses import asdict
@@ -32,17 +34,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import nab_scoring as ns  # noqa: E402
 
-from cumulo.policy.anomaly.level import LevelParams, LevelState, run_level  # noqa: E402
+from cumulo.policy.anomaly.level import NAB_PARAMS, LevelParams, LevelState, run_level  # noqa: E402
 
-# The parameters `--fit` chose on the fit half (see docs/benchmarks/operations.md).
-CHOSEN = LevelParams()
+# The parameters chosen on the fit half (see docs/benchmarks/operations.md).
+CHOSEN = NAB_PARAMS
 
-GRID = {
-    "alpha": [0.003, 0.01, 0.03],
-    "fast": [0.1, 0.3, 1.0],
-    "slow": [0.001, 0.003, 0.01],
-    "season_s": [0.0, 86400.0],
-}
+
+def sample_params(rng: random.Random) -> LevelParams:
+    """One random configuration of the search `--fit` runs (log-uniform rates, a few discrete choices)."""
+    def lu(a: float, b: float) -> float:
+        return math.exp(rng.uniform(math.log(a), math.log(b)))
+    season_s, bins = rng.choice([(0.0, 24), (86400.0, 24), (604800.0, 168)])
+    kw = dict(alpha=lu(0.003, 0.05), fast=lu(0.05, 0.5), slow=lu(0.0005, 0.01), z_cap=rng.choice([10.0, 20.0, 40.0]),
+              season_s=season_s, season_bins=bins, season_alpha=lu(0.02, 0.2),
+              cooldown=rng.choice([60, 100, 150, 200, 300]), fire_score=rng.uniform(0.2, 0.6),
+              decay=rng.choice([0.999, 0.9995, 0.9998]), ratio_full=rng.choice([3.0, 10.0, 30.0]),
+              hist_fast=lu(0.1, 1.0), hist_per_sd=rng.choice([1.5, 2.0, 3.0]), hist_decay=rng.choice([0.999, 0.9995]),
+              hist_alpha=lu(0.0003, 0.003))
+    return LevelParams(**kw)
 
 
 def load_corpus(nab_dir: Path) -> dict[str, tuple[list, list[float], list[float]]]:
@@ -84,21 +93,21 @@ def swept(corpus, windows, scores) -> list[ns.SweptSeries]:
     return [ns.sweep(k, corpus[k][0], scores[k], windows[k]) for k in sorted(scores)]
 
 
-def fit(corpus, windows, profiles, fit_keys) -> tuple[LevelParams, list[dict]]:
-    """Grid search on the fit half only; the standard profile's optimised score decides."""
-    trials = []
+def fit(corpus, windows, profiles, fit_keys, trials: int, seed: int = 7) -> tuple[LevelParams, list[dict]]:
+    """Random search on the fit half only (the current parameters are the first candidate); the
+    standard profile's optimised score decides."""
+    rng = random.Random(seed)
+    log = []
     best, best_score = None, -1e9
-    names = list(GRID)
-    for combo in itertools.product(*(GRID[n] for n in names)):
-        params = LevelParams(**dict(zip(names, combo)))
+    for i in range(trials + 1):
+        params = CHOSEN if i == 0 else sample_params(rng)
         scores, _, _ = detect(params, corpus, fit_keys)
-        result = ns.score_series(swept(corpus, windows, scores), profiles)
-        std = result["standard"]["score"]
-        trials.append({"params": dict(zip(names, combo)), "fit_standard": std})
-        print(json.dumps(trials[-1]), file=sys.stderr, flush=True)
+        std = ns.score_series(swept(corpus, windows, scores), profiles)["standard"]["score"]
+        log.append({"params": asdict(params), "fit_standard": std})
+        print(json.dumps(log[-1]), file=sys.stderr, flush=True)
         if std > best_score:
             best, best_score = params, std
-    return best, trials
+    return best, log
 
 
 def write_results(out_dir: Path, corpus, scores) -> None:
@@ -119,7 +128,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--score", type=Path, help="score a NAB-layout results folder and exit")
     ap.add_argument("--nab", type=Path, default=ns.DEFAULT_NAB_DIR, help="NAB folder (data, labels, config)")
-    ap.add_argument("--fit", action="store_true", help="choose the parameters on the fit half first")
+    ap.add_argument("--fit", type=int, metavar="N", help="random search of N configurations on the fit half first")
     ap.add_argument("--params", type=str, help="JSON object of LevelParams fields to use instead")
     ap.add_argument("--write", type=Path, help="also write NAB-layout results here")
     args = ap.parse_args()
@@ -137,7 +146,7 @@ def main() -> None:
     if args.params:
         params = LevelParams(**json.loads(args.params))
     if args.fit:
-        params, trials = fit(corpus, windows, profiles, fit_keys)
+        params, trials = fit(corpus, windows, profiles, fit_keys, args.fit)
 
     scores, spent, points = detect(params, corpus, sorted(corpus))
     fit_result = ns.score_series(swept(corpus, windows, {k: scores[k] for k in fit_keys}), profiles)
