@@ -148,3 +148,17 @@ def test_state_stays_bounded(seed, season):
         v = getattr(state, f.name)
         for item in (v if isinstance(v, tuple) else (v,)):
             assert not (isinstance(item, float) and math.isnan(item)), f.name
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), bad=st.sampled_from([float("nan"), float("inf"), -float("inf")]))
+def test_missing_values_are_skipped_and_do_not_poison_the_state(seed, bad):
+    rng = np.random.default_rng(seed)
+    x = 100.0 + rng.normal(0.0, 2.0, 3000)
+    holes = x.copy()
+    holes[rng.choice(3000, 50, replace=False)] = bad
+    state, scores, fired = run(P, holes)
+    assert all(math.isfinite(getattr(state, f.name)) for f in fields(state) if isinstance(getattr(state, f.name), float))
+    assert not any(fired[WARM:])
+    _, _, fired = run_level(P, state, [3000 * 60.0 + i for i in range(5)], [160.0] * 5)
+    assert any(fired)  # still detects after the holes

@@ -21,7 +21,8 @@ of its past values (log of the ratio, 1.0 at ``ratio_full`` times the maximum). 
 always noisy or spiky raises its own bar. Early statistics use 1/n weights until the configured
 rates take over, so the start of a series is not judged against half-learnt statistics.
 
-After ``warmup`` points the detector fires when the score reaches ``fire_score``; it then stays
+A NaN or infinite value counts as missing: score 0, the state unchanged (a NaN loss has its own
+detector, ``training.check_finite``). After ``warmup`` points the detector fires when the score reaches ``fire_score``; it then stays
 quiet (score 0) for ``cooldown`` points, so one incident is one alert.
 """
 
@@ -127,6 +128,10 @@ def run_level(p: LevelParams, s: LevelState, times, values) -> tuple[LevelState,
     fired: list[bool] = []
     for t, x in zip(times, values):
         x = float(x)
+        if not -math.inf < x < math.inf:  # NaN or inf: a missing observation, learnt from nothing
+            scores.append(0.0)
+            fired.append(False)
+            continue
         if n == 0:
             level = hl = x
             n = 1
