@@ -110,6 +110,34 @@ def fit(corpus, windows, profiles, fit_keys, trials: int, seed: int = 7) -> tupl
     return best, log
 
 
+def by_category(series: list[ns.SweptSeries], w: ns.Weights, threshold: float) -> dict:
+    """Where the score comes from at one threshold: per NAB category, windows detected and missed,
+    the mean value of a detection (1 = at the window's start) and the false positives' count and cost."""
+    out: dict[str, dict] = {}
+    for s in series:
+        c = out.setdefault(s.key.split("/")[0], {"series": 0, "windows": 0, "detected": 0, "missed": 0,
+                                                 "detection_value_sum": 0.0, "false_positives": 0, "fp_cost": 0.0})
+        det = s.scores >= threshold
+        fp = det & (s.window == -1)
+        c["series"] += 1
+        c["false_positives"] += int(fp.sum())
+        c["fp_cost"] += float((w.fp * s.unweighted[fp]).sum())
+        for wid in sorted(set(s.window[s.window >= 0].tolist())):
+            idx = (s.window == wid).nonzero()[0]
+            hits = idx[det[idx]]
+            c["windows"] += 1
+            if len(hits):
+                c["detected"] += 1
+                c["detection_value_sum"] += float(s.unweighted[hits[0]] / ns.MAX_TP)
+            else:
+                c["missed"] += 1
+    for c in out.values():
+        total = c.pop("detection_value_sum")
+        c["mean_detection_value"] = round(total / c["detected"], 3) if c["detected"] else None
+        c["fp_cost"] = round(c["fp_cost"], 3)
+    return out
+
+
 def write_results(out_dir: Path, corpus, scores) -> None:
     """Write NAB-layout results (timestamp, value, anomaly_score) so `--score` can re-check them."""
     for key, sc in scores.items():
@@ -149,13 +177,16 @@ def main() -> None:
         params, trials = fit(corpus, windows, profiles, fit_keys, args.fit)
 
     scores, spent, points = detect(params, corpus, sorted(corpus))
+    all_swept = swept(corpus, windows, scores)
+    all_result = ns.score_series(all_swept, profiles)
     fit_result = ns.score_series(swept(corpus, windows, {k: scores[k] for k in fit_keys}), profiles)
     fit_thresholds = {p: fit_result[p]["threshold"] for p in ns.PROFILES}
     report_swept = swept(corpus, windows, {k: scores[k] for k in report_keys})
     out = {
         "detector": "cumulo.policy.anomaly.level",
         "params": asdict(params),
-        "all_58": ns.score_series(swept(corpus, windows, scores), profiles),
+        "all_58": all_result,
+        "all_58_standard_by_category": by_category(all_swept, profiles["standard"], all_result["standard"]["threshold"]),
         "fit_half": {"series": len(fit_keys), **fit_result},
         "report_half_fit_thresholds": {"series": len(report_keys),
                                        **ns.score_series(report_swept, profiles, fit_thresholds)},
