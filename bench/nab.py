@@ -2,7 +2,8 @@
 
     python bench/nab.py --score DIR      # score a folder laid out like NAB's results/<detector>/
     nice -n 10 python bench/nab.py       # run cumulo's level detector over the 58 series and score it
-    nice -n 10 python bench/nab.py --fit 120   # random search (seed 7) on the fit half, then score
+    nice -n 10 python bench/nab.py --fit 120   # random search (seed 7) on the fit half, then score;
+                                               # also the swapped fold (search on the report half)
 
 The data, labels and profiles come from ../shared/nab/ (or $CUMULO_NAB_DIR); NAB is MIT, (c) Numenta
 (A. Lavin and S. Ahmad, ICMLA 2015, arXiv:1510.03336). The scoring is in bench/nab_scoring.py.
@@ -173,8 +174,21 @@ def main() -> None:
     params = CHOSEN
     if args.params:
         params = LevelParams(**json.loads(args.params))
+    swapped = None
     if args.fit:
         params, trials = fit(corpus, windows, profiles, fit_keys, args.fit)
+        # the other fold of a 2-fold cross-validation: the same search on the report half, scored on
+        # the fit half with the report half's thresholds (a second held-out estimate)
+        other, _ = fit(corpus, windows, profiles, report_keys, args.fit)
+        o_scores, _, _ = detect(other, corpus, sorted(corpus))
+        o_rep = ns.score_series(swept(corpus, windows, {k: o_scores[k] for k in report_keys}), profiles)
+        swapped = {
+            "params": asdict(other),
+            "report_half_own": o_rep,
+            "fit_half_with_report_thresholds": ns.score_series(
+                swept(corpus, windows, {k: o_scores[k] for k in fit_keys}), profiles,
+                {p: o_rep[p]["threshold"] for p in ns.PROFILES}),
+        }
 
     scores, spent, points = detect(params, corpus, sorted(corpus))
     all_swept = swept(corpus, windows, scores)
@@ -200,6 +214,7 @@ def main() -> None:
     }
     if trials is not None:
         out["fit_trials"] = trials
+        out["swapped_fold"] = swapped
     if args.write:
         write_results(args.write, corpus, scores)
     print(json.dumps(out, indent=2))
