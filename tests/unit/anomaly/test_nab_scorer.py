@@ -140,6 +140,7 @@ def test_reproduces_published_windowed_gaussian():
 
 
 @needs_nab
+@pytest.mark.slow
 def test_perfect_and_null_detectors_on_the_real_labels(tmp_path):
     windows = ns.load_windows(NAB)
     for key, wins in windows.items():

@@ -95,3 +95,8 @@ def test_never_fires_on_iid_noise_among_peers(scale, seed, n):
     frames = [{f"r{i}": scale * (10.0 + rng.normal()) for i in range(n)} for _ in range(20)]
     _, out = run(P, frames)
     assert not any(v.fires for frame in out for v in frame.values())
+
+
+def test_non_finite_values_are_skipped():
+    _, out = run(latency_peers(), [{"a": 0.1, "b": 0.1, "c": 0.1, "d": float("nan"), "e": float("inf")}] * 4)
+    assert set(out[-1]) == {"a", "b", "c"} and not any(v.fires for v in out[-1].values())

@@ -199,3 +199,11 @@ def test_memory_trend_is_exact_on_a_line_far_from_time_zero():
     _, out = run_mem([(1.7e9 + t, 4 * GIB + 5 * 2**20 * t) for t in range(0, 600, 10)])
     assert out[-1].fires
     assert abs(out[-1].window - (819.2 - 590)) < 1.0
+
+
+def test_memory_skips_missing_samples_and_refuses_a_bad_limit():
+    s, _ = run_mem([(t, 4 * GIB + 5 * 2**20 * t) for t in range(0, 300, 10)])
+    s2, v = step_memory(MemoryParams(), s, 300.0, float("nan"), 8 * GIB)
+    assert s2 == s and not v.fires
+    with pytest.raises(ValueError, match="memory limit"):
+        step_memory(MemoryParams(), s, 300.0, 1.0, 0.0)

@@ -21,11 +21,15 @@ Training
 - ``step_gpu_idle(IdleParams, IdleState, t, utilization, running)``: GPU idle while the job runs.
 - ``step_memory(MemoryParams, MemoryState, t, used, limit)``: memory growing towards a limit, with an ETA.
 
-Start each state from its dataclass' defaults (``LevelState()``, ``PeerState()``, ...).
+Start each state from its dataclass' defaults (``LevelState()``, ``PeerState()``, ...); keep it between
+passes as JSON with ``state.dump(s)`` / ``state.load(LevelState, data)``. NaN and inf observations are
+skipped (the state is unchanged), except by ``check_finite`` and ``step_burn`` (which refuses them).
+``NAB_PARAMS`` is the level detector's configuration that bench/nab.py measures.
 """
 
 from cumulo.policy.anomaly.burn_rate import SRE_PAIRS, BurnParams, BurnState, burn_rates, step_burn
-from cumulo.policy.anomaly.level import LevelParams, LevelState, expected_value, run_level, step_level
+from cumulo.policy.anomaly import state
+from cumulo.policy.anomaly.level import NAB_PARAMS, LevelParams, LevelState, expected_value, run_level, step_level
 from cumulo.policy.anomaly.peers import PeerParams, PeerState, error_rate_peers, latency_peers, step_peers
 from cumulo.policy.anomaly.training import (
     DivergenceParams,
@@ -49,7 +53,7 @@ from cumulo.policy.anomaly.verdict import Verdict
 
 __all__ = [
     "SRE_PAIRS", "BurnParams", "BurnState", "burn_rates", "step_burn",
-    "LevelParams", "LevelState", "expected_value", "run_level", "step_level",
+    "NAB_PARAMS", "LevelParams", "LevelState", "expected_value", "run_level", "step_level", "state",
     "PeerParams", "PeerState", "error_rate_peers", "latency_peers", "step_peers",
     "DivergenceParams", "DivergenceState", "IdleParams", "IdleState", "MemoryParams", "MemoryState",
     "ProgressState", "check_finite", "check_stall", "progress_deadline", "progress_timeout", "record_report",

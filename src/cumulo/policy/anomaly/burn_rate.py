@@ -62,8 +62,8 @@ class BurnState:
 
 def step_burn(p: BurnParams, s: BurnState, t: float, bad: float, total: float) -> tuple[BurnState, Verdict]:
     """Add ``bad`` of ``total`` events observed at time ``t`` (seconds); judge every window pair."""
-    if bad < 0 or total < 0 or bad > total:
-        raise ValueError(f"need 0 <= bad <= total, got bad={bad}, total={total}")
+    if not (math.isfinite(bad) and math.isfinite(total)) or bad < 0 or total < 0 or bad > total:
+        raise ValueError(f"need finite counts with 0 <= bad <= total, got bad={bad}, total={total}")
     windows = p.windows()
     spans = [p.buckets_in(w) for w in windows]
     size = max(spans)

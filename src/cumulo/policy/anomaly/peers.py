@@ -15,6 +15,7 @@ peers) through the sort.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -73,8 +74,9 @@ def _others(sorted_vals: list[float], v: float) -> list[float]:
 
 def step_peers(p: PeerParams, s: PeerState, t: float, values: Mapping[str, float],
                window_s: float = 0.0) -> tuple[PeerState, dict[str, Verdict]]:
-    """Judge every peer's value at time ``t`` against the others'; NaN values are skipped."""
-    vals = {k: float(v) for k, v in values.items() if v == v}
+    """Judge every peer's value at time ``t`` against the others'; NaN and inf values are skipped
+    (no verdict for that peer, its streak restarts)."""
+    vals = {k: float(v) for k, v in values.items() if math.isfinite(v)}
     verdicts: dict[str, Verdict] = {}
     streak: dict[str, int] = {}
     if len(vals) < p.min_peers:

@@ -220,8 +220,10 @@ def step_memory(p: MemoryParams, s: MemoryState, t: float, used: float, limit: f
     """One memory sample (bytes used, bytes allowed): fires when the linear trend reaches the limit
     within ``horizon_s``; the verdict's ``window`` is the ETA in seconds (inf when not growing)."""
     used, limit = float(used), float(limit)
-    if limit <= 0:
-        raise ValueError(f"memory limit must be > 0, got {limit}")
+    if not limit > 0 or not math.isfinite(limit):
+        raise ValueError(f"memory limit must be a finite number of bytes > 0, got {limit}")
+    if not math.isfinite(used):  # a missing sample: nothing learnt
+        return s, Verdict(0.0, False, used, limit, p.horizon_s, math.inf, "")
     d = 1.0 - p.alpha
     shift = t - s.t0 if s.n else 0.0  # move the origin to t: old times become negative
     w, st, sx = s.w, s.st - shift * s.w, s.sx
