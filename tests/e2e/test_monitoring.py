@@ -169,3 +169,36 @@ def test_prometheus_exposition_parses_and_a_scrape_token_reads_only_it(server, w
     scrape = {"authorization": f"Bearer {token}"}
     assert httpx.get(server.url + "/metrics", headers=scrape).status_code == 200
     assert httpx.get(server.url + "/api/v1/jobs", headers=scrape).status_code == 403
+
+
+def test_monitor_refreshes_in_place_on_a_terminal(server, workload):
+    """On a terminal the view redraws itself (cursor moved back up) until Ctrl-C, which exits 0."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "cumulo.cli.main", "monitor", "--refresh", "0.5"],
+                            env={**server.env, "COLUMNS": "200", "LINES": "60", "TERM": "xterm"},
+                            stdin=follower, stdout=follower, stderr=follower, start_new_session=True)
+    os.close(follower)
+    out = b""
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and out.count(b"cumulo monitor") < 3:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            out += chunk
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(leader)
+    text = out.decode(errors="replace")
+    assert text.count("cumulo monitor") >= 3, text[-2000:]
+    assert "\x1b[2K" in text or "\x1b[1A" in text or "\x1b[A" in text  # redrawn in place, not appended
+    assert "train" in text and "web" in text

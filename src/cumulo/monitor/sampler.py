@@ -142,6 +142,7 @@ class Sampler:
             self._job(values, job, gpu_by_pid, now)
         for dep in targets.deployments:
             self._deployment(values, dep, now)
+        self._forget_gone(targets)
         with self.db.tx() as s:
             store.write(s, t, values, self.ids)
             self._maintain(s, t)
@@ -153,6 +154,13 @@ class Sampler:
                 log.exception("a metrics listener failed; the sample was stored")
         self.seconds_spent += time.thread_time() - cpu0
         return values
+
+    def _forget_gone(self, targets: Targets) -> None:
+        """Drop what the sampler remembers of jobs, replicas and deployments that are gone."""
+        dirs = {j.run_dir for j in targets.jobs} | {r.run_dir for d in targets.deployments for r in d.replicas}
+        self._workers_cache = {k: v for k, v in self._workers_cache.items() if k in dirs}
+        routes = {d.route for d in targets.deployments}
+        self._prev_counters = {k: v for k, v in self._prev_counters.items() if k in routes}
 
     def _maintain(self, s: Any, t: int) -> None:
         minute = t - t % 60
