@@ -38,6 +38,7 @@ HELP = {
     "request_rate": "Requests that arrived per second (every gateway)",
     "in_flight": "Requests in flight",
     "latency_p50_seconds": "Median latency over the sampling interval",
+    "latency_mean_seconds": "Mean latency over the sampling interval",
     "latency_p99_seconds": "99th percentile latency over the sampling interval",
     "error_rate": "Share of answers that were 5xx over the sampling interval",
     "replicas_ready": "Replicas ready",

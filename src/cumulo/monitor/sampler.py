@@ -8,7 +8,8 @@ and `cumulo monitor`.
 - job: per rank (instance = rank) cpu_percent and memory_bytes of the worker's process tree and
   gpu_memory_bytes; for the job (instance '') step, steps_per_second, progress (0-1, when it
   reports total_steps) and eta_seconds, from its cumulo.report() points.
-- deployment: per replica (instance = ordinal) cpu_percent, memory_bytes, in_flight; for the
+- deployment: per replica (instance = ordinal) cpu_percent, memory_bytes, in_flight, and with the
+  gateway's per-replica counters request_rate, error_rate, latency_mean_seconds; for the
   deployment request_rate (arrivals/s, every gateway), in_flight, latency_p50/p99_seconds and
   error_rate (5xx share) over the interval (this process's gateway), replicas_ready.
 
@@ -22,7 +23,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,7 @@ class Sampler:
                  retention: Retention = Retention(),
                  gateway: Callable[[str], GatewayCounters] | None = None,
                  replica_in_flight: Callable[[str, int], int] | None = None,
+                 replica_counters: Callable[[str], Mapping[str, tuple[int, int, float]]] | None = None,
                  clock: Callable[[], float] = time.time, gpus: Gpus | None = None) -> None:
         self.db = db
         self.local_node = local_node
@@ -99,6 +101,9 @@ class Sampler:
         self.retention = retention
         self.gateway = gateway
         self.replica_in_flight = replica_in_flight
+        #: route -> {replica id (ordinal): (answers, failures, latency seconds)}, cumulative (the gateway's)
+        self.replica_counters = replica_counters
+        self._prev_replicas: dict[str, tuple[float, Mapping[str, tuple[int, int, float]]]] = {}
         self.clock = clock
         self.gpus = gpus if gpus is not None else Gpus()
         self.procs = ProcTable()
@@ -161,6 +166,7 @@ class Sampler:
         self._workers_cache = {k: v for k, v in self._workers_cache.items() if k in dirs}
         routes = {d.route for d in targets.deployments}
         self._prev_counters = {k: v for k, v in self._prev_counters.items() if k in routes}
+        self._prev_replicas = {k: v for k, v in self._prev_replicas.items() if k in routes}
 
     def _maintain(self, s: Any, t: int) -> None:
         minute = t - t % 60
@@ -275,6 +281,8 @@ class Sampler:
                         v[key(inst, "memory_bytes")] = float(tree.rss)
             if self.replica_in_flight is not None and r.port:
                 v[key(inst, "in_flight")] = float(self.replica_in_flight(r.host, r.port))
+        if self.replica_counters is not None:
+            self._replica_rates(v, dep, now)
         if self.gateway is None:
             return
         c = self.gateway(dep.route)
@@ -298,6 +306,28 @@ class Sampler:
                     got = quantile(delta, c.bucket_bounds, q)
                     if got is not None:
                         v[key("", name)] = round(got, 6)
+
+    def _replica_rates(self, v: dict, dep: DeploymentTarget, now: float) -> None:
+        """Per replica over the interval: answers/s, error rate (failures / answers) and mean latency."""
+        current = dict(self.replica_counters(dep.route))
+        prev = self._prev_replicas.get(dep.route)
+        self._prev_replicas[dep.route] = (now, current)
+        if prev is None or now <= prev[0]:
+            return
+        dt = now - prev[0]
+        live = {str(r.ordinal) for r in dep.replicas}
+        for rid, (answers, failures, seconds) in current.items():
+            if rid not in live or rid not in prev[1]:
+                continue
+            a0, f0, s0 = prev[1][rid]
+            done = answers - a0
+            if done < 0:
+                continue
+            key = SeriesKey("deployment", dep.workspace, dep.name, rid, "request_rate")
+            v[key] = round(done / dt, 4)
+            if done > 0:
+                v[key._replace(metric="error_rate")] = round(max(failures - f0, 0) / done, 6)
+                v[key._replace(metric="latency_mean_seconds")] = round(max(seconds - s0, 0.0) / done, 6)
 
     def close(self) -> None:
         self.gpus.close()
