@@ -102,6 +102,10 @@ def test_job_series_per_rank_and_progress(server, workload):
     assert series[("", "steps_per_second")][-1][1] > 1
     assert 0 < series[("", "progress")][-1][1] < 1
     assert series[("", "eta_seconds")][-1][1] > 0
+    # the reported points take the same range: all within the last hour, none older than an hour
+    recent = json.loads(server.cli("job", "metrics", "train", "--since", "1h", "--json", check=True).stdout)
+    assert recent and all("loss" in p["values"] for p in recent)
+    assert json.loads(server.cli("job", "metrics", "train", "--until", "1h", "--json", check=True).stdout) == []
     # the human view names the metrics
     out = server.cli("job", "metrics", "train", "--system", check=True).stdout
     assert "cpu_percent" in out and "steps_per_second" in out
