@@ -21,7 +21,7 @@ HELP = {
     "memory_total_bytes": "Memory of the machine",
     "memory_bytes": "Resident memory of the process tree",
     "gpu_memory_bytes": "GPU memory used by the process tree",
-    "gpu_utilization_percent": "GPU utilization (NVML)",
+    "gpu_utilization_percent": "GPU utilization (NVML; a job's rank: SM use of its processes)",
     "gpu_memory_used_bytes": "GPU memory in use (NVML)",
     "gpu_memory_total_bytes": "GPU memory (NVML)",
     "gpu_temperature_celsius": "GPU temperature (NVML)",

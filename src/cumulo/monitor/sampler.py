@@ -5,8 +5,9 @@ and `cumulo monitor`.
 - node (this machine): cpu_percent, memory_used_bytes, memory_total_bytes; per GPU (instance gpuN,
   through NVML where there is one) utilization, memory, temperature, power, ECC and XID errors.
   Engine nodes (Ray, Slurm): cpu/memory/gpus total and free, as the cluster's node sync last saw them.
-- job: per rank (instance = rank) cpu_percent and memory_bytes of the worker's process tree and
-  gpu_memory_bytes; for the job (instance '') step, steps_per_second, progress (0-1, when it
+- job: per rank (instance = rank) cpu_percent and memory_bytes of the worker's process tree,
+  gpu_memory_bytes and gpu_utilization_percent (SM use of its processes, NVML); for the job
+  (instance '') step, steps_per_second, progress (0-1, when it
   reports total_steps) and eta_seconds, from its cumulo.report() points.
 - deployment: per replica (instance = ordinal) cpu_percent, memory_bytes, in_flight, and with the
   gateway's per-replica counters request_rate, error_rate, latency_mean_seconds; for the
@@ -185,13 +186,15 @@ class Sampler:
         v[SeriesKey("node", "", node, "", "memory_used_bytes")] = float(mem.total - mem.available)
         v[SeriesKey("node", "", node, "", "memory_total_bytes")] = float(mem.total)
 
-    def _gpus(self, v: dict) -> dict[int, int]:
-        by_pid: dict[int, int] = {}
+    def _gpus(self, v: dict) -> dict[int, tuple[int, float]]:
+        """Per GPU node series; returns pid -> (GPU memory bytes, SM utilization %) over all GPUs."""
+        by_pid: dict[int, tuple[int, float]] = {}
         for g in self.gpus.sample():
             for metric, value in g.values.items():
                 v[SeriesKey("node", "", self.local_node, f"gpu{g.index}", metric)] = value
-            for pid, used in g.processes.items():
-                by_pid[pid] = by_pid.get(pid, 0) + used
+            for pid in set(g.processes) | set(g.process_utilization):
+                mem, util = by_pid.get(pid, (0, 0.0))
+                by_pid[pid] = (mem + g.processes.get(pid, 0), util + g.process_utilization.get(pid, 0.0))
         return by_pid
 
     def _nodes(self, v: dict, targets: Targets) -> None:
@@ -230,7 +233,7 @@ class Sampler:
             self._workers_cache[run_dir] = (now, workers)
         return workers
 
-    def _job(self, v: dict, job: JobTarget, gpu_by_pid: dict[int, int], now: float) -> None:
+    def _job(self, v: dict, job: JobTarget, gpu_by_pid: dict[int, tuple[int, float]], now: float) -> None:
         def key(instance: str, metric: str) -> SeriesKey:
             return SeriesKey("job", job.workspace, job.name, instance, metric)
 
@@ -243,8 +246,11 @@ class Sampler:
                 if tree.cpu_percent is not None:
                     v[key(rank, "cpu_percent")] = tree.cpu_percent
                 v[key(rank, "memory_bytes")] = float(tree.rss)
-                if gpu_by_pid:
-                    v[key(rank, "gpu_memory_bytes")] = float(sum(gpu_by_pid.get(p, 0) for p in tree.pids))
+                on_gpu = [gpu_by_pid[p] for p in tree.pids if p in gpu_by_pid]
+                if self.gpus.available:  # a machine with GPUs: 0 when the worker uses none
+                    v[key(rank, "gpu_memory_bytes")] = float(sum(mem for mem, _ in on_gpu))
+                if on_gpu:  # it has a GPU context: how busy it keeps its GPUs (0 = idle)
+                    v[key(rank, "gpu_utilization_percent")] = round(sum(util for _, util in on_gpu), 2)
         else:  # an engine: what the runtime last observed there
             for w in job.workers:
                 rank = str(w.get("rank", 0))
