@@ -55,6 +55,8 @@ def dashboard_queries() -> list[tuple[str, str]]:
 
 def optional_reason(expr: str, gpus: bool, engine: bool) -> str | None:
     """Panels whose data exists only on some machines: GPUs (NVML) and engine clusters' nodes."""
+    if "cumulo_job_gpu_" in expr:
+        return "the test's job uses no GPU (a rank's GPU series exist only for processes with a GPU context)"
     if "_gpu_" in expr and not gpus:
         return "no NVIDIA GPU on this machine (NVML absent): cumulo exports no GPU series here"
     if "cumulo_node_cpu_free" in expr and not engine:
