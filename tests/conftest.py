@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 PG_URL = os.environ.get("CUMULO_TEST_POSTGRES_URL", "")
 
 #: the engines (Ray, Slurm) the cluster tests share: started by .ci/, skipped with the command when absent
-pytest_plugins = ["tests.engines.ray", "tests.engines.slurm"]
+pytest_plugins = ["tests.engines.ray", "tests.engines.slurm", "tests.engines.prometheus"]
 
 # CI explores the same examples every run (a landing must not hinge on a lucky draw); locally,
 # property tests draw new examples each time and keep failures in .hypothesis/ to replay.

@@ -281,7 +281,7 @@ def build(config: ServerConfig) -> ControlPlane:
 
     # every node, job worker and replica, every CUMULO_METRICS_INTERVAL seconds, into the database
     sampler = Sampler(db, local_node=LOCAL_NODE, interval=interval_from_env(), retention=retention_from_env(),
-                      gateway=counters, replica_in_flight=gateway.in_flight_to)
+                      gateway=counters, replica_in_flight=gateway.in_flight_to, replica_counters=gateway.replica_stats)
     monitor_loop = Loop(sampler)
     app.state.monitor = MonitorService(db, sampler, jobs=app.state.jobs, deployments=app.state.deployments,
                                        cluster=clusters_service)

@@ -102,6 +102,10 @@ def test_job_series_per_rank_and_progress(server, workload):
     assert series[("", "steps_per_second")][-1][1] > 1
     assert 0 < series[("", "progress")][-1][1] < 1
     assert series[("", "eta_seconds")][-1][1] > 0
+    # the reported points take the same range: all within the last hour, none older than an hour
+    recent = json.loads(server.cli("job", "metrics", "train", "--since", "1h", "--json", check=True).stdout)
+    assert recent and all("loss" in p["values"] for p in recent)
+    assert json.loads(server.cli("job", "metrics", "train", "--until", "1h", "--json", check=True).stdout) == []
     # the human view names the metrics
     out = server.cli("job", "metrics", "train", "--system", check=True).stdout
     assert "cpu_percent" in out and "steps_per_second" in out
@@ -169,3 +173,36 @@ def test_prometheus_exposition_parses_and_a_scrape_token_reads_only_it(server, w
     scrape = {"authorization": f"Bearer {token}"}
     assert httpx.get(server.url + "/metrics", headers=scrape).status_code == 200
     assert httpx.get(server.url + "/api/v1/jobs", headers=scrape).status_code == 403
+
+
+def test_monitor_refreshes_in_place_on_a_terminal(server, workload):
+    """On a terminal the view redraws itself (cursor moved back up) until Ctrl-C, which exits 0."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "cumulo.cli.main", "monitor", "--refresh", "0.5"],
+                            env={**server.env, "COLUMNS": "200", "LINES": "60", "TERM": "xterm"},
+                            stdin=follower, stdout=follower, stderr=follower, start_new_session=True)
+    os.close(follower)
+    out = b""
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and out.count(b"cumulo monitor") < 3:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            out += chunk
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(leader)
+    text = out.decode(errors="replace")
+    assert text.count("cumulo monitor") >= 3, text[-2000:]
+    assert "\x1b[2K" in text or "\x1b[1A" in text or "\x1b[A" in text  # redrawn in place, not appended
+    assert "train" in text and "web" in text

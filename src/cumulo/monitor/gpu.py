@@ -18,6 +18,8 @@ class GpuSample:
     values: dict[str, float] = field(default_factory=dict)
     #: pid -> GPU memory bytes of the processes running on it
     processes: dict[int, int] = field(default_factory=dict)
+    #: pid -> SM utilization % of that process since the previous sample (where NVML samples it)
+    process_utilization: dict[int, float] = field(default_factory=dict)
 
 
 class Gpus:
@@ -27,6 +29,7 @@ class Gpus:
         self._events = None
         self._xids: dict[int, int] = {}  # gpu index -> XID errors seen since start
         self._last_xid: dict[int, int] = {}
+        self._util_seen: dict[int, int] = {}  # gpu index -> newest process-utilization timestamp read (us)
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError:
@@ -101,8 +104,20 @@ class Gpus:
                 for p in _call(lambda: getter(h)) or ():
                     used = getattr(p, "usedGpuMemory", None)
                     g.processes[p.pid] = g.processes.get(p.pid, 0) + (int(used) if isinstance(used, int) else 0)
+            self._process_utilization(i, h, g)
             out.append(g)
         return out
+
+    def _process_utilization(self, i: int, h, g: GpuSample) -> None:  # noqa: ANN001
+        """Each process's SM utilization, averaged over NVML's samples since the previous call."""
+        samples = _call(lambda: pynvml.nvmlDeviceGetProcessUtilization(h, self._util_seen.get(i, 0)))
+        if not samples:
+            return
+        per: dict[int, list[int]] = {}
+        for s in samples:
+            per.setdefault(int(s.pid), []).append(int(s.smUtil))
+            self._util_seen[i] = max(self._util_seen.get(i, 0), int(s.timeStamp))
+        g.process_utilization = {pid: sum(u) / len(u) for pid, u in per.items()}
 
 
 def _call(fn):  # noqa: ANN001, ANN202

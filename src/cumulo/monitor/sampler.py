@@ -5,10 +5,12 @@ and `cumulo monitor`.
 - node (this machine): cpu_percent, memory_used_bytes, memory_total_bytes; per GPU (instance gpuN,
   through NVML where there is one) utilization, memory, temperature, power, ECC and XID errors.
   Engine nodes (Ray, Slurm): cpu/memory/gpus total and free, as the cluster's node sync last saw them.
-- job: per rank (instance = rank) cpu_percent and memory_bytes of the worker's process tree and
-  gpu_memory_bytes; for the job (instance '') step, steps_per_second, progress (0-1, when it
+- job: per rank (instance = rank) cpu_percent and memory_bytes of the worker's process tree,
+  gpu_memory_bytes and gpu_utilization_percent (SM use of its processes, NVML); for the job
+  (instance '') step, steps_per_second, progress (0-1, when it
   reports total_steps) and eta_seconds, from its cumulo.report() points.
-- deployment: per replica (instance = ordinal) cpu_percent, memory_bytes, in_flight; for the
+- deployment: per replica (instance = ordinal) cpu_percent, memory_bytes, in_flight, and with the
+  gateway's per-replica counters request_rate, error_rate, latency_mean_seconds; for the
   deployment request_rate (arrivals/s, every gateway), in_flight, latency_p50/p99_seconds and
   error_rate (5xx share) over the interval (this process's gateway), replicas_ready.
 
@@ -22,7 +24,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +93,7 @@ class Sampler:
                  retention: Retention = Retention(),
                  gateway: Callable[[str], GatewayCounters] | None = None,
                  replica_in_flight: Callable[[str, int], int] | None = None,
+                 replica_counters: Callable[[str], Mapping[str, tuple[int, int, float]]] | None = None,
                  clock: Callable[[], float] = time.time, gpus: Gpus | None = None) -> None:
         self.db = db
         self.local_node = local_node
@@ -99,6 +102,9 @@ class Sampler:
         self.retention = retention
         self.gateway = gateway
         self.replica_in_flight = replica_in_flight
+        #: route -> {replica id (ordinal): (answers, failures, latency seconds)}, cumulative (the gateway's)
+        self.replica_counters = replica_counters
+        self._prev_replicas: dict[str, tuple[float, Mapping[str, tuple[int, int, float]]]] = {}
         self.clock = clock
         self.gpus = gpus if gpus is not None else Gpus()
         self.procs = ProcTable()
@@ -142,6 +148,7 @@ class Sampler:
             self._job(values, job, gpu_by_pid, now)
         for dep in targets.deployments:
             self._deployment(values, dep, now)
+        self._forget_gone(targets)
         with self.db.tx() as s:
             store.write(s, t, values, self.ids)
             self._maintain(s, t)
@@ -153,6 +160,14 @@ class Sampler:
                 log.exception("a metrics listener failed; the sample was stored")
         self.seconds_spent += time.thread_time() - cpu0
         return values
+
+    def _forget_gone(self, targets: Targets) -> None:
+        """Drop what the sampler remembers of jobs, replicas and deployments that are gone."""
+        dirs = {j.run_dir for j in targets.jobs} | {r.run_dir for d in targets.deployments for r in d.replicas}
+        self._workers_cache = {k: v for k, v in self._workers_cache.items() if k in dirs}
+        routes = {d.route for d in targets.deployments}
+        self._prev_counters = {k: v for k, v in self._prev_counters.items() if k in routes}
+        self._prev_replicas = {k: v for k, v in self._prev_replicas.items() if k in routes}
 
     def _maintain(self, s: Any, t: int) -> None:
         minute = t - t % 60
@@ -171,13 +186,15 @@ class Sampler:
         v[SeriesKey("node", "", node, "", "memory_used_bytes")] = float(mem.total - mem.available)
         v[SeriesKey("node", "", node, "", "memory_total_bytes")] = float(mem.total)
 
-    def _gpus(self, v: dict) -> dict[int, int]:
-        by_pid: dict[int, int] = {}
+    def _gpus(self, v: dict) -> dict[int, tuple[int, float]]:
+        """Per GPU node series; returns pid -> (GPU memory bytes, SM utilization %) over all GPUs."""
+        by_pid: dict[int, tuple[int, float]] = {}
         for g in self.gpus.sample():
             for metric, value in g.values.items():
                 v[SeriesKey("node", "", self.local_node, f"gpu{g.index}", metric)] = value
-            for pid, used in g.processes.items():
-                by_pid[pid] = by_pid.get(pid, 0) + used
+            for pid in set(g.processes) | set(g.process_utilization):
+                mem, util = by_pid.get(pid, (0, 0.0))
+                by_pid[pid] = (mem + g.processes.get(pid, 0), util + g.process_utilization.get(pid, 0.0))
         return by_pid
 
     def _nodes(self, v: dict, targets: Targets) -> None:
@@ -216,7 +233,7 @@ class Sampler:
             self._workers_cache[run_dir] = (now, workers)
         return workers
 
-    def _job(self, v: dict, job: JobTarget, gpu_by_pid: dict[int, int], now: float) -> None:
+    def _job(self, v: dict, job: JobTarget, gpu_by_pid: dict[int, tuple[int, float]], now: float) -> None:
         def key(instance: str, metric: str) -> SeriesKey:
             return SeriesKey("job", job.workspace, job.name, instance, metric)
 
@@ -229,8 +246,11 @@ class Sampler:
                 if tree.cpu_percent is not None:
                     v[key(rank, "cpu_percent")] = tree.cpu_percent
                 v[key(rank, "memory_bytes")] = float(tree.rss)
-                if gpu_by_pid:
-                    v[key(rank, "gpu_memory_bytes")] = float(sum(gpu_by_pid.get(p, 0) for p in tree.pids))
+                on_gpu = [gpu_by_pid[p] for p in tree.pids if p in gpu_by_pid]
+                if self.gpus.available:  # a machine with GPUs: 0 when the worker uses none
+                    v[key(rank, "gpu_memory_bytes")] = float(sum(mem for mem, _ in on_gpu))
+                if on_gpu:  # it has a GPU context: how busy it keeps its GPUs (0 = idle)
+                    v[key(rank, "gpu_utilization_percent")] = round(sum(util for _, util in on_gpu), 2)
         else:  # an engine: what the runtime last observed there
             for w in job.workers:
                 rank = str(w.get("rank", 0))
@@ -267,6 +287,8 @@ class Sampler:
                         v[key(inst, "memory_bytes")] = float(tree.rss)
             if self.replica_in_flight is not None and r.port:
                 v[key(inst, "in_flight")] = float(self.replica_in_flight(r.host, r.port))
+        if self.replica_counters is not None:
+            self._replica_rates(v, dep, now)
         if self.gateway is None:
             return
         c = self.gateway(dep.route)
@@ -290,6 +312,28 @@ class Sampler:
                     got = quantile(delta, c.bucket_bounds, q)
                     if got is not None:
                         v[key("", name)] = round(got, 6)
+
+    def _replica_rates(self, v: dict, dep: DeploymentTarget, now: float) -> None:
+        """Per replica over the interval: answers/s, error rate (failures / answers) and mean latency."""
+        current = dict(self.replica_counters(dep.route))
+        prev = self._prev_replicas.get(dep.route)
+        self._prev_replicas[dep.route] = (now, current)
+        if prev is None or now <= prev[0]:
+            return
+        dt = now - prev[0]
+        live = {str(r.ordinal) for r in dep.replicas}
+        for rid, (answers, failures, seconds) in current.items():
+            if rid not in live or rid not in prev[1]:
+                continue
+            a0, f0, s0 = prev[1][rid]
+            done = answers - a0
+            if done < 0:
+                continue
+            key = SeriesKey("deployment", dep.workspace, dep.name, rid, "request_rate")
+            v[key] = round(done / dt, 4)
+            if done > 0:
+                v[key._replace(metric="error_rate")] = round(max(failures - f0, 0) / done, 6)
+                v[key._replace(metric="latency_mean_seconds")] = round(max(seconds - s0, 0.0) / done, 6)
 
     def close(self) -> None:
         self.gpus.close()

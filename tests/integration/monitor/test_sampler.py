@@ -115,3 +115,39 @@ def test_quantile_from_bucket_counts():
     assert quantile([10, 0, 0, 0], bounds, 0.5) == pytest.approx(0.05)
     assert quantile([0, 10, 0, 0], bounds, 0.99) == pytest.approx(0.199)
     assert quantile([0, 0, 0, 5], bounds, 0.5) == 0.5  # above the last bound: the last bound
+
+
+def test_per_replica_rates_from_the_gateways_counters(db):
+    """Answers/s, error rate and mean latency per replica over each interval, from cumulative counters
+    (what the gateway's per-replica stats give); a replica that left the deployment is not sampled."""
+    from datetime import UTC, datetime
+
+    from cumulo.store.models import Deployment, Replica
+
+    now = datetime.now(UTC)
+    with db.tx() as s:
+        s.add(Deployment(id="d1", name="web", workspace="default", created_at=now, updated_at=now,
+                         spec={"kind": "Deployment", "name": "web", "command": "x"}, generation=1, deleting=False,
+                         workdir="/", state="Available"))
+        s.flush()
+        for ordinal in (1, 2):
+            s.add(Replica(deployment_id="d1", ordinal=ordinal, generation=1, state="Ready", created_at=now,
+                          host="127.0.0.1", port=40000 + ordinal, runtime="local", handle={"dir": "/nonexistent"},
+                          allocation={}))
+    counters = {"1": (0, 0, 0.0), "2": (0, 0, 0.0), "9": (0, 0, 0.0)}
+    clock = [1_800_000_000.0]
+    sampler = Sampler(db, local_node="local", clock=lambda: clock[0], replica_counters=lambda route: dict(counters))
+    sampler.sample()
+    counters.update({"1": (100, 0, 5.0), "2": (50, 10, 25.0), "9": (7, 0, 1.0)})
+    clock[0] += 10
+    got = sampler.sample()
+
+    def val(rid, metric):
+        return got.get(m.SeriesKey("deployment", "default", "web", rid, metric))
+
+    assert val("1", "request_rate") == 10.0 and val("1", "error_rate") == 0 and val("1", "latency_mean_seconds") == 0.05
+    assert val("2", "request_rate") == 5.0 and val("2", "error_rate") == 0.2 and val("2", "latency_mean_seconds") == 0.5
+    assert val("9", "request_rate") is None  # not a live replica of it
+    clock[0] += 10
+    got = sampler.sample()  # no traffic: a rate of 0, and no error rate or latency to speak of
+    assert val("1", "request_rate") == 0.0 and val("1", "error_rate") is None
