@@ -36,6 +36,7 @@ from cumulo.control.jobs import JobReconciler, utcnow
 from cumulo.control.loop import Loop
 from cumulo.control.nodes import LOCAL_NODE, register_local_node
 from cumulo.control.placement import Placement
+from cumulo.control.node_pools import NodePoolReconciler
 from cumulo.control.resources import NodeReconciler
 from cumulo.core import settings as env
 from cumulo.core.errors import CumuloError
@@ -53,6 +54,7 @@ from cumulo.services.costs import CostService
 from cumulo.services.deployments import DeploymentService
 from cumulo.services.gateways import GatewayRegistry
 from cumulo.services.jobs import JobService
+from cumulo.services.node_pools import NodePoolService
 from cumulo.services.resources import ResourceService
 from cumulo.services.secrets import SecretService
 from cumulo.services.tokens import TokenService
@@ -166,7 +168,17 @@ def build(config: ServerConfig) -> ControlPlane:
     cluster_reconciler = ClusterReconciler(db, Runtimes(db, runtime))
     cluster_loop = Loop(cluster_reconciler, workers=4)
     cluster_reconciler.wake = cluster_loop.enqueue
-    cluster_reconciler.capacity_changed = reconciler.wake_waiting
+    # node pools: machines for the work waiting on their cluster; idle ones released
+    node_pools = NodePoolReconciler(db, offerings=load_catalog, providers=sorted(providers))
+    pool_loop = Loop(node_pools)
+    node_pools.wake, node_pools.wake_node, node_pools.wake_job = pool_loop.enqueue, node_loop.enqueue, job_loop.enqueue
+    reconciler.began_waiting = node_pools.wake_cluster
+
+    def capacity_changed() -> None:
+        reconciler.wake_waiting()
+        node_pools.wake_cluster()
+
+    cluster_reconciler.capacity_changed = capacity_changed
     # a drained replica's SIGTERM waits for the requests every gateway has in flight to it
     dep_reconciler.in_flight = lambda host, port: gateway.in_flight_to(host, port) + gateways.in_flight_to(host, port)
     dep_reconciler.publish = lambda view: gateway.update(
@@ -230,8 +242,10 @@ def build(config: ServerConfig) -> ControlPlane:
                                       home=str(config.home), passes=job_loop.passes)
     app.state.resources = ResourceService(db, offerings=load_catalog, providers=sorted(providers),
                                           find_instance_type=find_instance_type, wake=node_loop.enqueue)
+    app.state.node_pools = NodePoolService(db, providers=sorted(providers), wake=pool_loop.enqueue)
     cost_loop = Loop(CostReconciler(db, local_node=LOCAL_NODE))
-    plane = ControlPlane(config, db, runtime, [job_loop, dep_loop, autoscale_loop, node_loop, cost_loop, cluster_loop], app, gateway)
+    plane = ControlPlane(config, db, runtime, [job_loop, dep_loop, autoscale_loop, node_loop, cost_loop, cluster_loop,
+                                               pool_loop], app, gateway)
     return plane
 
 

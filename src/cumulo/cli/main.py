@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from cumulo.cli import clusters, costs, deployments, jobs, resources, secrets, server, tokens, workspaces
+from cumulo.cli import clusters, costs, deployments, jobs, pools, resources, secrets, server, tokens, workspaces
 from cumulo.cli.render import JSON, console, emit_json, err, events_table, nodes_table
 from cumulo.core.errors import CumuloError
 from cumulo.sdk.client import Client
@@ -32,6 +32,8 @@ app.add_typer(tokens.app, name="token")
 app.add_typer(secrets.app, name="secret")
 app.add_typer(workspaces.app, name="workspace")
 app.add_typer(clusters.app, name="cluster")
+app.add_typer(pools.app, name="pool")
+app.command("apply")(pools.apply)
 app.command("cost")(costs.cost)
 
 

@@ -115,7 +115,8 @@ class NodeReconciler:
             request = ResourcesRequest.model_validate(pool.request) if pool else None
             idle_ttl = pool.idle_ttl if pool else None
             workspace = pool.workspace if pool else "default"
-            index = int(node.name.rsplit("-", 1)[1]) if "-" in node.name else 0
+            # a node pool's node is the only node of its request
+            index = int(node.name.rsplit("-", 1)[1]) if "-" in node.name and node.node_pool is None else 0
         machine = self._observe(node)
         d = decide_node(NodeSnapshot(
             now=now, state=NodeState(node.state), created_at=node.created_at or now, machine_id=node.machine_id,

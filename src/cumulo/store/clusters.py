@@ -43,7 +43,9 @@ def node_name(cluster: str, engine_id: str) -> str:
 def sync_nodes(s: Session, cluster: str, provider: str, seen: list[dict], now: datetime) -> tuple[list[str], list[str]]:
     """Make the cluster's node rows what the engine reports. Returns (joined, lost) node names: a
     node the engine no longer lists, or lists as dead, is kept with state Lost."""
-    rows = {n.name: n for n in nodes_of(s, cluster)}
+    # a machine a node pool launched for the cluster has its own row (the node reconciler's): the
+    # engine's row for it is the one synced here
+    rows = {n.name: n for n in nodes_of(s, cluster) if n.node_pool is None}
     joined, lost = [], []
     names = set()
     for d in seen:
@@ -98,7 +100,8 @@ def views(s, local_capacity: Capacity | None) -> tuple[ClusterView, ...]:
     """What placement knows of every cluster (policy/clusters.py), read in one transaction."""
     nodes: dict[str, list] = {}
     for n in nodes_of(s):
-        nodes.setdefault(n.cluster, []).append(n)
+        if n.node_pool is None:  # a pool's machine counts once it joined: as the engine's node
+            nodes.setdefault(n.cluster, []).append(n)
     here = s.get(Node, LOCAL)
     out = [ClusterView(LOCAL, LOCAL, capacity=local_capacity, gpu_names=tuple(here.gpu_names) if here else ())]
     for c in listing(s):

@@ -146,6 +146,8 @@ class Node(Base):
     release_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     #: locations (provider/region/zone) that failed for capacity or quota: skipped on the next try
     blocked: Mapped[list[Any]] = mapped_column(default=list)
+    #: the node pool (NodePool.name) that launched it, for its cluster; None otherwise
+    node_pool: Mapped[str | None] = mapped_column(String(63), nullable=True, index=True)
     lock_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
     lock_expires: Mapped[datetime | None] = mapped_column(nullable=True)
 
@@ -180,6 +182,32 @@ class Pool(Base):
     request: Mapped[dict[str, Any]]
     count: Mapped[int]
     idle_ttl: Mapped[float | None] = mapped_column(Float, nullable=True)  # seconds; None: never
+
+
+class NodePool(Base):
+    """A cluster's elastic capacity (`kind: NodePool`): the spec, and the scale policy's state.
+    (Not `pools`: that table groups the machines of one `create_resources` request.)"""
+
+    __tablename__ = "node_pools"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    cluster: Mapped[str] = mapped_column(String(63), index=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    # spec (written by services)
+    spec: Mapped[dict[str, Any]]
+    deleting: Mapped[bool] = mapped_column(Boolean, default=False)
+    # status (written by the node pool reconciler)
+    state: Mapped[str] = mapped_column(String(16), default="Ready")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    #: the sequence number of the next node it launches (node names derive from it)
+    next_seq: Mapped[int] = mapped_column(Integer, default=1)
+    #: policy state: node name -> ISO time it was first seen idle
+    idle_since: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: work key ("job:<id>") -> what the pool does about it (the limit that stops it): Pending reasons
+    notes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    lock_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    lock_expires: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class Deployment(Base):
