@@ -211,14 +211,18 @@ def _requests(w: PendingWork, offerings: Sequence[Offering], spot: bool) -> list
     r = w.request
     gib = 2**30
 
-    def req(cpu: float, memory: int, gpu: int) -> PlacementRequest:
-        return PlacementRequest(cpu=cpu, memory_gib=memory / gib, accelerator=(r.gpu_type if gpu else None),
-                                accelerator_count=gpu, spot=spot)
-
     def holds(o: Offering, cpu: float, memory: int, gpu: int) -> bool:
         if gpu and (o.accelerator_count < gpu or (r.gpu_type and (o.accelerator or "").lower() != r.gpu_type.lower())):
             return False
         return o.vcpus + 1e-9 >= cpu and o.memory_gib * gib + 1 >= memory
+
+    def req(cpu: float, memory: int, gpu: int) -> PlacementRequest:
+        accel = r.gpu_type
+        if gpu and accel is None:  # any GPU: the type of the cheapest machine that holds it
+            fits = [o for o in offerings if holds(o, cpu, memory, gpu)]
+            accel = min(fits, key=lambda o: (_market_price(o, spot), o.instance_type)).accelerator if fits else None
+        return PlacementRequest(cpu=cpu, memory_gib=memory / gib, accelerator=accel if gpu else None,
+                                accelerator_count=gpu, spot=spot)
 
     if w.placement == "pack" and r.workers > 1 and any(holds(o, r.total_cpu, r.total_memory, r.total_gpu)
                                                         for o in offerings):
@@ -227,6 +231,10 @@ def _requests(w: PendingWork, offerings: Sequence[Offering], spot: bool) -> list
         gpu = f", {r.gpu} {r.gpu_type + ' ' if r.gpu_type else ''}GPU" if r.gpu else ""
         return f"no machine the pool may launch holds a worker of {r.cpu:g} CPU, {format_memory(r.memory)}{gpu}"
     return [req(r.cpu, r.memory, r.gpu) for _ in range(r.workers)]
+
+
+def _market_price(o: Offering, spot: bool) -> float:
+    return min(o.price, o.spot_price) if spot and o.spot_price is not None else o.price
 
 
 def _limits(spec: NodePoolSpec, n_live: int, live_price: float, spent: float,
@@ -305,7 +313,9 @@ def decide_pool(inp: PoolInput) -> PoolDecision:
                 if isinstance(got, str):
                     blocked[w.key] = f"node pool {spec.name}: {got}"
                     continue
-                why = _limits(spec, len(live), live_price, inp.spent_month, len(got), sum(c.hourly for c in got))
+                before = sum(c.hourly for c in placed)
+                why = _limits(spec, len(live) + len(placed), live_price + before, inp.spent_month,
+                              len(got) - len(placed), sum(c.hourly for c in got) - before)
                 if why:
                     blocked[w.key] = why
                     continue
