@@ -38,7 +38,9 @@ from cumulo.store import events, leases
 from cumulo.store import node_pools as store
 from cumulo.store import resources as resources_store
 from cumulo.store.db import Database
-from cumulo.store.models import Job, Node, NodePool, Pool
+from cumulo.store.deployments import LIVE as LIVE_REPLICA
+from cumulo.store.jobs import ACTIVE_ATTEMPT
+from cumulo.store.models import Attempt, Job, Node, NodePool, Pool, Replica
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +126,12 @@ class NodePoolReconciler:
         used = self._used(s)
         engine_rows = [n for n in clusters_store.nodes_of(s, spec.cluster) if n.node_pool is None]
         on_cluster = [a for a in used if a.cluster == spec.cluster]
+        live_workers = {w.get("node_id") for ws in s.scalars(
+            select(Attempt.workers).where(Attempt.cluster == spec.cluster, Attempt.state.in_(ACTIVE_ATTEMPT)))
+            for w in (ws or []) if w.get("node_id")}
+        # a replica names its node (Node.name)
+        live_workers |= set(s.scalars(select(Replica.node).where(
+            Replica.cluster == spec.cluster, Replica.state.in_(LIVE_REPLICA), Replica.node.is_not(None))))
         nodes = []
         for n in store.nodes(s, row.name):
             if n.release_requested or n.state == NodeState.TERMINATING.value:
@@ -135,7 +143,8 @@ class NodePoolReconciler:
             nodes.append(PoolNode(
                 name=n.name, state=state, cpu=n.cpu, memory=n.memory, gpus=len(n.gpus),
                 gpu_type=n.gpu_names[0] if n.gpu_names else None, price=n.price,
-                busy=state == "ready" and self._busy(n, engine_rows, on_cluster), instance_type=n.instance_type or ""))
+                busy=state == "ready" and self._busy(n, engine_rows, live_workers, on_cluster),
+                instance_type=n.instance_type or ""))
         pending = self._pending(s, spec.cluster, now)
         ended_this_month = store.nodes(s, row.name, include_ended=True)
         idle = {k: datetime.fromisoformat(v) for k, v in (row.idle_since or {}).items()}
@@ -152,15 +161,21 @@ class NodePoolReconciler:
         return [Allocation.from_dict(a) for a in allocations_store.allocations_of(s, held).values()]
 
     @staticmethod
-    def _busy(n: Node, engine_rows: list[Node], on_cluster: list[Allocation]) -> bool:
-        """Whether cumulo work runs on a pool's ready node: the engine's free capacity on it (its
-        node row carries the pool node's name as a label, or its address); without that, any
-        cumulo work on the cluster counts (a node is never released from under work)."""
-        mine = [e for e in engine_rows if _labels_name(e, n.name) or (n.address and e.address == n.address)]
-        free = ((mine[0].labels or {}).get("cumulo.free") or {}) if mine else {}
-        if mine and "cpu" in free:
-            return free["cpu"] + 1e-9 < mine[0].cpu or free.get("gpus", len(mine[0].gpus)) < len(mine[0].gpus)
-        return bool(on_cluster)
+    def _busy(n: Node, engine_rows: list[Node], live_workers: set[str], on_cluster: list[Allocation]) -> bool:
+        """Whether cumulo work runs on a pool's ready node. The node is known to the engine by its
+        own row or by an engine node row that carries its name as a label (or its address): busy
+        when a live attempt's worker runs on that engine node, or the engine reports less than all
+        of it free. Known by neither, any cumulo work on the cluster counts (a node is never
+        released from under work)."""
+        mine = [n] + [e for e in engine_rows if _labels_name(e, n.name) or (n.address and e.address == n.address)]
+        ids = {m.engine_id for m in mine if m.engine_id}
+        if (ids | {m.name for m in mine}) & live_workers:
+            return True
+        for m in mine:
+            free = (m.labels or {}).get("cumulo.free") or {}
+            if "cpu" in free:
+                return free["cpu"] + 1e-9 < m.cpu or free.get("gpus", len(m.gpus)) < len(m.gpus)
+        return not ids and bool(on_cluster)
 
     @staticmethod
     def _pending(s, cluster: str, now: datetime) -> list[PendingWork]:

@@ -100,8 +100,7 @@ def views(s, local_capacity: Capacity | None) -> tuple[ClusterView, ...]:
     """What placement knows of every cluster (policy/clusters.py), read in one transaction."""
     nodes: dict[str, list] = {}
     for n in nodes_of(s):
-        if n.node_pool is None:  # a pool's machine counts once it joined: as the engine's node
-            nodes.setdefault(n.cluster, []).append(n)
+        nodes.setdefault(n.cluster, []).append(n)
     here = s.get(Node, LOCAL)
     out = [ClusterView(LOCAL, LOCAL, capacity=local_capacity, gpu_names=tuple(here.gpu_names) if here else ())]
     for c in listing(s):
