@@ -47,6 +47,7 @@ from cumulo.gateway.proxy import Gateway
 from cumulo.gateway.server import uvicorn_config
 from cumulo.providers.aws import AWSProvider
 from cumulo.providers.local import LocalProvider
+from cumulo.providers.local_vm import LocalVMProvider
 from cumulo.runtimes.local import LocalRuntime
 from cumulo.services.cluster import ClusterService
 from cumulo.services.costs import CostService
@@ -158,7 +159,8 @@ def build(config: ServerConfig) -> ControlPlane:
 
     autoscaler = AutoscalerReconciler(db, load=load_of, wake_deployment=dep_loop.enqueue)
     autoscale_loop = Loop(autoscaler)
-    providers = {"aws": AWSProvider(), "local": LocalProvider(config.home / "providers" / "local.json")}
+    providers = {"aws": AWSProvider(), "local": LocalProvider(config.home / "providers" / "local.json"),
+                 "local-vm": LocalVMProvider(config.home / "providers" / "local-vm")}
     nodes = NodeReconciler(db, providers, offerings=load_catalog, install_id=install_id(config.home))
     node_loop = Loop(nodes)
     nodes.wake = node_loop.enqueue

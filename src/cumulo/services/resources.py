@@ -58,7 +58,8 @@ class ResourceService:
                     "GCP and Azure are in the catalog (`cumulo offers`) but cannot be provisioned yet",
                     errors=[{"field": "providers", "message": f"no driver for {p!r}"}],
                 )
-        allowed = list(req.providers or [p for p in self.providers if p != "local"])
+        # this machine and the made-up local-vm machines are used only when named
+        allowed = list(req.providers or [p for p in self.providers if p not in ("local", "local-vm")])
         offerings = self.offerings()
         plans = []
         for i, n in enumerate(req.nodes):
