@@ -36,7 +36,7 @@ from cumulo.control.jobs import JobReconciler, utcnow
 from cumulo.control.loop import Loop
 from cumulo.control.nodes import LOCAL_NODE, register_local_node
 from cumulo.control.placement import Placement
-from cumulo.control.resources import NodeReconciler
+from cumulo.control.resources import JOIN_TIMEOUT, NodeReconciler
 from cumulo.core import settings as env
 from cumulo.core.errors import CumuloError
 from cumulo.core.files import write_private
@@ -161,7 +161,8 @@ def build(config: ServerConfig) -> ControlPlane:
     autoscale_loop = Loop(autoscaler)
     providers = {"aws": AWSProvider(), "local": LocalProvider(config.home / "providers" / "local.json"),
                  "local-vm": LocalVMProvider(config.home / "providers" / "local-vm")}
-    nodes = NodeReconciler(db, providers, offerings=load_catalog, install_id=install_id(config.home))
+    nodes = NodeReconciler(db, providers, offerings=load_catalog, install_id=install_id(config.home),
+                           join_timeout=float(os.environ.get("CUMULO_JOIN_TIMEOUT", JOIN_TIMEOUT)))
     node_loop = Loop(nodes)
     nodes.wake = node_loop.enqueue
     # each engine's nodes, read from the engine; an unreachable one is retried without holding up the rest
@@ -169,6 +170,7 @@ def build(config: ServerConfig) -> ControlPlane:
     cluster_loop = Loop(cluster_reconciler, workers=4)
     cluster_reconciler.wake = cluster_loop.enqueue
     cluster_reconciler.capacity_changed = reconciler.wake_waiting
+    cluster_reconciler.machine_changed = node_loop.enqueue
     # a drained replica's SIGTERM waits for the requests every gateway has in flight to it
     dep_reconciler.in_flight = lambda host, port: gateway.in_flight_to(host, port) + gateways.in_flight_to(host, port)
     dep_reconciler.publish = lambda view: gateway.update(

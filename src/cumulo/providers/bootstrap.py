@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from importlib import metadata
 
 from cumulo.core.errors import InvalidSpec
+from cumulo.core.offerings import NODE_ID_LABEL
 
 RAY_VERSION = "2.60.0"
 #: the labels a bootstrapped Ray node carries (Ray reserves the ``ray.io/`` prefix)
 LABEL_PREFIX = "cumulo.io/"
-NODE_ID_LABEL = LABEL_PREFIX + "node-id"
 INSTANCE_TYPE_LABEL = LABEL_PREFIX + "instance-type"
 ZONE_LABEL = LABEL_PREFIX + "zone"
 MARKET_LABEL = LABEL_PREFIX + "market"  # spot | on-demand
