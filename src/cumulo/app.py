@@ -37,7 +37,7 @@ from cumulo.control.loop import Loop
 from cumulo.control.nodes import LOCAL_NODE, register_local_node
 from cumulo.control.placement import Placement
 from cumulo.control.node_pools import NodePoolReconciler
-from cumulo.control.resources import NodeReconciler
+from cumulo.control.resources import JOIN_TIMEOUT, NodeReconciler
 from cumulo.core import settings as env
 from cumulo.core.errors import CumuloError
 from cumulo.core.files import write_private
@@ -48,6 +48,7 @@ from cumulo.gateway.proxy import Gateway
 from cumulo.gateway.server import uvicorn_config
 from cumulo.providers.aws import AWSProvider
 from cumulo.providers.local import LocalProvider
+from cumulo.providers.local_vm import LocalVMProvider
 from cumulo.runtimes.local import LocalRuntime
 from cumulo.services.cluster import ClusterService
 from cumulo.services.costs import CostService
@@ -160,8 +161,10 @@ def build(config: ServerConfig) -> ControlPlane:
 
     autoscaler = AutoscalerReconciler(db, load=load_of, wake_deployment=dep_loop.enqueue)
     autoscale_loop = Loop(autoscaler)
-    providers = {"aws": AWSProvider(), "local": LocalProvider(config.home / "providers" / "local.json")}
-    nodes = NodeReconciler(db, providers, offerings=load_catalog, install_id=install_id(config.home))
+    providers = {"aws": AWSProvider(), "local": LocalProvider(config.home / "providers" / "local.json"),
+                 "local-vm": LocalVMProvider(config.home / "providers" / "local-vm")}
+    nodes = NodeReconciler(db, providers, offerings=load_catalog, install_id=install_id(config.home),
+                           join_timeout=float(os.environ.get("CUMULO_JOIN_TIMEOUT", JOIN_TIMEOUT)))
     node_loop = Loop(nodes)
     nodes.wake = node_loop.enqueue
     # each engine's nodes, read from the engine; an unreachable one is retried without holding up the rest
@@ -179,6 +182,7 @@ def build(config: ServerConfig) -> ControlPlane:
         node_pools.wake_cluster()
 
     cluster_reconciler.capacity_changed = capacity_changed
+    cluster_reconciler.machine_changed = node_loop.enqueue
     # a drained replica's SIGTERM waits for the requests every gateway has in flight to it
     dep_reconciler.in_flight = lambda host, port: gateway.in_flight_to(host, port) + gateways.in_flight_to(host, port)
     dep_reconciler.publish = lambda view: gateway.update(

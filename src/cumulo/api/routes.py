@@ -157,7 +157,7 @@ def add_cluster(request: Request, body: ClusterBody) -> ClusterInfo:
     """Add a Ray cluster (its dashboard address) or this machine's Slurm. Its nodes are read from
     the engine within seconds; an unreachable one shows why and is retried."""
     return _cluster(request).add(body.name, body.kind, address=body.address, partition=body.partition,
-                                 artifacts=body.artifacts)
+                                 artifacts=body.artifacts, join=body.join)
 
 
 NODEPOOL_EXAMPLE = {"kind": "NodePool", "name": "cpu", "cluster": "ray", "providers": ["local-vm"],

@@ -71,13 +71,14 @@ def events(
 
 @app.command()
 def nodes(cluster: str = typer.Option(None, "--cluster", "-c", help="only this cluster's nodes"),
-          all_: bool = typer.Option(False, "--all", help="also the nodes an engine reports lost"),
+          all_: bool = typer.Option(False, "--all", help="also the nodes an engine reports lost and machines that ended"),
           json_: bool = JSON) -> None:
     """Machines workloads run on, per cluster, with capacity and what is allocated."""
     with Client() as client:
         rows = client.nodes(cluster)
     if not all_:
-        rows = [n for n in rows if not (n.engine_id and n.state == "Lost")]
+        rows = [n for n in rows if not (n.engine_id and n.state == "Lost")
+                and n.state not in ("Terminated", "Failed", "Preempted")]
     if json_:
         emit_json(rows)
     else:

@@ -95,6 +95,12 @@ class NodeView(_View):
     engine_id: str | None = None
     labels: dict[str, str] = {}
     reason: str = ""
+    #: a machine cumulo launched (`cumulo resources create`, a node pool): what it is and costs
+    pool: str | None = None
+    instance_type: str | None = None
+    zone: str | None = None
+    spot: bool = False
+    price_per_hour: float = 0.0
 
 
 class ClusterInfo(_View):
@@ -104,6 +110,8 @@ class ClusterInfo(_View):
     kind: str  # local | ray | slurm
     address: str | None = None
     partition: str | None = None
+    #: Ray: the GCS address launched machines join
+    join_address: str | None = None
     artifacts: str = ""
     state: str  # Ready | Unreachable | Unknown (not asked yet)
     reason: str = ""

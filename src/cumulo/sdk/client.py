@@ -116,13 +116,15 @@ class Client:
 
     # -- clusters ----------------------------------------------------------------------------------
     def add_cluster(self, name: str, *, ray: str | None = None, slurm: bool = False, partition: str | None = None,
-                    artifacts: str | None = None) -> ClusterInfo:
+                    artifacts: str | None = None, join: str | None = None) -> ClusterInfo:
         """Add a Ray cluster (`ray=` its dashboard address, what `ray job submit --address` takes)
-        or this machine's Slurm (`slurm=True`). `artifacts`: a folder every node sees."""
+        or this machine's Slurm (`slurm=True`). `artifacts`: a folder every node sees. `join`: the
+        Ray GCS address (HOST:PORT) machines launched for the cluster join (default: the
+        dashboard's host, port 6379)."""
         if (ray is None) == (not slurm):
             raise ValueError("give exactly one of ray='http://HOST:PORT' or slurm=True")
         body = {"name": name, "kind": "ray" if ray is not None else "slurm", "address": ray, "partition": partition,
-                "artifacts": artifacts}
+                "artifacts": artifacts, "join": join}
         return ClusterInfo.model_validate(self._call("POST", "/clusters", json={k: v for k, v in body.items() if v is not None}))
 
     def clusters(self) -> list[ClusterInfo]:

@@ -148,6 +148,11 @@ class Node(Base):
     blocked: Mapped[list[Any]] = mapped_column(default=list)
     #: the node pool (NodePool.name) that launched it, for its cluster; None otherwise
     node_pool: Mapped[str | None] = mapped_column(String(63), nullable=True, index=True)
+    #: a machine launched for an engine's cluster: what the engine says of it (written by the cluster
+    #: sync only): alive | dead | absent (listed before, not now); None until the engine first lists it
+    engine_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    #: machines this node has had before its current one (a machine that did not join in time is replaced)
+    replacements: Mapped[int] = mapped_column(Integer, default=0)
     lock_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
     lock_expires: Mapped[datetime | None] = mapped_column(nullable=True)
 
@@ -161,6 +166,8 @@ class Cluster(Base):
     kind: Mapped[str] = mapped_column(String(16))  # local | ray | slurm
     address: Mapped[str | None] = mapped_column(Text, nullable=True)  # Ray: the dashboard URL
     partition: Mapped[str | None] = mapped_column(String(63), nullable=True)  # Slurm
+    #: Ray: the GCS address (HOST:PORT) machines launched for the cluster join (`ray start --address`)
+    join_address: Mapped[str | None] = mapped_column(Text, nullable=True)
     #: a folder every node of the cluster sees (CUMULO_ARTIFACTS, logs, checkpoints)
     artifacts: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]

@@ -1,7 +1,7 @@
 """node pools (kind: NodePool) and the node pool a node was launched by
 
 Revision ID: 0007
-Revises: 0006
+Revises: 0007_vmjoin
 Create Date: 2026-11-29 01:30:00
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 import cumulo.store.models
 
 revision = '0007'
-down_revision = '0006'
+down_revision = '0007_vmjoin'  # chained after vmjoin's 0007 in the merge (the lead orders the parallel branches)
 branch_labels = None
 depends_on = None
 
