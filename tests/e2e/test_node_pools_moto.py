@@ -108,6 +108,7 @@ def test_bad_node_pools_are_refused_naming_the_field_and_the_fix(server, tmp_pat
     cases = [
         ({**POOL, "cluster": "nope"}, "cluster", "cumulo cluster add"),
         ({**POOL, "providers": ["gcp"]}, "providers", "no driver"),
+        ({**POOL, "providers": ["local"]}, "providers", "use local-vm"),
         ({**POOL, "min_nodes": 3, "max_nodes": 2}, "(spec)", "lower min_nodes or raise max_nodes"),
         ({**POOL, "spot": "maybe"}, "spot", "'allowed', 'required' or 'never'"),
         ({k: v for k, v in POOL.items() if k != "cluster"}, "cluster", "field required"),

@@ -45,6 +45,8 @@ from cumulo.store.models import Attempt, Job, Node, NodePool, Pool, Replica
 log = logging.getLogger(__name__)
 
 LEASE_TTL = 60.0
+#: providers a pool uses only when its spec names them
+NAMED_ONLY = ("local", "local-vm")
 #: how often a pool is looked at without a hint (idle nodes age; limits may have moved)
 RESYNC = 5.0
 
@@ -92,7 +94,7 @@ class NodePoolReconciler:
     def reconcile(self, name: str) -> float | None:
         token = uuid.uuid4().hex
         now = self.clock()
-        offerings = [o for o in self.offerings() if o.provider in self.providers]
+        catalog = self.offerings()
         with self.db.tx() as s:
             if not leases.claim(s, NodePool, name, token, now, LEASE_TTL):
                 return 1.0 if store.get(s, name) is not None else None
@@ -103,6 +105,9 @@ class NodePoolReconciler:
                 wake, gone = None, False
             if wake is None:
                 spec = NodePoolSpec.model_validate(row.spec)
+                # the made-up local-vm machines are launched only when named, as by `resources create`
+                allowed = spec.providers or [p for p in self.providers if p not in NAMED_ONLY]
+                offerings = [o for o in catalog if o.provider in allowed and o.provider in self.providers]
                 inp, old_notes = self._load(s, row, spec, offerings, now)
         if wake is not None:
             for n in wake:

@@ -49,6 +49,10 @@ class NodePoolService:
         """Create the pool or update its spec. Returns (view, "created" | "updated" | "unchanged",
         the top-level fields that changed)."""
         spec = data if isinstance(data, NodePoolSpec) else parse_spec(data, source="node pool", kind="NodePool")
+        if "local" in spec.providers:
+            raise InvalidSpec("providers: 'local' is this machine, which cannot join a cluster as a new node; "
+                              "use local-vm for machines started on this host (tests and demos)",
+                              errors=[{"field": "providers", "message": "'local' cannot be a node pool's provider"}])
         for p in spec.providers:
             if p not in self.providers:
                 raise InvalidSpec(
