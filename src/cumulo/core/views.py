@@ -219,7 +219,7 @@ class NodePoolView(_View):
     nodes_up: int = 0  # launching or ready
     price_per_hour: float = 0.0  # of its live machines
     spent_month: float = 0.0  # what its machines cost this calendar month
-    #: what it does about each waiting workload ("job:<id>" -> launching X / the limit that stops it)
+    #: what it does about each waiting workload ("job NAME" -> launching X / the limit that stops it)
     notes: dict[str, str] = {}
     created_at: datetime | None = None
     updated_at: datetime | None = None

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import select
+
 from cumulo.core.errors import InvalidSpec
 from cumulo.core.specs import NodePoolSpec, parse_spec
 from cumulo.core.states import NodeState
@@ -16,7 +18,7 @@ from cumulo.store import clusters as clusters_store
 from cumulo.store import events
 from cumulo.store import node_pools as store
 from cumulo.store.db import Database
-from cumulo.store.models import Node, NodePool
+from cumulo.store.models import Job, Node, NodePool
 from cumulo.store.node_pools import spent_this_month
 
 SYSTEM = Scope()
@@ -35,6 +37,18 @@ def detail(n: Node, now: datetime) -> NodeDetail:
         price_per_hour=n.price, cost=round(max(hours, 0.0) * n.price, 6), created_at=n.created_at,
         ready_at=n.ready_at, finished_at=n.finished_at,
     )
+
+
+def _named(s, notes: dict) -> dict[str, str]:
+    """The notes keyed by what people know a workload by: "job NAME" (and its workspace, when not default)."""
+    ids = [k[4:] for k in notes if k.startswith("job:")]
+    rows = {i: (n, w) for i, n, w in s.execute(select(Job.id, Job.name, Job.workspace).where(Job.id.in_(ids)))} if ids else {}
+    out = {}
+    for key, note in notes.items():
+        name, ws = rows.get(key[4:], (None, None)) if key.startswith("job:") else (None, None)
+        label = key if name is None else f"job {name}" + (f" (workspace {ws})" if ws != "default" else "")
+        out[label] = note
+    return out
 
 
 class NodePoolService:
@@ -129,7 +143,7 @@ class NodePoolService:
             name=row.name, cluster=row.cluster, spec=row.spec, state=row.state, reason=row.reason,
             nodes=[detail(n, now) for n in shown], nodes_up=len(live),
             price_per_hour=round(sum(n.price for n in live), 6), spent_month=round(spent_this_month(nodes, now), 6),
-            notes=dict(row.notes or {}), created_at=row.created_at, updated_at=row.updated_at,
+            notes=_named(s, row.notes or {}), created_at=row.created_at, updated_at=row.updated_at,
         )
 
 
