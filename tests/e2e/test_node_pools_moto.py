@@ -78,6 +78,7 @@ def test_apply_launches_the_cheapest_machine_and_a_limit_is_named_in_the_pending
     held = wait_until(lambda: "max_nodes" in (j := c.get_job("big2")).reason and j, timeout=30, what="reason")
     assert held.state == "Pending"
     assert "node pool cpu: max_nodes 1 reached (1 up or launching, this needs 1 more)" in held.reason
+    assert "max_nodes 1 reached" in c.node_pool("cpu").notes["job big2"]
     blocked = [e for e in c.events(kind="NodePool", name="cpu") if e.reason == "ScaleUpBlocked"]
     assert blocked and "max_nodes 1" in blocked[-1].message
     assert len(instances(**{"cumulo:install": (server.home / "install-id").read_text().strip()})) == 1

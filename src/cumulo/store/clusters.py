@@ -157,9 +157,9 @@ def views(s, local_capacity: Capacity | None) -> tuple[ClusterView, ...]:
 
 def _alive(n: Node) -> bool:
     """Work can be placed on it: an engine node the engine lists alive; a launched machine that
-    joined (Ready) and that the engine still lists alive."""
-    if n.pool_id is not None:
-        return n.state == "Ready" and n.engine_state == "alive"
+    joined (Ready), that the engine still lists alive and that is not being released."""
+    if n.pool_id is not None:  # a machine being released takes no new work (a node pool's drain)
+        return n.state == "Ready" and n.engine_state == "alive" and not n.release_requested
     return n.state == "Ready"
 
 
