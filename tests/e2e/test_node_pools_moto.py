@@ -3,9 +3,10 @@ pool and the work it is for, the machine the pool launches (seen in EC2), a limi
 scale-up named in the job's Pending reason, `cumulo pool ...`, bad input, and a control plane
 killed in the middle of a scale-up (no second machine, no orphan).
 
-The pool's cluster here is a Ray cluster that does not answer (nothing joins a moto machine), so
-every job stays Pending and each decision is the pool's alone; the pool on a live Ray cluster,
-with machines that join and run the work, is tests/e2e/test_node_pools_ray.py.
+The pool's cluster is the CI Ray cluster (`bash .ci/ray.sh`: 2 CPUs per node, no GPU); the jobs ask
+for a T4 GPU, which none of its nodes (nor another test's local-vm machine) has. A moto machine
+never joins, so every job stays Pending and each decision is the pool's alone (the machine stays
+Joining); the pool with machines that join and run the work is tests/e2e/test_node_pools_ray.py.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from cumulo.sdk.client import Client
 from tests.helpers import Server, kill_leftovers, wait_until
 
 POOL = {"kind": "NodePool", "name": "cpu", "cluster": "ray", "providers": ["aws"], "regions": ["us-east-1"],
-        "instance_types": ["t3.medium", "c5.xlarge", "m5.xlarge"], "max_nodes": 1, "idle_ttl": "10m"}
+        "instance_types": ["t3.medium", "g4dn.xlarge", "g4dn.2xlarge", "g5.xlarge"], "max_nodes": 1,
+        "idle_ttl": "10m"}
 
 
-def job(name: str, cpu: float = 3) -> dict:
-    return {"kind": "Job", "name": name, "cluster": "ray", "command": "true", "resources": {"cpu": cpu, "memory": "1Gi"}}
+def job(name: str) -> dict:
+    return {"kind": "Job", "name": name, "cluster": "ray", "command": "true",
+            "resources": {"cpu": 3, "memory": "1Gi", "gpu": 1, "gpu_type": "T4"}}
 
 
 def yaml_docs(*docs: dict) -> str:
@@ -41,16 +44,18 @@ def instances(**tags) -> list[dict]:
     return out
 
 
-def start(tmp_path, **env) -> Server:
+def start(tmp_path, ray_cluster: str, **env) -> Server:
     s = Server(tmp_path / "home", f"sqlite:///{tmp_path / 'cumulo.db'}", extra_env=env).start()
     with Client(s.url, token=s.token) as c:
-        c.add_cluster("ray", ray="http://127.0.0.9:9", artifacts=str(tmp_path / "ray-artifacts"))  # never answers
+        c.add_cluster("ray", ray=ray_cluster, artifacts=str(tmp_path / "ray-artifacts"))
+        info = wait_until(lambda: (i := c.cluster("ray")).state != "Unknown" and i, timeout=30, what="Ray asked")
+        assert info.state == "Ready", info.reason
     return s
 
 
 @pytest.fixture
-def server(tmp_path, aws_env):
-    s = start(tmp_path)
+def server(tmp_path, aws_env, ray_cluster):
+    s = start(tmp_path, ray_cluster)
     yield s
     s.kill()
     kill_leftovers(s.home)
@@ -66,12 +71,14 @@ def test_apply_launches_the_cheapest_machine_and_a_limit_is_named_in_the_pending
     pool = wait_until(lambda: (p := c.node_pool("cpu")).nodes and p.nodes[0].machine_id and p, timeout=60,
                       what="the pool's machine launched")
     node = pool.nodes[0]
-    # 3 CPUs: c5.xlarge ($0.17/h) is the cheapest allowed type that holds it (t3.medium has 2)
-    assert (node.id, node.instance_type, node.provider, node.price_per_hour) == ("cpu-1", "c5.xlarge", "aws", 0.17)
+    # 3 CPUs and a T4: g4dn.xlarge ($0.526/h) is the cheapest allowed type that holds it (g4dn.2xlarge
+    # costs more, g5.xlarge has an A10G, t3.medium no GPU)
+    assert (node.id, node.instance_type, node.provider, node.price_per_hour) == ("cpu-1", "g4dn.xlarge", "aws", 0.526)
     ec2 = instances(**{"cumulo:node-id": "cpu-1"})
-    assert [(i["InstanceId"], i["InstanceType"]) for i in ec2] == [(node.machine_id, "c5.xlarge")]
+    assert [(i["InstanceId"], i["InstanceType"]) for i in ec2] == [(node.machine_id, "g4dn.xlarge")]
     ups = [e for e in c.events(kind="NodePool", name="cpu") if e.reason == "ScaleUp"]
-    assert len(ups) == 1 and "c5.xlarge" in ups[0].message and "$0.170/h" in ups[0].message and "job big" in ups[0].message
+    assert len(ups) == 1 and "g4dn.xlarge" in ups[0].message and "$0.526/h" in ups[0].message
+    assert "job big" in ups[0].message
 
     # a second job: max_nodes 1 stops its machine, and its Pending reason says so
     c.submit_job(job("big2"))
@@ -94,9 +101,9 @@ def test_apply_launches_the_cheapest_machine_and_a_limit_is_named_in_the_pending
 
     listed = json.loads(server.cli("pool", "list", "--json", check=True).stdout)
     assert [(p["name"], p["cluster"], p["nodes_up"]) for p in listed] == [("cpu", "ray", 2)]
-    assert listed[0]["price_per_hour"] > 0.17
+    assert listed[0]["price_per_hour"] == 2 * 0.526
     out = server.cli("pool", "status", "cpu", check=True).stdout
-    assert "cpu-1" in out and "cpu-2" in out and "c5.xlarge" in out
+    assert "cpu-1" in out and "cpu-2" in out and "g4dn.xlarge" in out
 
     # delete: every machine is released, then the pool goes
     server.cli("pool", "delete", "cpu", check=True)
@@ -136,10 +143,11 @@ def test_bad_node_pools_are_refused_naming_the_field_and_the_fix(server, tmp_pat
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fault", ["nodepool-before-commit", "nodepool-after-commit"])
-def test_a_control_plane_killed_mid_scale_up_makes_one_machine_and_leaves_no_orphan(tmp_path, aws_env, fault):
+def test_a_control_plane_killed_mid_scale_up_makes_one_machine_and_leaves_no_orphan(tmp_path, aws_env, ray_cluster,
+                                                                                       fault):
     """SIGKILL (os._exit(137)) with the scale-up's rows written but not committed, or committed
     with nothing launched yet: after a restart there is exactly one machine for the decision."""
-    s = start(tmp_path, CUMULO_FAULT=fault)
+    s = start(tmp_path, ray_cluster, CUMULO_FAULT=fault)
     try:
         c = Client(s.url, token=s.token)
         c.apply_node_pool(POOL)

@@ -275,3 +275,14 @@ def test_one_job_gets_the_cheapest_machine_that_fits_it(cpu, mem, gpu, spot):
         return
     cheapest = min(min(o.price, o.spot_price if o.spot_price is not None else o.price) for o in fits)
     assert [x.price for x in d.launches] == [cheapest]
+
+
+def test_an_unreachable_cluster_gets_no_machines_and_loses_none():
+    away = ClusterView("ray", "ray", reachable=False, reason="connection refused")
+    idle = launching("pool-1", 4, state="ready")
+    d = decide_pool(inp([job(1, cpu=3)], nodes=[idle], cluster=away, spec=spec(idle_ttl=1, min_nodes=0),
+                        idle_since={"pool-1": T0 - timedelta(hours=1)}))
+    assert d.launches == () and d.releases == ()
+    assert d.notes == {"job:1": "node pool pool: cluster ray is unreachable (connection refused): no machine is "
+                                "launched until it answers"}
+    assert d.idle_since == {"pool-1": T0 - timedelta(hours=1)}

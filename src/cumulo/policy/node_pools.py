@@ -18,6 +18,9 @@ Scale up, in order:
 Budget: a launch may not let month-to-date spend plus one hour (`BUDGET_LOOKAHEAD_H`) of every
 machine the pool would then have pass `budget_per_month`.
 
+While the cluster is unreachable nothing changes (a machine could not join it, and what runs on
+the machines up is not known).
+
 Scale down: a ready node with no cumulo work is idle from the first pass that sees it so
 (`idle_since`, the policy's state); idle for `idle_ttl`, it is released, the most expensive first,
 never below `min_nodes`. Below `min_nodes`, the cheapest allowed machines are launched.
@@ -269,6 +272,12 @@ def _describe(o: Offering, spot: bool, price: float) -> str:
 
 def decide_pool(inp: PoolInput) -> PoolDecision:
     spec = inp.spec
+    if not inp.cluster.reachable:
+        # machines could not join, and what runs on the ones up is not known: change nothing
+        why = f"cluster {spec.cluster} is unreachable" + (f" ({inp.cluster.reason})" if inp.cluster.reason else "")
+        note = f"node pool {spec.name}: {why}: no machine is launched until it answers"
+        return PoolDecision(notes={w.key: note for w in inp.pending}, idle_since=dict(inp.idle_since),
+                            next_seq=inp.next_seq, reason=f"{why}: waiting for it")
     offerings = allowed_offerings(spec, inp.offerings)
     spot = spec.spot != "never"
     live = [n for n in inp.nodes if n.state != "releasing"]
