@@ -30,8 +30,9 @@ def _table(rows: list[NodePoolView]) -> Table:
     for col in ("NAME", "CLUSTER", "STATE", "NODES", "$/H", "THIS MONTH", "LIMITS", "LAST DECISION"):
         t.add_column(col, overflow="fold" if col == "LAST DECISION" else "ellipsis")
     for p in rows:
-        t.add_row(p.name, p.cluster, p.state, str(p.nodes_up), f"{p.price_per_hour:.3f}", f"${p.spent_month:,.2f}",
-                  _limits(p.spec), p.reason or "-")
+        spent = f"${p.spent_month:,.2f}" if p.spent_month >= 1 else f"${p.spent_month:.4f}"
+        t.add_row(p.name, p.cluster, p.state, str(p.nodes_up), f"{p.price_per_hour:.3f}", spent, _limits(p.spec),
+                  p.reason or "-")
     return t
 
 
