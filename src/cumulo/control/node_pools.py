@@ -151,11 +151,11 @@ class NodePoolReconciler:
                 busy=state == "ready" and self._busy(n, engine_rows, live_workers, on_cluster),
                 instance_type=n.instance_type or ""))
         pending = self._pending(s, spec.cluster, now)
-        ended_this_month = store.nodes(s, row.name, include_ended=True)
+        this_month = store.nodes(s, row.name, include_ended=True, ended_since=store.month_start(now))
         idle = {k: datetime.fromisoformat(v) for k, v in (row.idle_since or {}).items()}
         inp = PoolInput(
             now=now, spec=spec, offerings=tuple(offerings), cluster=cluster, used=tuple(used), nodes=tuple(nodes),
-            pending=tuple(pending), spent_month=store.spent_this_month(ended_this_month, now),
+            pending=tuple(pending), spent_month=store.spent_this_month(this_month, now),
             quotas=self._quotas_left(s), idle_since=idle, next_seq=row.next_seq,
         )
         return inp, dict(row.notes or {})

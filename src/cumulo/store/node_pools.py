@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from cumulo.core.errors import NotFound
@@ -38,10 +38,14 @@ def of_cluster(s: Session, cluster: str) -> list[NodePool]:
     return list(s.scalars(select(NodePool).where(NodePool.cluster == cluster).order_by(NodePool.name)))
 
 
-def nodes(s: Session, pool: str, *, include_ended: bool = False) -> list[Node]:
+def nodes(s: Session, pool: str, *, include_ended: bool = False, ended_since: datetime | None = None) -> list[Node]:
+    """The pool's live nodes; with `include_ended` the ended ones too (those that ended since
+    `ended_since`, when given)."""
     q = select(Node).where(Node.node_pool == pool)
     if not include_ended:
         q = q.where(Node.state.in_(LIVE))
+    elif ended_since is not None:
+        q = q.where(or_(Node.finished_at.is_(None), Node.finished_at >= ended_since))
     return list(s.scalars(q.order_by(Node.created_at, Node.name)))
 
 
