@@ -61,6 +61,7 @@ def server(tmp_path, aws_env, ray_cluster):
     kill_leftovers(s.home)
 
 
+@pytest.mark.slow
 def test_apply_launches_the_cheapest_machine_and_a_limit_is_named_in_the_pending_reason(server, tmp_path):
     spec = tmp_path / "pool.yaml"
     spec.write_text(yaml_docs(job("big"), POOL))
