@@ -103,8 +103,11 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, what: st
 
 def kill_leftovers(home: Path) -> None:
     """Kill supervisors a test left running under `home`: job attempts and deployment replicas
-    outlive their control plane by design (a restarted one re-adopts them)."""
+    outlive their control plane by design (a restarted one re-adopts them); and local-vm machines."""
     import json
+
+    if (home / "providers" / "local-vm").is_dir():
+        kill_machines(home)
 
     claims = [*home.glob("jobs/*/attempt-*/supervisor.json"), *home.glob("deployments/*/replica-*/supervisor.json")]
     for claim in claims:
@@ -157,3 +160,15 @@ class WebhookReceiver:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def kill_machines(home: Path) -> list[int]:
+    """SIGKILL every local-vm machine a control plane under `home` launched (by the PIDs of each
+    machine's session, never by name): their Ray nodes leave the shared cluster. Returns the pids."""
+    from cumulo.providers.local_vm import LocalVMProvider
+
+    provider = LocalVMProvider(home / "providers" / "local-vm")
+    killed: list[int] = []
+    for m in provider.describe():
+        killed += provider.kill(m.id)
+    return killed

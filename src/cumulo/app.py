@@ -39,7 +39,8 @@ from cumulo.control.jobs import JobReconciler, utcnow
 from cumulo.control.loop import Loop
 from cumulo.control.nodes import LOCAL_NODE, register_local_node
 from cumulo.control.placement import Placement
-from cumulo.control.resources import NodeReconciler
+from cumulo.control.node_pools import NodePoolReconciler
+from cumulo.control.resources import JOIN_TIMEOUT, NodeReconciler
 from cumulo.core import settings as env
 from cumulo.core.errors import CumuloError
 from cumulo.core.files import write_private
@@ -55,6 +56,7 @@ from cumulo.gateway.proxy import Gateway
 from cumulo.gateway.server import uvicorn_config
 from cumulo.providers.aws import AWSProvider
 from cumulo.providers.local import LocalProvider
+from cumulo.providers.local_vm import LocalVMProvider
 from cumulo.runtimes.local import LocalRuntime
 from cumulo.services.alerts import AlertService
 from cumulo.services.cluster import ClusterService
@@ -62,6 +64,7 @@ from cumulo.services.costs import CostService
 from cumulo.services.deployments import DeploymentService
 from cumulo.services.gateways import GatewayRegistry
 from cumulo.services.jobs import JobService
+from cumulo.services.node_pools import NodePoolService
 from cumulo.services.resources import ResourceService
 from cumulo.services.secrets import SecretService
 from cumulo.services.tokens import TokenService
@@ -169,15 +172,28 @@ def build(config: ServerConfig) -> ControlPlane:
 
     autoscaler = AutoscalerReconciler(db, load=load_of, wake_deployment=dep_loop.enqueue)
     autoscale_loop = Loop(autoscaler)
-    providers = {"aws": AWSProvider(), "local": LocalProvider(config.home / "providers" / "local.json")}
-    nodes = NodeReconciler(db, providers, offerings=load_catalog, install_id=install_id(config.home))
+    providers = {"aws": AWSProvider(), "local": LocalProvider(config.home / "providers" / "local.json"),
+                 "local-vm": LocalVMProvider(config.home / "providers" / "local-vm")}
+    nodes = NodeReconciler(db, providers, offerings=load_catalog, install_id=install_id(config.home),
+                           join_timeout=float(os.environ.get("CUMULO_JOIN_TIMEOUT", JOIN_TIMEOUT)))
     node_loop = Loop(nodes)
     nodes.wake = node_loop.enqueue
     # each engine's nodes, read from the engine; an unreachable one is retried without holding up the rest
     cluster_reconciler = ClusterReconciler(db, Runtimes(db, runtime))
     cluster_loop = Loop(cluster_reconciler, workers=4)
     cluster_reconciler.wake = cluster_loop.enqueue
-    cluster_reconciler.capacity_changed = reconciler.wake_waiting
+    # node pools: machines for the work waiting on their cluster; idle ones released
+    node_pools = NodePoolReconciler(db, offerings=load_catalog, providers=sorted(providers))
+    pool_loop = Loop(node_pools)
+    node_pools.wake, node_pools.wake_node, node_pools.wake_job = pool_loop.enqueue, node_loop.enqueue, job_loop.enqueue
+    reconciler.began_waiting = node_pools.wake_cluster
+
+    def capacity_changed() -> None:
+        reconciler.wake_waiting()
+        node_pools.wake_cluster()
+
+    cluster_reconciler.capacity_changed = capacity_changed
+    cluster_reconciler.machine_changed = node_loop.enqueue
     # a drained replica's SIGTERM waits for the requests every gateway has in flight to it
     dep_reconciler.in_flight = lambda host, port: gateway.in_flight_to(host, port) + gateways.in_flight_to(host, port)
     dep_reconciler.publish = lambda view: gateway.update(
@@ -258,6 +274,7 @@ def build(config: ServerConfig) -> ControlPlane:
                                       home=str(config.home), passes=job_loop.passes)
     app.state.resources = ResourceService(db, offerings=load_catalog, providers=sorted(providers),
                                           find_instance_type=find_instance_type, wake=node_loop.enqueue)
+    app.state.node_pools = NodePoolService(db, providers=sorted(providers), wake=pool_loop.enqueue)
     cost_loop = Loop(CostReconciler(db, local_node=LOCAL_NODE))
     alert_reconciler = AlertReconciler(db, webhooks=list(config.alert_webhooks), external_url=config.url,
                                        read_series=metric_reader(db, interval_from_env()),
@@ -289,7 +306,7 @@ def build(config: ServerConfig) -> ControlPlane:
     app.state.metrics_text = lambda: gateway.metrics_text() + monitor_exposition.exposition(
         lambda: (sampler.latest_t, sampler.latest), lambda: sampler.seconds_spent)
     plane = ControlPlane(config, db, runtime, [job_loop, dep_loop, autoscale_loop, node_loop, cost_loop, cluster_loop,
-                                               monitor_loop, alert_loop, repair_loop], app, gateway)
+                                               monitor_loop, alert_loop, repair_loop, pool_loop], app, gateway)
     return plane
 
 

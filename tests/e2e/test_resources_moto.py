@@ -3,6 +3,7 @@ a machine gone from the cloud, orphan clean-up, and bad input."""
 
 from __future__ import annotations
 
+import base64
 import json
 
 import boto3
@@ -11,6 +12,7 @@ import pytest
 from cumulo.catalog import load_catalog
 from cumulo.core.errors import InvalidSpec, NotFound, Unschedulable
 from cumulo.policy.placement import PlacementRequest, rank
+from cumulo.providers.bootstrap import BootstrapSpec, render
 from cumulo.sdk.client import Client
 from cumulo.sdk.resources import ResourceManager
 from tests.helpers import Server, kill_leftovers, wait_until
@@ -203,3 +205,39 @@ def test_a_spot_node_ec2_takes_back_is_preempted(faulty_server):
     assert "Spot instance termination" in gone.reason or "SpotInstanceTermination" in gone.reason
     events = json.loads(server.cli("events", "--json", "--limit", "200", check=True).stdout)
     assert any(e["reason"] == "Preempted" and e["type"] == "Warning" for e in events)
+
+
+# -- machines for a Ray cluster: the bootstrap goes out as UserData -------------------------------
+
+def test_a_machine_for_a_ray_cluster_carries_the_bootstrap_as_user_data_and_its_tags(server):
+    """No Ray here (the cluster's address answers nothing): the machine runs at moto but never
+    joins, so the node stays Joining; what EC2 was given is read back from moto."""
+    client = Client(server.url, token=server.token)
+    client.add_cluster("ray", ray="http://127.0.0.9:8265", join="127.0.0.9:6390",
+                       artifacts=str(server.home / "ray-artifacts"))
+    rm = ResourceManager(client)
+    (node,) = rm.create_resources({"nodes": [{"instance_type": "g4dn.xlarge"}], "providers": ["aws"], "spot": True,
+                                   "cluster": "ray"}, wait=False)
+    joining = wait_until(lambda: (n := [x for x in rm.list() if x.id == node.id][0]).state == "Joining" and n,
+                         timeout=60, what="the machine running, not joined")
+    assert "waiting for it to join cluster ray" in joining.reason
+    sent = ec2(joining.region).describe_instance_attribute(InstanceId=joining.machine_id, Attribute="userData")
+    script = base64.b64decode(sent["UserData"]["Value"]).decode()
+    offering = next(o for o in load_catalog("aws") if o.instance_type == "g4dn.xlarge" and o.zone == joining.zone)
+    assert script == render(BootstrapSpec(
+        node_id=node.id, cluster="ray", join_address="127.0.0.9:6390", provider="aws", instance_type="g4dn.xlarge",
+        zone=joining.zone, spot=True, cpus=offering.vcpus, memory_bytes=int(offering.memory_gib * 2**30),
+        gpus=offering.accelerator_count, accelerator=offering.accelerator))
+    assert "--labels=cumulo.io/node-id=" + node.id in script and "cumulo.io/market=spot" in script
+    assert "--address=127.0.0.9:6390" in script and "--num-gpus=1" in script
+    (instance,) = instances(joining.region, **{"cumulo:node-id": node.id})
+    tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
+    assert tags["cumulo:pool"] == node.pool and tags["cumulo:managed"] == "true"
+    assert tags["cumulo:install"] == (server.home / "install-id").read_text().strip()
+    assert instance.get("InstanceLifecycle") == "spot"
+    rm.release(node.id)
+    wait_until(lambda: [x for x in rm.list(all=True) if x.id == node.id][0].state == "Terminated", timeout=60,
+               what="released")
+    # a machine for a cluster that does not exist is refused before anything is launched
+    with pytest.raises(InvalidSpec, match="cluster: 'nope' does not exist"):
+        rm.create_resources({"nodes": [{"instance_type": "t3.medium"}], "providers": ["aws"], "cluster": "nope"})

@@ -64,3 +64,50 @@ def test_terminal_nodes_are_left_alone():
     for state in (NodeState.TERMINATED, NodeState.FAILED, NodeState.PREEMPTED):
         d = decide_node(snap(state, m=machine()))
         assert d.act == NodeAct.NONE and d.requeue_after is None
+
+
+# -- machines launched for an engine's cluster: Ready only once joined -------------------------
+
+def joining(state=NodeState.PROVISIONING, m=None, **kw):
+    return snap(state, m=m if m is not None else machine(), cluster="ray", join_timeout=60, **kw)
+
+
+def test_a_running_machine_for_a_cluster_is_joining_until_the_engine_lists_it_alive():
+    d = decide_node(joining())
+    assert d.state == NodeState.JOINING and "waiting for it to join cluster ray" in d.reason and d.act == NodeAct.NONE
+    assert decide_node(joining(NodeState.JOINING)).state == NodeState.JOINING
+    for engine_state in (None, "dead", "absent"):
+        assert decide_node(joining(NodeState.JOINING, engine_state=engine_state)).state == NodeState.JOINING
+    d = decide_node(joining(NodeState.JOINING, engine_state="alive"))
+    assert d.state == NodeState.READY and d.reason == "i-1 joined cluster ray"
+    # already listed by the time the cloud says running: straight to Ready
+    assert decide_node(joining(engine_state="alive")).state == NodeState.READY
+
+
+def test_a_machine_that_does_not_join_in_time_is_replaced_with_the_reason():
+    late = T0 + timedelta(seconds=61)
+    d = decide_node(joining(NodeState.JOINING, now=late))
+    assert d.act == NodeAct.REPLACE and d.state == NodeState.PROVISIONING and d.requeue_after == 0.0
+    assert d.reason == "i-1 did not join cluster ray within 60s: terminated it, launching another"
+    # the timer runs from the machine's launch, not the node's creation (a replacement gets its own time)
+    relaunched = Machine(**{**machine().__dict__, "launched_at": T0 + timedelta(seconds=50)})
+    assert decide_node(joining(NodeState.JOINING, m=relaunched, now=late)).state == NodeState.JOINING
+    assert decide_node(joining(NodeState.JOINING, now=late, engine_state="alive")).state == NodeState.READY
+
+
+def test_a_machine_that_ends_while_joining_fails_unless_its_time_was_up():
+    d = decide_node(joining(NodeState.JOINING, m=machine(MachineState.TERMINATED, "the machine died")))
+    assert d.state == NodeState.FAILED and "ended before it joined cluster ray: the machine died" in d.reason
+    # past the timeout, a machine already gone is what a replacement cut short by a crash leaves
+    d = decide_node(joining(NodeState.JOINING, m=machine(MachineState.TERMINATED), now=T0 + timedelta(seconds=90)))
+    assert d.act == NodeAct.REPLACE
+    d = decide_node(joining(NodeState.JOINING, m=machine(MachineState.PREEMPTED, "spot")))
+    assert d.state == NodeState.PREEMPTED
+
+
+def test_a_ready_node_the_engine_lost_is_terminated_and_one_without_a_cluster_ignores_the_engine():
+    for engine_state, how in (("dead", "reports it dead"), ("absent", "no longer lists it")):
+        d = decide_node(joining(NodeState.READY, engine_state=engine_state))
+        assert d.state == NodeState.TERMINATING and d.act == NodeAct.TERMINATE and how in d.reason
+    assert decide_node(joining(NodeState.READY, engine_state="alive")).state == NodeState.READY
+    assert decide_node(snap(NodeState.READY, m=machine(), engine_state="dead")).state == NodeState.READY

@@ -19,7 +19,8 @@ from cumulo.core.errors import Forbidden, InvalidSpec
 from cumulo.core.tokens import Role, Scope, route_key
 from cumulo.core.views import (
     AlertRuleView, AlertView, ClusterInfo, CostReport, DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint,
-    MonitorOverview, NodeDetail, NodeView, PoolView, RolloutView, SecretView, SeriesReport, System, TokenView, WorkspaceView,
+    MonitorOverview, NodeDetail, NodePoolApplied, NodePoolView, NodeView, PoolView, RolloutView, SecretView, SeriesReport,
+    System, TokenView, WorkspaceView,
 )
 from cumulo.monitor.service import MonitorService
 from cumulo.services.alerts import AlertService
@@ -194,7 +195,39 @@ def add_cluster(request: Request, body: ClusterBody) -> ClusterInfo:
     """Add a Ray cluster (its dashboard address) or this machine's Slurm. Its nodes are read from
     the engine within seconds; an unreachable one shows why and is retried."""
     return _cluster(request).add(body.name, body.kind, address=body.address, partition=body.partition,
-                                 artifacts=body.artifacts)
+                                 artifacts=body.artifacts, join=body.join)
+
+
+NODEPOOL_EXAMPLE = {"kind": "NodePool", "name": "cpu", "cluster": "ray", "providers": ["local-vm"],
+                    "shapes": [{"cpu": 2}, {"cpu": 4}], "max_nodes": 3, "idle_ttl": "5m"}
+
+
+@router.get("/nodepools", response_model=list[NodePoolView], tags=["nodepools"])
+def list_node_pools(request: Request) -> list[NodePoolView]:
+    """Every node pool with its live machines, their $/h and this month's spend."""
+    return request.app.state.node_pools.list()
+
+
+@router.get("/nodepools/{name}", response_model=NodePoolView, tags=["nodepools"])
+def get_node_pool(request: Request, name: str) -> NodePoolView:
+    """One node pool: its machines (ended ones too), last decision and what it says of waiting work."""
+    return request.app.state.node_pools.get(name)
+
+
+@admin_only.post("/nodepools", response_model=NodePoolApplied, tags=["nodepools"],
+                 responses={201: {"model": NodePoolApplied, "description": "created"}})
+def apply_node_pool(request: Request, response: Response, scope: Annotated[Scope, Depends(scope_of)],
+                    spec: Annotated[dict[str, Any], Body(examples=[NODEPOOL_EXAMPLE])]) -> NodePoolApplied:
+    """Create a node pool (201) or update its spec (200; `action` says whether anything changed)."""
+    view, action, changed = request.app.state.node_pools.apply(spec, scope)
+    response.status_code = 201 if action == "created" else 200
+    return NodePoolApplied(**view.model_dump(), action=action, changed=changed)
+
+
+@admin_only.delete("/nodepools/{name}", response_model=NodePoolView, status_code=202, tags=["nodepools"])
+def delete_node_pool(request: Request, name: str, scope: Annotated[Scope, Depends(scope_of)]) -> NodePoolView:
+    """Release every machine of the pool, then remove it (it shows as Deleting meanwhile)."""
+    return request.app.state.node_pools.delete(name, scope)
 
 
 @admin_only.delete("/clusters/{name}", status_code=204, tags=["clusters"])

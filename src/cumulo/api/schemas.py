@@ -140,6 +140,8 @@ class ClusterBody(BaseModel):
     kind: Literal["ray", "slurm"]
     address: str | None = Field(None, max_length=2048, description="Ray: what `ray job submit --address` takes")
     partition: str | None = Field(None, max_length=63, description="Slurm: the partition to submit to")
+    join: str | None = Field(None, max_length=255, description="Ray: the GCS address (HOST:PORT) machines launched "
+                             "for the cluster join (default: the dashboard's host, port 6379)")
     artifacts: str | None = Field(None, max_length=4096,
                                   description="a folder every node sees (default: under the control plane's home)")
 

@@ -16,8 +16,10 @@ from cumulo.core.offerings import Offering
 from cumulo.core.offerings import parse_accelerator as _parse_accelerator
 from cumulo.core.settings import home
 
-PROVIDERS = ("aws", "gcp", "azure", "local")
+PROVIDERS = ("aws", "gcp", "azure", "local", "local-vm")
 CLOUDS = ("aws", "gcp", "azure")
+#: made-up machines on this host (providers/local_vm.py), priced in data/local-vm.csv
+LOCAL_VM = "local-vm"
 HEADER = ["provider", "region", "zone", "instance_type", "vcpus", "memory_gib", "accelerator",
           "accelerator_count", "accelerator_memory_gib", "price", "spot_price"]
 
@@ -30,7 +32,7 @@ def user_catalog_dir() -> Path:
 
 
 def _source(provider: str) -> tuple[str, float, str]:
-    """(label, mtime, text) of the CSV that load_catalog reads for a cloud provider."""
+    """(label, mtime, text) of the CSV that load_catalog reads for a cloud provider (or local-vm)."""
     user = user_catalog_dir() / f"{provider}.csv"
     if user.is_file():
         return str(user), user.stat().st_mtime, user.read_text()
@@ -138,7 +140,7 @@ def _gpu_short_name(full: str) -> str:
 
 
 def load_catalog(providers: Sequence[str] | str | None = None) -> list[Offering]:
-    """Every offering of the given providers (default: all of aws, gcp, azure, local)."""
+    """Every offering of the given providers (default: all of aws, gcp, azure, local, local-vm)."""
     wanted = _providers(providers)
     out: list[Offering] = []
     for p in wanted:

@@ -40,6 +40,8 @@ def add(
     partition: str = typer.Option(None, "--partition", help="Slurm: the partition to submit to"),
     artifacts: str = typer.Option(None, "--artifacts", help="a folder every node sees: CUMULO_ARTIFACTS, "
                                                             "checkpoints and logs live under it"),
+    join: str = typer.Option(None, "--join", help="Ray: the GCS address (HOST:PORT) machines launched for the "
+                                                  "cluster join (default: the dashboard's host, port 6379)"),
     json_: bool = JSON,
 ) -> None:
     """Add a Ray cluster or Slurm; its nodes are read from the engine right away."""
@@ -47,7 +49,7 @@ def add(
         err("give exactly one of --ray http://HOST:PORT or --slurm")
         raise typer.Exit(2)
     with Client() as client:
-        client.add_cluster(name, ray=ray, slurm=slurm, partition=partition, artifacts=artifacts)
+        client.add_cluster(name, ray=ray, slurm=slurm, partition=partition, artifacts=artifacts, join=join)
         with console.status(f"asking {name} for its nodes ..."):
             info = client.wait_cluster(name, timeout=15.0)
         nodes = client.nodes(name) if info.state == "Ready" else []

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from cumulo.cli import alerts, clusters, costs, deployments, jobs, resources, secrets, server, tokens, workspaces
+from cumulo.cli import alerts, clusters, costs, deployments, jobs, pools, resources, secrets, server, tokens, workspaces
 from cumulo.cli import monitor as monitor_cli
 from cumulo.cli.render import JSON, console, emit_json, err, events_table, nodes_table
 from cumulo.core.errors import CumuloError
@@ -33,6 +33,8 @@ app.add_typer(tokens.app, name="token")
 app.add_typer(secrets.app, name="secret")
 app.add_typer(workspaces.app, name="workspace")
 app.add_typer(clusters.app, name="cluster")
+app.add_typer(pools.app, name="pool")
+app.command("apply")(pools.apply)
 app.command("cost")(costs.cost)
 app.add_typer(alerts.app, name="alerts")
 app.command("monitor")(monitor_cli.monitor)
@@ -73,13 +75,14 @@ def events(
 
 @app.command()
 def nodes(cluster: str = typer.Option(None, "--cluster", "-c", help="only this cluster's nodes"),
-          all_: bool = typer.Option(False, "--all", help="also the nodes an engine reports lost"),
+          all_: bool = typer.Option(False, "--all", help="also the nodes an engine reports lost and machines that ended"),
           json_: bool = JSON) -> None:
     """Machines workloads run on, per cluster, with capacity and what is allocated."""
     with Client() as client:
         rows = client.nodes(cluster)
     if not all_:
-        rows = [n for n in rows if not (n.engine_id and n.state == "Lost")]
+        rows = [n for n in rows if not (n.engine_id and n.state == "Lost")
+                and n.state not in ("Terminated", "Failed", "Preempted")]
     if json_:
         emit_json(rows)
     else:

@@ -148,7 +148,7 @@ def nodes_table(nodes: list[NodeView]) -> Table:
     """One row per node; an engine's node shows its address and GPU type, not cumulo's allocation
     (the engine places work on it; `cumulo cluster status` shows the cluster's share)."""
     t = Table(box=None, header_style="bold")
-    for col in ("CLUSTER", "NAME", "PROVIDER", "STATE", "ADDRESS", "CPU (used/total)", "MEMORY (used/total)",
+    for col in ("CLUSTER", "NAME", "PROVIDER", "STATE", "ADDRESS", "MACHINE", "CPU (used/total)", "MEMORY (used/total)",
                 "GPU (used/total)", "LABELS"):
         t.add_column(col, overflow="fold" if col == "LABELS" else "ellipsis")
     for n in nodes:
@@ -156,6 +156,8 @@ def nodes_table(nodes: list[NodeView]) -> Table:
         gpu_type = f" {n.gpu_names[0]}" if n.gpu_names else ""
         t.add_row(n.cluster, n.name, n.provider, n.state if not n.reason else f"{n.state} ({n.reason})",
                   n.address or "-",
+                  f"{n.instance_type} {n.zone or ''} {'spot' if n.spot else 'on-demand'} ${n.price_per_hour:.3f}/h"
+                  if n.instance_type else "-",
                   f"{n.cpu:g}" if engine else f"{n.allocated_cpu:g}/{n.cpu:g}",
                   format_memory(n.memory_bytes) if engine
                   else f"{format_memory(n.allocated_memory_bytes)}/{format_memory(n.memory_bytes)}",

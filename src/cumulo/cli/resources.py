@@ -38,6 +38,7 @@ def create(
     spot: bool = typer.Option(False, "--spot", help="allow spot capacity when it is cheaper"),
     max_price: float = typer.Option(None, help="$/hour per machine at most"),
     idle_ttl: float = typer.Option(None, help="release a node after this many seconds"),
+    cluster: str = typer.Option(None, "--cluster", help="a Ray cluster the machines join (ready once joined)"),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="wait until every machine is ready"),
     timeout: float = typer.Option(600.0, help="with --wait: seconds"),
     json_: bool = JSON,
@@ -45,7 +46,7 @@ def create(
     """Provision COUNT machines of INSTANCE_TYPE; a batch that fails part way is rolled back."""
     rm = ResourceManager()
     kwargs = dict(count=count, provider=provider or None, regions=region or None, spot=spot, max_price=max_price,
-                  idle_ttl=idle_ttl, wait=False)
+                  idle_ttl=idle_ttl, cluster=cluster, wait=False)
     nodes = rm.create_resources(instance_type, **kwargs)
     if wait:
         pool_id = nodes[0].pool or ""

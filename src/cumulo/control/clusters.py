@@ -107,6 +107,9 @@ class ClusterReconciler:
         self.wake: Callable[[str], None] = lambda key: None
         #: called when a cluster's capacity may have grown (a node joined, a cluster came back)
         self.capacity_changed: Callable[[], None] = lambda: None
+        #: called with a launched machine's node name when the engine starts or stops listing it alive
+        #: (app.py: the node reconciler's wake, so a joined machine is Ready at once)
+        self.machine_changed: Callable[[str], None] = lambda name: None
 
     def keys(self) -> list[str]:
         with self.db.tx() as s:
@@ -129,6 +132,7 @@ class ClusterReconciler:
             seen, state, reason = None, "Unreachable", f"reading its nodes failed: {exc}"
         now = self.clock()
         grew = False
+        machines: list[str] = []
         with self.db.tx() as s:
             row = clusters_store.get(s, name)
             if row is None:
@@ -150,6 +154,9 @@ class ClusterReconciler:
                     events.record(s, now=now, kind="Node", name=n, object_id=n, type="Warning", reason="NodeLost",
                                   message=f"node {n} of cluster {name} was lost")
                 grew = grew or bool(joined)
+                machines = clusters_store.machines_of(s, joined + lost)
+        for n in machines:
+            self.machine_changed(n)
         if grew:
             self.capacity_changed()
         return NODE_SYNC

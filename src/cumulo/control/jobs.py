@@ -26,6 +26,7 @@ from cumulo.policy.jobs import STOP_GRACE, Act, AttemptSnapshot, JobDecision, Jo
 from cumulo.runtimes.base import Handle, LaunchSpec, Observation, Runtime, RuntimeUnavailable, WorkerResources
 from cumulo.store import events, leases
 from cumulo.store import jobs as jobs_store
+from cumulo.store import node_pools as node_pools_store
 from cumulo.store.db import Database
 from cumulo.store.models import Attempt, Job
 
@@ -48,6 +49,8 @@ class _Loaded:
     created_at: datetime
     workspace: str = "default"
     cluster: str = "local"  # the current attempt's cluster
+    #: what the cluster's node pools say about this job while it waits (a launch, or the limit that stops one)
+    pool_note: str = ""
 
 
 def _free_port() -> int:
@@ -80,6 +83,8 @@ class JobReconciler:
         self.secret_values: Callable[[dict], dict[str, str]] = no_secrets
         #: the CUMULO_TOKEN a job's processes get (job id, attempt -> token), None without auth
         self.workload_token: Callable[[str, int], str | None] = lambda job_id, attempt: None
+        #: a job began waiting for room on this cluster (None: any): the node pools look at it
+        self.began_waiting: Callable[[str | None], None] = lambda cluster: None
         #: pending jobs that did not fit when last looked at (the periodic resync covers a restart)
         self._waiting: dict[str, datetime] = {}
 
@@ -107,7 +112,11 @@ class JobReconciler:
         if observation is not None:
             snap = _with_observation(snap, observation)
         decision = decide_job(snap)
+        if decision.state == JobState.PENDING and decision.act == Act.NONE and loaded.pool_note:
+            decision = replace(decision, reason=f"{decision.reason}; {loaded.pool_note}")
         if decision.state == JobState.PENDING and decision.act == Act.NONE and decision.requeue_after is None:
+            if job_id not in self._waiting:  # began waiting for room: a node pool may add some
+                self.began_waiting(snap.spec.cluster or snap.bound_cluster)
             self._waiting[job_id] = loaded.created_at  # waits for room: woken when something finishes
         else:
             self._waiting.pop(job_id, None)
@@ -126,6 +135,9 @@ class JobReconciler:
             current = jobs_store.attempt(s, job_id, job.attempts) if job.attempts else None
             capacity, used, (quota, quota_used, spent) = None, (), (None, (), 0.0)
             clusters = ()
+            pool_note = ""
+            if job.state == JobState.PENDING.value:
+                pool_note = "; ".join(node_pools_store.notes_for(s, job.cluster or job.spec.get("cluster"), f"job:{job.id}"))
             if job.state == JobState.PENDING.value or current is None or AttemptState(current.state).terminal:
                 # only a job that may start next needs what is free on the clusters and in its workspace
                 capacity, used = self.placement.capacity(s), self.placement.used(s)
@@ -163,7 +175,7 @@ class JobReconciler:
                 on_engine=current is not None and current.cluster != "local",
             )
             return _Loaded(snapshot, job.id, job.name, job.artifacts_dir, handle, job.created_at, job.workspace,
-                           cluster=current.cluster if current is not None else "local")
+                           cluster=current.cluster if current is not None else "local", pool_note=pool_note)
 
     def _act_and_apply(
         self, job_id: str, token: str, loaded: _Loaded, obs: Observation | None, d: JobDecision

@@ -5,6 +5,12 @@ the pure `policy.nodes`, act (launch / terminate, no transaction open), apply. A
 placement ranking: capacity or quota errors block the zone/region/provider the error implies and
 the next best offering is tried. Launch tokens are derived from the node id and the number of
 blocked locations, so a pass repeated after a crash gets the same machine back, never a second one.
+
+A node of an engine's cluster (`Node.cluster`, a Ray cluster) gets the bootstrap script
+(providers/bootstrap.py) as its user-data: the machine joins the cluster with the node's id as a
+label, and the cluster sync (control/clusters.py) records the engine's view on the node's row
+(`engine_state`). The node is Joining until then, Ready after; a machine that has not joined
+within `join_timeout` is terminated and another launched (`replacements` goes into the token).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from cumulo.core.errors import CapacityError, CumuloError, ProviderError, QuotaError
 from cumulo.core.offerings import Machine, MachineState, Offering
@@ -23,10 +30,11 @@ from cumulo.core.states import NodeState
 from cumulo.policy.nodes import NodeAct, NodeSnapshot, decide_node
 from cumulo.policy.placement import PlacementRequest, block, parse_accelerator, rank
 from cumulo.providers.base import MANAGED_TAG, NODE_ID_TAG, POOL_TAG, Provider
+from cumulo.providers.bootstrap import BootstrapSpec, render
 from cumulo.store import events, leases
 from cumulo.store import resources as store
 from cumulo.store.db import Database
-from cumulo.store.models import Node, Pool
+from cumulo.store.models import Cluster, Node, Pool
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +42,25 @@ LEASE_TTL = 120.0
 INSTALL_TAG = "cumulo:install"
 MAX_FAILOVERS = 8
 SWEEP_EVERY = 10.0
+#: seconds a machine launched for a cluster has to join it before it is replaced (CUMULO_JOIN_TIMEOUT)
+JOIN_TIMEOUT = 300.0
+#: Ray's default GCS port: a cluster added without a join address is joined at its dashboard host here
+RAY_GCS_PORT = 6379
+
+
+@dataclass(frozen=True)
+class Join:
+    """The engine's cluster a node's machine joins."""
+
+    cluster: str
+    kind: str
+    address: str | None  # Ray: the GCS address
+
+
+def default_join_address(dashboard: str | None) -> str | None:
+    """http://HOST:8265 -> HOST:6379 (Ray's default GCS port on the head)."""
+    host = urlsplit(dashboard or "").hostname
+    return f"{host}:{RAY_GCS_PORT}" if host else None
 
 
 def utcnow() -> datetime:
@@ -74,8 +101,10 @@ class NodeReconciler:
         offerings: Callable[[], list[Offering]],
         install_id: str,
         clock: Callable[[], datetime] = utcnow,
+        join_timeout: float = JOIN_TIMEOUT,
     ) -> None:
         self.db = db
+        self.join_timeout = join_timeout
         self.providers = providers
         self.offerings = offerings
         self.install_id = install_id
@@ -115,17 +144,24 @@ class NodeReconciler:
             request = ResourcesRequest.model_validate(pool.request) if pool else None
             idle_ttl = pool.idle_ttl if pool else None
             workspace = pool.workspace if pool else "default"
-            index = int(node.name.rsplit("-", 1)[1]) if "-" in node.name else 0
+            # a node pool's node is the only node of its request
+            index = int(node.name.rsplit("-", 1)[1]) if "-" in node.name and node.node_pool is None else 0
+            join = _join(s.get(Cluster, node.cluster)) if node.cluster and node.cluster != "local" else None
         machine = self._observe(node)
         d = decide_node(NodeSnapshot(
             now=now, state=NodeState(node.state), created_at=node.created_at or now, machine_id=node.machine_id,
             machine=machine, release_requested=node.release_requested, pool_failed=pool_failed,
-            ready_at=node.ready_at, idle_ttl=idle_ttl,
+            ready_at=node.ready_at, idle_ttl=idle_ttl, cluster=node.cluster if join else None,
+            engine_state=node.engine_state, join_timeout=self.join_timeout,
         ))
         values: dict = {"state": d.state.value, "reason": d.reason, "updated_at": now}
         launched: _Launched | None = None
-        if d.act == NodeAct.LAUNCH and request is not None:
-            launched = self._launch(node, request, index)
+        replaced = ""
+        unjoinable = _unjoinable(node, join) if d.act == NodeAct.LAUNCH else None
+        if unjoinable:
+            values.update(state=NodeState.FAILED.value, reason=unjoinable, finished_at=now)
+        elif d.act == NodeAct.LAUNCH and request is not None:
+            launched = self._launch(node, request, index, join)
             values.update(blocked=[list(b) for b in launched.blocked])
             if launched.machine is None:
                 values.update(state=NodeState.FAILED.value, reason=launched.error, finished_at=now)
@@ -140,6 +176,14 @@ class NodeReconciler:
                 self.providers[node.provider].terminate([node.machine_id], region=node.region or "")
             except ProviderError as exc:
                 values["reason"] = f"terminating: {exc}"
+        elif d.act == NodeAct.REPLACE and node.machine_id:
+            try:
+                self.providers[node.provider].terminate([node.machine_id], region=node.region or "")
+                values.update(machine_id=None, engine_id=None, engine_state=None, address=None, labels={},
+                              replacements=node.replacements + 1)
+                replaced = d.reason
+            except ProviderError as exc:  # keep the machine on the row until it is surely going
+                values.update(state=node.state, reason=f"replacing {node.machine_id}: terminating it failed: {exc}")
         if d.state == NodeState.READY and node.ready_at is None:
             values["ready_at"] = now
         if NodeState(values["state"]).terminal:
@@ -150,6 +194,9 @@ class NodeReconciler:
             for message in launched.failovers if launched is not None else ():
                 events.record(s, now=now, kind="Node", name=node_id, object_id=node_id, type="Warning",
                               reason="FailedOver", message=message, workspace=workspace)
+            if replaced:
+                events.record(s, now=now, kind="Node", name=node_id, object_id=node_id, type="Warning",
+                              reason="JoinTimeout", message=replaced, workspace=workspace)
             if values["state"] != node.state:
                 events.record(s, now=now, kind="Node", name=node_id, object_id=node_id,
                               type="Warning" if values["state"] in ("Failed", "Preempted") else "Normal",
@@ -173,7 +220,7 @@ class NodeReconciler:
         mine = [m for m in found if m.id == node.machine_id]
         return mine[0] if mine else None
 
-    def _launch(self, node: Node, request: ResourcesRequest, index: int) -> _Launched:
+    def _launch(self, node: Node, request: ResourcesRequest, index: int, join: Join | None = None) -> _Launched:
         blocked = frozenset(tuple(b) for b in (node.blocked or []))
         preq = placement_request(request.nodes[index], request, sorted(self.providers))
         offerings = self.offerings()
@@ -192,8 +239,9 @@ class NodeReconciler:
             o = best.offering
             provider = self.providers[o.provider]
             try:
-                machines = provider.launch(o, 1, spot=best.spot, tags=self.tags(node), user_data=None,
-                                           client_token=f"{node.name}-{len(blocked)}")
+                machines = provider.launch(o, 1, spot=best.spot, tags=self.tags(node),
+                                           user_data=bootstrap(node, o, best.spot, join),
+                                           client_token=f"{_token_base(node)}-{len(blocked)}")
             except (CapacityError, QuotaError) as exc:
                 scope = exc.scope or "zone"
                 where = {"zone": o.zone or o.region, "region": o.region, "provider": o.provider}[scope]
@@ -229,6 +277,43 @@ class NodeReconciler:
                                       object_id=m.id, type="Warning", reason="OrphanTerminated",
                                       message=f"{m.id} in {region} is tagged by this cumulo but no live node owns it")
         return killed
+
+
+def _join(cluster: Cluster | None) -> Join | None:
+    if cluster is None:
+        return None
+    address = cluster.join_address or (default_join_address(cluster.address) if cluster.kind == "ray" else None)
+    return Join(cluster.name, cluster.kind, address)
+
+
+def _unjoinable(node: Node, join: Join | None) -> str | None:
+    """Why a machine for this node cannot be launched (it could never join its cluster), or None."""
+    if not node.cluster or node.cluster == "local":
+        return None
+    if join is None:
+        return f"cluster {node.cluster!r} does not exist (`cumulo cluster list`)"
+    if join.kind != "ray":
+        return f"launched machines join Ray clusters only; cluster {join.cluster} is {join.kind}"
+    if not join.address:
+        return (f"cluster {join.cluster} has no join address: add it again with "
+                f"`cumulo cluster add {join.cluster} --ray URL --join HOST:PORT`")
+    return None
+
+
+def _token_base(node: Node) -> str:
+    """A replaced machine's successor needs a launch token of its own."""
+    return node.name if not node.replacements else f"{node.name}.r{node.replacements}"
+
+
+def bootstrap(node: Node, o: Offering, spot: bool, join: Join | None) -> str | None:
+    """The user-data of a machine for `node` on offering `o`: the bootstrap that joins its cluster."""
+    if join is None or not join.address:
+        return None
+    return render(BootstrapSpec(
+        node_id=node.name, cluster=join.cluster, join_address=join.address, provider=o.provider,
+        instance_type=o.instance_type, zone=o.zone or o.region, spot=spot, cpus=o.vcpus,
+        memory_bytes=int(o.memory_gib * 2**30), gpus=o.accelerator_count, accelerator=o.accelerator,
+    ))
 
 
 def node_offering(node: Node) -> Offering:

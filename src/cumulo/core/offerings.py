@@ -42,6 +42,11 @@ class Offering:
     spot_price: float | None = None  # $/hour; None when the offering has no spot market
 
 
+#: the engine label (Ray node label) a machine's bootstrap gives its node: the cumulo node's id, so the
+#: cluster sync can tell which engine node is which launched machine (providers/bootstrap.py)
+NODE_ID_LABEL = "cumulo.io/node-id"
+
+
 class MachineState:
     """Provider-normalised machine states."""
 

@@ -46,3 +46,5 @@ class ResourcesRequest(BaseModel):
     spot: bool = Field(False, description="allow spot/preemptible capacity when it is cheaper")
     max_price: float | None = Field(None, gt=0, description="$/hour per machine at most")
     idle_ttl: Duration | None = Field(None, gt=0, description="release a node idle this long")
+    cluster: str | None = Field(None, max_length=63, description="a Ray cluster the machines join (their "
+                                "bootstrap runs `ray start` with the node's labels); none: they join nothing")

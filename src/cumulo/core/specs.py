@@ -336,8 +336,55 @@ class AlertRuleSpec(_Model):
     _check_name = field_validator("name")(classmethod(lambda cls, v: validate_name(v)))
 
 
-SPEC_KINDS: dict[str, type[_Model]] = {"Job": JobSpec, "Deployment": DeploymentSpec, "AlertRule": AlertRuleSpec}
-Spec = JobSpec | DeploymentSpec
+
+class Shape(_Model):
+    """A machine size a node pool may launch: offerings with exactly these CPUs (and, when given,
+    this memory and these GPUs)."""
+
+    cpu: Cpu = Field(gt=0, description="vCPUs of the machine, e.g. 4")
+    memory: Memory | None = Field(None, gt=0, description="its memory, e.g. '16Gi' (default: any)")
+    gpus: int = Field(0, ge=0, le=64, description="its GPUs")
+    gpu_type: str | None = Field(None, min_length=1, max_length=64, description="e.g. T4 (default: any)")
+
+
+class NodePoolSpec(_Model):
+    """A cluster's elastic capacity (YAML ``kind: NodePool``): which offerings it may launch, its
+    limits, when idle machines go away and what it may spend."""
+
+    kind: Literal["NodePool"] = "NodePool"
+    name: str = Field(description=f"unique among node pools: {NAME_HINT}")
+    cluster: str = Field(description="the cluster its machines join (`cumulo cluster list`)")
+    providers: list[str] = Field(default_factory=list, description="providers it may launch on (default: all with a driver)")
+    regions: list[str] = Field(default_factory=list, description="regions it may launch in (default: all)")
+    instance_types: list[str] = Field(default_factory=list, description="instance types it may launch")
+    shapes: list[Shape] = Field(default_factory=list, description="machine sizes it may launch (instead of instance_types)")
+    spot: Literal["allowed", "required", "never"] = Field(
+        "never", description="allowed: spot when cheaper; required: spot only; never: on-demand only")
+    min_nodes: int = Field(0, ge=0, le=1000, description="machines kept up even when idle")
+    max_nodes: int = Field(10, ge=1, le=1000, description="machines at most (launching or up)")
+    max_price_per_hour: float | None = Field(None, gt=0, description="$/h of all its machines together, at most")
+    idle_ttl: Duration = Field(300.0, gt=0, description="a machine with no cumulo work this long is released")
+    budget_per_month: float | None = Field(None, gt=0, description="$ its machines may cost in a calendar month")
+
+    _check_name = field_validator("name")(classmethod(lambda cls, v: validate_name(v)))
+    _check_cluster = field_validator("cluster")(classmethod(lambda cls, v: validate_name(v)))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "NodePoolSpec":
+        if self.min_nodes > self.max_nodes:
+            raise ValueError(f"min_nodes ({self.min_nodes}) must not exceed max_nodes ({self.max_nodes}): "
+                             "lower min_nodes or raise max_nodes")
+        if self.instance_types and self.shapes:
+            raise ValueError("give instance_types or shapes, not both")
+        if self.cluster == "local":
+            raise ValueError("cluster: 'local' is this machine and cannot grow; name a Ray cluster "
+                             "(`cumulo cluster add NAME --ray ...`)")
+        return self
+
+
+SPEC_KINDS: dict[str, type[_Model]] = {"Job": JobSpec, "Deployment": DeploymentSpec, "NodePool": NodePoolSpec,
+                                        "AlertRule": AlertRuleSpec}
+Spec = JobSpec | DeploymentSpec | NodePoolSpec
 
 
 def field_errors(raw: list[dict], *, strip: tuple[str, ...] = ()) -> list[dict]:
@@ -392,3 +439,22 @@ def load_spec_text(text: str, *, source: str = "spec") -> Any:
         problem = getattr(exc, "problem", None) or str(exc)
         raise InvalidSpec(f"{source}:{where}: invalid YAML: {problem}") from None
     return parse_spec(data, source=source)
+
+
+def load_specs_text(text: str, *, source: str = "spec") -> list[Any]:
+    """Every document of a (multi-document) YAML text as a spec of its ``kind:``; an empty document
+    is skipped. Errors name the document (1-based) and the field."""
+    try:
+        docs = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise InvalidSpec(f"{source}:{where}: invalid YAML: {problem}") from None
+    out = []
+    docs = [d for d in docs if d is not None]
+    for i, d in enumerate(docs, 1):
+        out.append(parse_spec(d, source=f"{source} (document {i})" if len(docs) > 1 else source))
+    if not out:
+        raise InvalidSpec(f"{source}: no documents; give at least one spec with kind: {', '.join(SPEC_KINDS)}")
+    return out

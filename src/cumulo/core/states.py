@@ -62,6 +62,8 @@ class ReplicaState(StrEnum):
 
 class NodeState(StrEnum):
     PROVISIONING = "Provisioning"
+    #: launched for an engine's cluster and running, not seen in the engine yet
+    JOINING = "Joining"
     READY = "Ready"
     TERMINATING = "Terminating"
     TERMINATED = "Terminated"

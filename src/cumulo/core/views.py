@@ -110,6 +110,12 @@ class NodeView(_View):
     engine_id: str | None = None
     labels: dict[str, str] = {}
     reason: str = ""
+    #: a machine cumulo launched (`cumulo resources create`, a node pool): what it is and costs
+    pool: str | None = None
+    instance_type: str | None = None
+    zone: str | None = None
+    spot: bool = False
+    price_per_hour: float = 0.0
 
 
 class ClusterInfo(_View):
@@ -119,6 +125,8 @@ class ClusterInfo(_View):
     kind: str  # local | ray | slurm
     address: str | None = None
     partition: str | None = None
+    #: Ray: the GCS address launched machines join
+    join_address: str | None = None
     artifacts: str = ""
     state: str  # Ready | Unreachable | Unknown (not asked yet)
     reason: str = ""
@@ -256,6 +264,40 @@ class NodeDetail(_View):
     created_at: datetime | None = None
     ready_at: datetime | None = None
     finished_at: datetime | None = None
+
+
+class NodePoolView(_View):
+    """A node pool (`cumulo pool status`): its spec, what it runs and costs, and its last decision."""
+
+    name: str
+    cluster: str
+    spec: dict
+    state: str  # Ready | Deleting
+    reason: str = ""  # its last decision
+    nodes: list[NodeDetail] = []
+    nodes_up: int = 0  # launching or ready
+    price_per_hour: float = 0.0  # of its live machines
+    spent_month: float = 0.0  # what its machines cost this calendar month
+    #: what it does about each waiting workload ("job NAME" -> launching X / the limit that stops it)
+    notes: dict[str, str] = {}
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class NodePoolApplied(NodePoolView):
+    """The answer to POST /nodepools: the pool, and what the apply did."""
+
+    action: str  # created | updated | unchanged
+    changed: list[str] = []
+
+
+class ApplyResult(_View):
+    """What `cumulo apply` did to one object."""
+
+    kind: str
+    name: str
+    action: str  # created | updated | unchanged
+    changed: list[str] = []  # the top-level spec fields that changed (updated)
 
 
 class PoolView(_View):

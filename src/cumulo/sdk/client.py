@@ -13,11 +13,13 @@ from cumulo.core import settings
 from cumulo.core.errors import CumuloError, ServerUnavailable, from_problem
 from cumulo.core.specs import DeploymentSpec, JobSpec
 from cumulo.core.views import (
-    AlertRuleView, AlertView, ClusterInfo, CostReport, DeploymentView, EventView, Health, JobView, LogChunk, MetricPoint,
-    MonitorOverview, NodeView, RolloutView, SecretView, SeriesReport, System, TokenView, WorkspaceView,
+    AlertRuleView, AlertView, ApplyResult, ClusterInfo, CostReport, DeploymentView, EventView, Health, JobView, LogChunk,
+    MetricPoint, MonitorOverview, NodePoolView, NodeView, RolloutView, SecretView, SeriesReport, System, TokenView,
+    WorkspaceView,
 )
 from cumulo.sdk.handle import DeploymentHandle
-from cumulo.sdk.specs import load_spec
+from cumulo.sdk.apply import APPLIERS
+from cumulo.sdk.specs import load_spec, load_specs
 
 
 class Client:
@@ -136,13 +138,15 @@ class Client:
 
     # -- clusters ----------------------------------------------------------------------------------
     def add_cluster(self, name: str, *, ray: str | None = None, slurm: bool = False, partition: str | None = None,
-                    artifacts: str | None = None) -> ClusterInfo:
+                    artifacts: str | None = None, join: str | None = None) -> ClusterInfo:
         """Add a Ray cluster (`ray=` its dashboard address, what `ray job submit --address` takes)
-        or this machine's Slurm (`slurm=True`). `artifacts`: a folder every node sees."""
+        or this machine's Slurm (`slurm=True`). `artifacts`: a folder every node sees. `join`: the
+        Ray GCS address (HOST:PORT) machines launched for the cluster join (default: the
+        dashboard's host, port 6379)."""
         if (ray is None) == (not slurm):
             raise ValueError("give exactly one of ray='http://HOST:PORT' or slurm=True")
         body = {"name": name, "kind": "ray" if ray is not None else "slurm", "address": ray, "partition": partition,
-                "artifacts": artifacts}
+                "artifacts": artifacts, "join": join}
         return ClusterInfo.model_validate(self._call("POST", "/clusters", json={k: v for k, v in body.items() if v is not None}))
 
     def clusters(self) -> list[ClusterInfo]:
@@ -162,6 +166,36 @@ class Client:
             if info.state != "Unknown" or time.monotonic() > deadline:
                 return info
             time.sleep(poll)
+
+    # -- node pools --------------------------------------------------------------------------------
+    def apply_node_pool(self, spec: Any) -> NodePoolView:
+        """Create or update a node pool (admin) from a NodePoolSpec, a dict or a YAML file."""
+        if isinstance(spec, (str, Path)):
+            spec = load_spec(spec)
+        body = spec.model_dump(mode="json") if hasattr(spec, "model_dump") else {"kind": "NodePool", **dict(spec)}
+        return NodePoolView.model_validate(self._call("POST", "/nodepools", json=body))
+
+    def node_pools(self) -> list[NodePoolView]:
+        return [NodePoolView.model_validate(p) for p in self._call("GET", "/nodepools")]
+
+    def node_pool(self, name: str) -> NodePoolView:
+        return NodePoolView.model_validate(self._call("GET", f"/nodepools/{name}"))
+
+    def delete_node_pool(self, name: str) -> NodePoolView:
+        """Release the pool's machines; the pool goes once they have ended (admin)."""
+        return NodePoolView.model_validate(self._call("DELETE", f"/nodepools/{name}"))
+
+    # -- apply (every kind) ------------------------------------------------------------------------
+    def apply(self, specs: Any) -> list[ApplyResult]:
+        """Create or update every object of a YAML file (several documents allowed), a spec, or a
+        list of specs: node pools first (the work in the same file may need their machines), then
+        the rest in order. Every document is validated before anything is applied."""
+        if isinstance(specs, (str, Path)):
+            specs = load_specs(specs)
+        elif not isinstance(specs, list):
+            specs = [specs]
+        ordered = sorted(specs, key=lambda sp: 0 if sp.kind == "NodePool" else 1)
+        return [APPLIERS[sp.kind](self, sp) for sp in ordered]
 
     # -- jobs --------------------------------------------------------------------------------------
     def submit_job(self, spec: JobSpec | dict | str | Path, *, name: str | None = None) -> JobView:

@@ -30,6 +30,7 @@ class ResourceManager:
         spot: bool = False,
         max_price: float | None = None,
         idle_ttl: float | None = None,
+        cluster: str | None = None,
         wait: bool = True,
         timeout: float = 600.0,
     ) -> list[NodeDetail]:
@@ -57,6 +58,8 @@ class ResourceManager:
                 body["max_price"] = max_price
             if idle_ttl is not None:
                 body["idle_ttl"] = idle_ttl
+            if cluster is not None:
+                body["cluster"] = cluster
         pool = PoolView.model_validate(self.client._call("POST", "/resources", json=body))
         if not wait:
             return pool.nodes

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from cumulo.control.resources import default_join_address
 from cumulo.core.errors import Conflict, InvalidSpec, NotFound
 from cumulo.core.specs import validate_name
 from cumulo.core.views import ClusterInfo, EventView, NodeView
@@ -62,8 +63,10 @@ class ClusterService:
                 out.append(NodeView(
                     name=n.name, provider=n.provider, state=n.state, cpu=n.cpu, memory_bytes=n.memory,
                     gpus=n.gpus, gpu_names=n.gpu_names, cluster=n.cluster, address=n.address, engine_id=n.engine_id,
-                    labels={k: str(v) for k, v in (n.labels or {}).items() if not k.startswith("cumulo.")},
+                    labels={k: str(v) for k, v in (n.labels or {}).items() if k != "cumulo.free"},
                     reason=n.reason or "",
+                    pool=n.pool_id, instance_type=n.instance_type, zone=n.zone or n.region, spot=bool(n.spot),
+                    price_per_hour=n.price or 0.0,
                     allocated_cpu=round(sum(a.cpu for a in mine), 3),
                     allocated_memory_bytes=sum(a.memory for a in mine),
                     allocated_gpus=sorted(g for a in mine for g in a.gpus),
@@ -77,7 +80,7 @@ class ClusterService:
 
     # -- clusters --------------------------------------------------------------------------------
     def add(self, name: str, kind: str, *, address: str | None = None, partition: str | None = None,
-            artifacts: str | None = None) -> ClusterInfo:
+            artifacts: str | None = None, join: str | None = None) -> ClusterInfo:
         try:
             validate_name(name)
         except ValueError as exc:
@@ -89,6 +92,10 @@ class ClusterService:
                               errors=[{"field": "kind", "message": f"must be one of: {', '.join(KINDS)}"}])
         if kind == "ray":
             address = _ray_address(address)
+            join = _join_address(join, address)
+        elif join:
+            raise InvalidSpec("join: only a Ray cluster is joined by launched machines",
+                              errors=[{"field": "join", "message": "not for slurm"}])
         elif address:
             raise InvalidSpec("address: a Slurm cluster is driven through this machine's Slurm commands; "
                               "it takes no address", errors=[{"field": "address", "message": "not for slurm"}])
@@ -101,7 +108,7 @@ class ClusterService:
             if clusters_store.get(s, name) is not None:
                 raise Conflict(f"cluster {name!r} already exists; `cumulo cluster remove {name}` first to change it")
             s.add(Cluster(name=name, kind=kind, address=address, partition=partition, artifacts=folder,
-                          created_at=now, state="Unknown", reason="not asked yet"))
+                          join_address=join, created_at=now, state="Unknown", reason="not asked yet"))
             events_store.record(s, now=now, kind="Cluster", name=name, object_id=name, type="Normal",
                                 reason="Added", message=f"{kind} cluster {name} added" + (f" at {address}" if address else ""))
         self.wake(name)
@@ -168,12 +175,26 @@ class ClusterService:
         mine = [a for a in used if a.cluster == c.name]
         return ClusterInfo(
             name=c.name, kind=c.kind, address=c.address, partition=c.partition, artifacts=c.artifacts,
+            join_address=c.join_address,
             state=c.state, reason=c.reason, checked_at=c.checked_at, nodes=len(nodes), nodes_ready=len(ready),
             cpu=sum(n.cpu for n in ready), memory_bytes=sum(n.memory for n in ready),
             gpus=sum(len(n.gpus) for n in ready),
             allocated_cpu=round(sum(a.cpu for a in mine), 3), allocated_memory_bytes=sum(a.memory for a in mine),
             allocated_gpus=sum(a.gpu_count for a in mine),
         )
+
+
+def _join_address(join: str | None, dashboard: str) -> str:
+    """The GCS address launched machines join: HOST:PORT as given, else the dashboard's host on
+    Ray's default GCS port."""
+    if join is None:
+        return default_join_address(dashboard) or ""
+    m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9.-]*):(\d{1,5})", join.strip())
+    if not m or not 0 < int(m.group(2)) < 65536:
+        raise InvalidSpec(f"join: {join!r} is not HOST:PORT; give the address `ray start --address` takes on a "
+                          "worker (the head's GCS, e.g. 10.0.0.5:6379)",
+                          errors=[{"field": "join", "message": "must be HOST:PORT"}])
+    return join.strip()
 
 
 def _ray_address(address: str | None) -> str:

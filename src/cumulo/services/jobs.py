@@ -24,6 +24,7 @@ from cumulo.store import secrets as secrets_store
 from cumulo.store import clusters as clusters_store
 from cumulo.store import events
 from cumulo.store import jobs as store
+from cumulo.store import node_pools as node_pools_store
 from cumulo.store.db import Database
 from cumulo.store.models import Attempt, Job
 
@@ -67,7 +68,7 @@ class JobService:
             r = spec.resources
             why = clusters_store.why_never(s, Request(r.cpu, r.memory, r.gpu, spec.workers, gpu_type=r.gpu_type), spec.placement,
                                            spec.cluster, self.node)
-            if why:
+            if why and not node_pools_store.any_for(s, spec.cluster):  # a node pool may launch a machine that fits
                 raise Unschedulable(f"job {spec.name!r} can never run: it asks for more than any cluster has ({why}). "
                                     "Lower its resources or workers, or add a cluster that has it.")
             job = store.insert(s, Job(

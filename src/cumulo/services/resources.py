@@ -19,6 +19,7 @@ from cumulo.core.tokens import Scope
 from cumulo.core.views import NodeDetail, PoolView
 from cumulo.policy.placement import rank
 from cumulo.policy.quota import Quota, over_node_quota
+from cumulo.store import clusters as clusters_store
 from cumulo.store import events
 from cumulo.store import resources as store
 from cumulo.store.db import Database
@@ -58,7 +59,8 @@ class ResourceService:
                     "GCP and Azure are in the catalog (`cumulo offers`) but cannot be provisioned yet",
                     errors=[{"field": "providers", "message": f"no driver for {p!r}"}],
                 )
-        allowed = list(req.providers or [p for p in self.providers if p != "local"])
+        # this machine and the made-up local-vm machines are used only when named
+        allowed = list(req.providers or [p for p in self.providers if p not in ("local", "local-vm")])
         offerings = self.offerings()
         plans = []
         for i, n in enumerate(req.nodes):
@@ -71,6 +73,7 @@ class ResourceService:
         body_json = req.model_dump(mode="json")
         body_json["providers"] = allowed
         with self.db.tx() as s:
+            _check_cluster(s, req.cluster)
             self._check_quota(s, scope, now, plans)
             s.add(Pool(id=pool_id, workspace=scope.workspace, created_at=now, request=body_json, count=len(req.nodes), idle_ttl=req.idle_ttl))
             s.flush()
@@ -82,7 +85,7 @@ class ResourceService:
                     gpu_names=[o.accelerator] * o.accelerator_count if o.accelerator else [], updated_at=now,
                     pool_id=pool_id, region=o.region, zone=o.zone, instance_type=o.instance_type, spot=c.spot,
                     price=c.hourly, reason=f"placed on {o.provider} {o.zone or o.region} at ${c.hourly:.3f}/h",
-                    created_at=now, blocked=[],
+                    created_at=now, blocked=[], cluster=req.cluster or "local",
                 ))
             events.record(s, now=now, kind="Pool", name=pool_id, object_id=pool_id, type="Normal", reason="Created",
                           message=f"{len(plans)} nodes requested", workspace=scope.workspace, actor=scope.actor)
@@ -155,6 +158,18 @@ class ResourceService:
             price_per_hour=n.price, cost=round(max(hours, 0.0) * n.price, 6), created_at=n.created_at,
             ready_at=n.ready_at, finished_at=n.finished_at,
         )
+
+
+def _check_cluster(s, name: str | None) -> None:
+    """Machines join only a Ray cluster that exists (their bootstrap runs `ray start`)."""
+    if name is None:
+        return
+    row = clusters_store.get(s, name)
+    if row is None or row.kind != "ray":
+        rays = ", ".join(c.name for c in clusters_store.listing(s) if c.kind == "ray") or "none yet"
+        why = "does not exist" if row is None else f"is a {row.kind} cluster; launched machines join Ray clusters only"
+        raise InvalidSpec(f"cluster: {name!r} {why} (Ray clusters: {rays}; `cumulo cluster add NAME --ray URL`)",
+                          errors=[{"field": "cluster", "message": why}])
 
 
 __all__ = ["ResourceService"]

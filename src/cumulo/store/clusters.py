@@ -9,6 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cumulo.core.errors import InvalidSpec
+from cumulo.core.offerings import NODE_ID_LABEL
+from cumulo.core.states import NodeState
 from cumulo.policy.capacity import Capacity, Request
 from cumulo.policy.clusters import LOCAL, ClusterView, NodeShape, never_fits_anywhere
 from cumulo.store.models import Attempt, Cluster, Deployment, Job, Node, Replica
@@ -42,11 +44,23 @@ def node_name(cluster: str, engine_id: str) -> str:
 
 def sync_nodes(s: Session, cluster: str, provider: str, seen: list[dict], now: datetime) -> tuple[list[str], list[str]]:
     """Make the cluster's node rows what the engine reports. Returns (joined, lost) node names: a
-    node the engine no longer lists, or lists as dead, is kept with state Lost."""
+    node the engine no longer lists, or lists as dead, is kept with state Lost.
+
+    An engine node labelled with the id of a machine cumulo launched for this cluster (a node with a
+    pool) is that machine: the engine's view (its id, address, labels, alive or not) goes on the
+    machine's own row as `engine_state`, and its state stays the node reconciler's. Of the engine
+    nodes carrying one id (a replaced machine's dead node and its successor), the alive one counts."""
     rows = {n.name: n for n in nodes_of(s, cluster)}
+    machines = {name: n for name, n in rows.items() if n.pool_id is not None}
     joined, lost = [], []
     names = set()
+    by_machine: dict[str, dict] = {}
     for d in seen:
+        owner = (d.get("labels") or {}).get(NODE_ID_LABEL)
+        if owner in machines:
+            if owner not in by_machine or (d.get("alive", True) and not by_machine[owner].get("alive", True)):
+                by_machine[owner] = d
+            continue
         name = node_name(cluster, d["engine_id"])
         names.add(name)
         node = rows.get(name)
@@ -67,10 +81,33 @@ def sync_nodes(s: Session, cluster: str, provider: str, seen: list[dict], now: d
         elif node.state == "Lost" and was == "Ready":
             lost.append(name)
     for name, node in rows.items():
-        if name not in names and node.state == "Ready":
+        if name in machines or name in names:
+            continue
+        if node.state == "Ready":
             node.state, node.reason, node.updated_at = "Lost", "the engine no longer lists it", now
             lost.append(name)
+    for name, node in machines.items():
+        if NodeState(node.state).terminal:
+            continue  # the machine is gone; the engine may list its dead node a while longer
+        d = by_machine.get(name)
+        was = node.engine_state
+        if d is None:
+            if was is not None and was != "absent":
+                node.engine_state = "absent"
+        else:
+            node.engine_id, node.address = d["engine_id"], d["address"]
+            node.labels = d.get("labels") or {}
+            node.engine_state = "alive" if d.get("alive", True) else "dead"
+        if node.engine_state == "alive" and was != "alive":
+            joined.append(name)
+        elif was == "alive" and node.engine_state != "alive":
+            lost.append(name)
     return joined, lost
+
+
+def machines_of(s: Session, names: list[str]) -> list[str]:
+    """Which of these node names are machines cumulo launched (the node reconciler follows them)."""
+    return [n for n in names if (row := s.get(Node, n)) is not None and row.pool_id is not None]
 
 
 def work_on(s: Session, cluster: str) -> list[str]:
@@ -91,6 +128,10 @@ def work_on(s: Session, cluster: str) -> list[str]:
     named = s.execute(select(Deployment.name, Deployment.workspace, Deployment.spec)).all()
     deps = [*deps, *((n, w) for n, w, spec in named if (spec or {}).get("cluster") == cluster)]
     out += sorted({f"deployment {n} (workspace {w})" for n, w in deps})
+    machines = s.scalars(select(Node).where(Node.cluster == cluster, Node.pool_id.is_not(None),
+                                            Node.state.not_in([st.value for st in NodeState if st.terminal])))
+    out += [f"node {n.name} ({n.provider} {n.instance_type}; release it with `cumulo resources release {n.name}`)"
+            for n in machines]
     return out
 
 
@@ -105,13 +146,21 @@ def views(s, local_capacity: Capacity | None) -> tuple[ClusterView, ...]:
         if c.kind == LOCAL:
             continue
         shapes = tuple(
-            NodeShape(name=n.name, cpu=n.cpu, memory=n.memory, gpus=len(n.gpus), alive=n.state == "Ready",
+            NodeShape(name=n.name, cpu=n.cpu, memory=n.memory, gpus=len(n.gpus), alive=_alive(n),
                       gpu_type=n.gpu_names[0] if n.gpu_names else None,
                       **_free(n.labels))
             for n in nodes.get(c.name, [])
         )
         out.append(ClusterView(c.name, c.kind, reachable=c.state != "Unreachable", reason=c.reason, nodes=shapes))
     return tuple(out)
+
+
+def _alive(n: Node) -> bool:
+    """Work can be placed on it: an engine node the engine lists alive; a launched machine that
+    joined (Ready), that the engine still lists alive and that is not being released."""
+    if n.pool_id is not None:  # a machine being released takes no new work (a node pool's drain)
+        return n.state == "Ready" and n.engine_state == "alive" and not n.release_requested
+    return n.state == "Ready"
 
 
 def _free(labels: dict | None) -> dict:

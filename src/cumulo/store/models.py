@@ -151,6 +151,13 @@ class Node(Base):
     release_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     #: locations (provider/region/zone) that failed for capacity or quota: skipped on the next try
     blocked: Mapped[list[Any]] = mapped_column(default=list)
+    #: the node pool (NodePool.name) that launched it, for its cluster; None otherwise
+    node_pool: Mapped[str | None] = mapped_column(String(63), nullable=True, index=True)
+    #: a machine launched for an engine's cluster: what the engine says of it (written by the cluster
+    #: sync only): alive | dead | absent (listed before, not now); None until the engine first lists it
+    engine_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    #: machines this node has had before its current one (a machine that did not join in time is replaced)
+    replacements: Mapped[int] = mapped_column(Integer, default=0)
     lock_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
     lock_expires: Mapped[datetime | None] = mapped_column(nullable=True)
 
@@ -164,6 +171,8 @@ class Cluster(Base):
     kind: Mapped[str] = mapped_column(String(16))  # local | ray | slurm
     address: Mapped[str | None] = mapped_column(Text, nullable=True)  # Ray: the dashboard URL
     partition: Mapped[str | None] = mapped_column(String(63), nullable=True)  # Slurm
+    #: Ray: the GCS address (HOST:PORT) machines launched for the cluster join (`ray start --address`)
+    join_address: Mapped[str | None] = mapped_column(Text, nullable=True)
     #: a folder every node of the cluster sees (CUMULO_ARTIFACTS, logs, checkpoints)
     artifacts: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
@@ -185,6 +194,32 @@ class Pool(Base):
     request: Mapped[dict[str, Any]]
     count: Mapped[int]
     idle_ttl: Mapped[float | None] = mapped_column(Float, nullable=True)  # seconds; None: never
+
+
+class NodePool(Base):
+    """A cluster's elastic capacity (`kind: NodePool`): the spec, and the scale policy's state.
+    (Not `pools`: that table groups the machines of one `create_resources` request.)"""
+
+    __tablename__ = "node_pools"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    cluster: Mapped[str] = mapped_column(String(63), index=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    # spec (written by services)
+    spec: Mapped[dict[str, Any]]
+    deleting: Mapped[bool] = mapped_column(Boolean, default=False)
+    # status (written by the node pool reconciler)
+    state: Mapped[str] = mapped_column(String(16), default="Ready")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    #: the sequence number of the next node it launches (node names derive from it)
+    next_seq: Mapped[int] = mapped_column(Integer, default=1)
+    #: policy state: node name -> ISO time it was first seen idle
+    idle_since: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: work key ("job:<id>") -> what the pool does about it (the limit that stops it): Pending reasons
+    notes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    lock_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    lock_expires: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class Deployment(Base):

@@ -1,0 +1,123 @@
+"""Machines launched for a Ray cluster join it: local-vm machines on the CI Ray cluster (`bash .ci/ray.sh`),
+through a real control plane. Whether a machine joined is asserted from Ray's own view (its state
+API), never from cumulo's. Every machine a test starts is killed at teardown by its session's PIDs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from urllib.parse import urlparse
+
+import pytest
+
+from cumulo.providers.local_vm import LocalVMProvider
+from cumulo.sdk.client import Client
+from cumulo.sdk.resources import ResourceManager
+from tests.engines.ray import alive_nodes
+from tests.helpers import Server, kill_leftovers, kill_machines, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def gcs_address(ray_cluster: str) -> str:
+    return os.environ.get("CUMULO_TEST_RAY_GCS_ADDRESS", f"{urlparse(ray_cluster).hostname}:6390")
+
+
+def ray_node_labelled(ray_cluster: str, node_id: str) -> dict | None:
+    mine = [n for n in alive_nodes(ray_cluster) if (n.get("labels") or {}).get("cumulo.io/node-id") == node_id]
+    return mine[0] if mine else None
+
+
+def start_server(home, ray_cluster: str, join: str, **env) -> tuple[Server, Client]:
+    s = Server(home, f"sqlite:///{home / 'cumulo.db'}", extra_env=env).start()
+    c = Client(s.url, token=s.token)
+    c.add_cluster("ray", ray=ray_cluster, artifacts=str(home / "ray-artifacts"), join=join)
+    info = wait_until(lambda: (i := c.cluster("ray")).state != "Unknown" and i, timeout=30, what="Ray asked")
+    assert info.state == "Ready", info.reason
+    return s, c
+
+
+def stop(server: Server, client: Client) -> None:
+    client.close()
+    server.kill(signal.SIGTERM)
+    kill_leftovers(server.home)  # every machine it launched, by PID: their Ray nodes leave the cluster
+
+
+@pytest.fixture
+def joined(tmp_path, ray_cluster):
+    server, client = start_server(tmp_path / "home", ray_cluster, gcs_address(ray_cluster))
+    yield server, client
+    stop(server, client)
+
+
+def test_a_local_vm_machine_joins_ray_with_its_labels_is_ready_then_and_leaves_ray_when_released(joined, ray_cluster):
+    server, client = joined
+    assert client.cluster("ray").join_address == gcs_address(ray_cluster)
+    rm = ResourceManager(client)
+    (node,) = rm.create_resources({"nodes": [{"cpu": 2}], "providers": ["local-vm"], "cluster": "ray"}, wait=False)
+    ready = rm.wait_pool(node.pool, timeout=180).nodes[0]
+    assert ready.state == "Ready" and ready.instance_type == "lvm.c2"  # the cheapest 2-CPU shape, on demand
+    # Ray's own view: a node labelled with the cumulo node's id, the shape's resources, on its own address
+    seen = ray_node_labelled(ray_cluster, node.id)
+    assert seen is not None, [n.get("labels") for n in alive_nodes(ray_cluster)]
+    assert seen["labels"]["cumulo.io/instance-type"] == "lvm.c2" and seen["labels"]["cumulo.io/market"] == "on-demand"
+    assert seen["labels"]["cumulo.io/zone"] == ready.zone and seen["labels"]["cumulo.io/provider"] == "local-vm"
+    assert seen["resources_total"]["CPU"] == 2 and seen["resources_total"]["memory"] == 4 * 2**30
+    ip = seen["node_ip"]
+    assert ip.startswith("127.0.0.") and int(ip.rsplit(".", 1)[1]) >= 10
+    # cumulo's view: one row, the machine's, linked to the engine's node, with what it is and costs
+    row = wait_until(lambda: [n for n in client.nodes("ray") if n.name == node.id], timeout=10, what="the node row")[0]
+    assert row.engine_id == seen["node_id"] and row.address == ip and row.state == "Ready"
+    assert row.provider == "local-vm" and row.instance_type == "lvm.c2" and row.price_per_hour == ready.price_per_hour
+    assert row.labels["cumulo.io/node-id"] == node.id
+    assert not [n for n in client.nodes("ray") if n.engine_id == seen["node_id"] and n.name != node.id]
+    # Ready only once joined: the node was Joining first
+    reasons = [e.reason for e in client.events(kind="Node", name=node.id, limit=100)]
+    assert reasons.index("Joining") < reasons.index("Ready"), reasons
+    table = server.cli("nodes", "--cluster", "ray", check=True).stdout
+    assert node.id in table and "lvm.c2" in table and "on-demand" in table
+    # released: the machine stops, and its node leaves Ray
+    machine = ready.machine_id
+    pids = LocalVMProvider(server.home / "providers" / "local-vm").pids(machine)
+    assert pids
+    rm.release(node.id)
+    wait_until(lambda: [n for n in rm.list(all=True) if n.id == node.id][0].state == "Terminated", timeout=60,
+               what="terminated")
+    wait_until(lambda: ray_node_labelled(ray_cluster, node.id) is None, timeout=60, what="the node gone from Ray")
+    assert LocalVMProvider(server.home / "providers" / "local-vm").pids(machine) == []
+
+
+def test_a_machine_that_does_not_join_in_time_is_replaced_with_an_event(tmp_path, ray_cluster):
+    """The join address is a port that accepts connections and never answers: the machine runs
+    (its `ray start` waits) but never joins. With a 10 s join timeout it is terminated and replaced."""
+    hole = socket.socket()
+    hole.bind((urlparse(ray_cluster).hostname, 0))
+    hole.listen(0)
+    server, client = start_server(tmp_path / "home", ray_cluster, f"{hole.getsockname()[0]}:{hole.getsockname()[1]}",
+                                  CUMULO_JOIN_TIMEOUT="10")
+    try:
+        rm = ResourceManager(client)
+        (node,) = rm.create_resources({"nodes": [{"instance_type": "lvm.c1"}], "providers": ["local-vm"],
+                                       "cluster": "ray"}, wait=False)
+        first = wait_until(lambda: (n := [x for x in rm.list(all=True) if x.id == node.id][0]).machine_id and n,
+                           timeout=30, what="a machine").machine_id
+        event = wait_until(lambda: [e for e in client.events(kind="Node", name=node.id, limit=100)
+                                    if e.reason == "JoinTimeout"], timeout=90, what="the join timeout")[0]
+        assert event.type == "Warning" and first in event.message
+        assert "did not join cluster ray within 10s" in event.message
+        provider = LocalVMProvider(server.home / "providers" / "local-vm")
+        wait_until(lambda: provider.pids(first) == [], timeout=30, what="the first machine stopped")
+        # ... and another machine is launched for the same node
+        second = wait_until(lambda: (m := [x for x in rm.list(all=True) if x.id == node.id][0].machine_id)
+                            and m != first and m, timeout=30, what="a replacement machine")
+        assert {m.id: m.state for m in provider.describe()}[first] == "terminated"
+        assert [x for x in rm.list(all=True) if x.id == node.id][0].state in ("Provisioning", "Joining")
+        rm.release(node.id)
+        wait_until(lambda: [n for n in rm.list(all=True) if n.id == node.id][0].state == "Terminated", timeout=60,
+                   what="released")
+        wait_until(lambda: provider.pids(second) == [], timeout=30, what="the second machine stopped")
+    finally:
+        hole.close()
+        stop(server, client)
+        assert kill_machines(server.home) == []  # nothing was left running
