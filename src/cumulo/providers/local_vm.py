@@ -320,7 +320,14 @@ class LocalVMProvider:
                 continue
             if not (folder / "terminated.json").exists():
                 _write(folder / "terminated.json", {"reason": "terminated", "at": time.time()})
-            _signal(_session(folder), signal.SIGTERM)
+            signalled: set[int] = set()
+            for _ in range(3):  # a process forked while the session was being read gets it too
+                fresh = [p for p in _session(folder) if p.pid not in signalled]
+                if not fresh:
+                    break
+                _signal(fresh, signal.SIGTERM)
+                signalled.update(p.pid for p in fresh)
+                time.sleep(0.02)
             self._reap(mid)
 
     def describe(self, *, region: str | None = None, tags: dict[str, str] | None = None) -> list[Machine]:

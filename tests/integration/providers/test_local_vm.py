@@ -100,7 +100,7 @@ def test_a_machine_that_outlives_the_provider_object_is_still_running_and_can_be
     fresh = LocalVMProvider(tmp_path / "vms", ip_registry=tmp_path / "ips")
     assert [x.state for x in fresh.describe()] == [MachineState.RUNNING]
     fresh.terminate([m.id], region="local-1")
-    wait_for(lambda: fresh.describe()[0].state == MachineState.TERMINATED)
+    wait_for(lambda: fresh.describe()[0].state == MachineState.TERMINATED, timeout=30)  # SIGKILL after KILL_AFTER at worst
 
 
 def test_capacity_errors_name_what_ran_out_and_leave_nothing_behind(tmp_path):
