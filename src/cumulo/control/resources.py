@@ -110,6 +110,8 @@ class NodeReconciler:
         self.install_id = install_id
         self.clock = clock
         self.wake: Callable[[str], None] = lambda key: None
+        #: asks the cluster sync to read a cluster's nodes now (a machine began joining it)
+        self.wake_cluster: Callable[[str], None] = lambda name: None
         self._last_sweep = 0.0
 
     def keys(self) -> list[str]:
@@ -200,6 +202,8 @@ class NodeReconciler:
                 events.record(s, now=now, kind="Node", name=node_id, object_id=node_id,
                               type="Warning" if values["state"] in ("Failed", "Preempted") else "Normal",
                               reason=values["state"], message=values["reason"], workspace=workspace)
+        if values["state"] == NodeState.JOINING.value and node.state != NodeState.JOINING.value:
+            self.wake_cluster(node.cluster)
         if values["state"] == NodeState.FAILED.value:
             for sibling in self._siblings(node):
                 self.wake(sibling)  # roll the rest of the pool back

@@ -105,6 +105,12 @@ def sync_nodes(s: Session, cluster: str, provider: str, seen: list[dict], now: d
     return joined, lost
 
 
+def joining(s: Session, cluster: str) -> bool:
+    """A machine launched for the cluster is waiting to join it."""
+    return s.scalar(select(Node.name).where(Node.cluster == cluster, Node.pool_id.is_not(None),
+                                            Node.state == NodeState.JOINING.value).limit(1)) is not None
+
+
 def machines_of(s: Session, names: list[str]) -> list[str]:
     """Which of these node names are machines cumulo launched (the node reconciler follows them)."""
     return [n for n in names if (row := s.get(Node, n)) is not None and row.pool_id is not None]
