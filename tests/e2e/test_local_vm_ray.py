@@ -100,8 +100,9 @@ def test_a_machine_that_does_not_join_in_time_is_replaced_with_an_event(tmp_path
                                   CUMULO_JOIN_TIMEOUT="10")
     try:
         rm = ResourceManager(client)
-        (node,) = rm.create_resources({"nodes": [{"instance_type": "lvm.c1"}], "providers": ["local-vm"],
-                                       "cluster": "ray"}, wait=False)
+        r = server.cli("resources", "create", "lvm.c1", "--provider", "local-vm", "--cluster", "ray", "--no-wait",
+                       "--json", check=True)  # as the README shows
+        (node,) = [n for n in rm.list() if n.id == json.loads(r.stdout)[0]["id"]]
         first = wait_until(lambda: (n := [x for x in rm.list(all=True) if x.id == node.id][0]).machine_id and n,
                            timeout=30, what="a machine").machine_id
         event = wait_until(lambda: [e for e in client.events(kind="Node", name=node.id, limit=100)
