@@ -316,6 +316,7 @@ def bootstrap(node: Node, o: Offering, spot: bool, join: Join | None) -> str | N
         node_id=node.name, cluster=join.cluster, join_address=join.address, provider=o.provider,
         instance_type=o.instance_type, zone=o.zone or o.region, spot=spot, cpus=o.vcpus,
         memory_bytes=int(o.memory_gib * 2**30), gpus=o.accelerator_count, accelerator=o.accelerator,
+        generation=node.replacements,
     ))
 
 
