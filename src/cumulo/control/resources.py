@@ -112,6 +112,8 @@ class NodeReconciler:
         self.wake: Callable[[str], None] = lambda key: None
         #: asks the cluster sync to read a cluster's nodes now (a machine began joining it)
         self.wake_cluster: Callable[[str], None] = lambda name: None
+        #: a machine joined its cluster and is Ready: work waiting for room may fit now
+        self.capacity_changed: Callable[[], None] = lambda: None
         self._last_sweep = 0.0
 
     def keys(self) -> list[str]:
@@ -204,6 +206,8 @@ class NodeReconciler:
                               reason=values["state"], message=values["reason"], workspace=workspace)
         if values["state"] == NodeState.JOINING.value and node.state != NodeState.JOINING.value:
             self.wake_cluster(node.cluster)
+        if values["state"] == NodeState.READY.value and node.state != NodeState.READY.value and join is not None:
+            self.capacity_changed()
         if values["state"] == NodeState.FAILED.value:
             for sibling in self._siblings(node):
                 self.wake(sibling)  # roll the rest of the pool back
