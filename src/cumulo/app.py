@@ -194,6 +194,8 @@ def build(config: ServerConfig) -> ControlPlane:
 
     cluster_reconciler.capacity_changed = capacity_changed
     cluster_reconciler.machine_changed = node_loop.enqueue
+    nodes.wake_cluster = cluster_loop.enqueue
+    nodes.capacity_changed = reconciler.wake_waiting
     # a drained replica's SIGTERM waits for the requests every gateway has in flight to it
     dep_reconciler.in_flight = lambda host, port: gateway.in_flight_to(host, port) + gateways.in_flight_to(host, port)
     dep_reconciler.publish = lambda view: gateway.update(

@@ -4,9 +4,11 @@ API), never from cumulo's. Every machine a test starts is killed at teardown by 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import textwrap
 from urllib.parse import urlparse
 
 import pytest
@@ -98,8 +100,9 @@ def test_a_machine_that_does_not_join_in_time_is_replaced_with_an_event(tmp_path
                                   CUMULO_JOIN_TIMEOUT="10")
     try:
         rm = ResourceManager(client)
-        (node,) = rm.create_resources({"nodes": [{"instance_type": "lvm.c1"}], "providers": ["local-vm"],
-                                       "cluster": "ray"}, wait=False)
+        r = server.cli("resources", "create", "lvm.c1", "--provider", "local-vm", "--cluster", "ray", "--no-wait",
+                       "--json", check=True)  # as the README shows
+        (node,) = [n for n in rm.list() if n.id == json.loads(r.stdout)[0]["id"]]
         first = wait_until(lambda: (n := [x for x in rm.list(all=True) if x.id == node.id][0]).machine_id and n,
                            timeout=30, what="a machine").machine_id
         event = wait_until(lambda: [e for e in client.events(kind="Node", name=node.id, limit=100)
@@ -121,3 +124,62 @@ def test_a_machine_that_does_not_join_in_time_is_replaced_with_an_event(tmp_path
         hole.close()
         stop(server, client)
         assert kill_machines(server.home) == []  # nothing was left running
+
+
+STEPPER = textwrap.dedent("""
+    import os, pathlib, time
+    import cumulo
+    ckpt = pathlib.Path(os.environ["CUMULO_ARTIFACTS"]) / "step"
+    step = int(ckpt.read_text()) if ckpt.exists() else 0
+    print("resuming at", step, "on", os.environ.get("CUMULO_NODE_IPS"), flush=True)
+    while step < 30:
+        step += 1
+        time.sleep(0.5)
+        tmp = ckpt.with_suffix(".tmp"); tmp.write_text(str(step)); tmp.replace(ckpt)
+        cumulo.report(step=step, loss=1.0 / step)
+""")
+
+
+def test_a_job_on_a_spot_machine_that_is_taken_back_resumes_elsewhere_without_using_a_retry(joined, tmp_path):
+    """max_retries is 0: only because a preemption is not counted does the job get a second attempt.
+    The job asks for 4 CPUs and 12 GiB: no node of the shared cluster has both (its own have 2 or 3
+    CPUs, other tests' lvm.c4 machines 8 GiB), only the lvm.c4g1 machines launched here."""
+    server, client = joined
+    rm = ResourceManager(client)
+    shape = {"nodes": [{"cpu": 4, "memory_gib": 12}], "providers": ["local-vm"], "cluster": "ray"}
+    (spot,) = rm.create_resources({**shape, "spot": True}, timeout=180)
+    assert spot.state == "Ready" and spot.spot and spot.instance_type == "lvm.c4g1"  # the cheapest that fits
+    ip = [n for n in client.nodes("ray") if n.name == spot.id][0].address
+    (tmp_path / "stepper.py").write_text(STEPPER)
+    job = tmp_path / "stepper.yaml"
+    job.write_text(json.dumps({"kind": "Job", "name": "stepper", "command": "python stepper.py", "workdir": str(tmp_path),
+                               "cluster": "ray", "resources": {"cpu": 4, "memory": "12Gi"}, "max_retries": 0}))
+    client.submit_job(job)
+    wait_until(lambda: any((p.step or 0) >= 4 for p in client.job_metrics("stepper")), timeout=180,
+               what="a few steps on the spot machine")
+    assert [w.address for w in client.get_job("stepper").attempt_list[-1].workers] == [ip]
+    LocalVMProvider(server.home / "providers" / "local-vm").kill(spot.machine_id)  # the cloud takes it back
+    gone = wait_until(lambda: (n := [x for x in rm.list(all=True) if x.id == spot.id][0]).state == "Preempted" and n,
+                      timeout=30, what="the node preempted")
+    assert "spot machine was taken back" in gone.reason
+    ended = wait_until(lambda: (j := client.get_job("stepper")).attempt_list[0].state == "Failed" and j,
+                       timeout=120, what="the attempt to end")
+    first = ended.attempt_list[0]
+    assert first.reason.startswith(f"NodePreempted: node {ip} was preempted (spot machine {spot.machine_id}"), first.reason
+    assert ended.state in ("Pending", "Starting", "Running"), (ended.state, ended.reason)  # not Failed: no retry used
+    # new capacity (on demand this time): the retry runs there and resumes from the newest checkpoint
+    (od,) = rm.create_resources(shape, timeout=180)
+    done = client.wait_job("stepper", timeout=240)
+    assert done.state == "Succeeded" and done.attempts == 2, done.reason
+    od_ip = [n for n in client.nodes("ray") if n.name == od.id][0].address
+    assert [w.address for w in done.attempt_list[-1].workers] == [od_ip]
+    points = client.job_metrics("stepper")
+    first_steps = sorted(p.step for p in points if p.attempt == 1)
+    retry_steps = sorted(p.step for p in points if p.attempt == 2)
+    # resumed from the newest checkpoint: at most the one step in flight is redone (the first step the
+    # retry reports is the one after its checkpoint, which is at least the last step reported before)
+    assert retry_steps[0] > 1 and retry_steps[0] >= first_steps[-1], (first_steps, retry_steps)
+    assert retry_steps[-1] == 30
+    reasons = [e.reason for e in client.events(kind="Job", name="stepper", limit=100)]
+    assert "NodePreempted" in reasons and "NodeLost" not in reasons and "AttemptFailed" not in reasons, reasons
+    rm.release(od.id)

@@ -129,3 +129,37 @@ def test_work_larger_than_every_cluster_is_refused_naming_each(http, tmp_path):
             "resources": {"cpu": 100000}}
     assert "local" in problem(http.post("/jobs", json=body), 422)["detail"]
     assert http.get("/jobs/huge").status_code == 404
+
+
+def test_a_ray_cluster_has_a_join_address_and_cannot_be_removed_while_a_machine_launched_for_it_lives(http, tmp_path):
+    """The machine's `ray start` waits on a port that accepts and never answers: it lives, never joins."""
+    port = _closed_port()
+    r = http.post("/clusters", json={"name": "j1", "kind": "ray", "address": f"http://127.0.0.1:{port}",
+                                     "artifacts": str(tmp_path / "a")})
+    assert r.status_code == 201 and r.json()["join_address"] == "127.0.0.1:6379", r.text  # Ray's default GCS port
+    for bad in ("127.0.0.1", "http://127.0.0.1:6379", "h:99999"):
+        p = problem(http.post("/clusters", json={"name": "j2", "kind": "ray", "address": "http://127.0.0.1:1",
+                                                 "join": bad}), 422)
+        assert [e["field"] for e in p["errors"]] == ["join"] and "HOST:PORT" in p["detail"]
+    assert [e["field"] for e in problem(http.post("/clusters", json={"name": "j2", "kind": "slurm", "join": "h:1"}),
+                                        422)["errors"]] == ["join"]
+    p = problem(http.post("/resources", json={"nodes": [{"instance_type": "lvm.c1"}], "providers": ["local-vm"],
+                                              "cluster": "nosuch"}), 422)
+    assert [e["field"] for e in p["errors"]] == ["cluster"] and "j1" in p["detail"]
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.2", 0))
+        hole.listen(0)
+        r = http.post("/clusters", json={"name": "j3", "kind": "ray", "address": f"http://127.0.0.1:{port}",
+                                         "join": f"127.0.0.2:{hole.getsockname()[1]}", "artifacts": str(tmp_path / "b")})
+        assert r.status_code == 201, r.text
+        r = http.post("/resources", json={"nodes": [{"instance_type": "lvm.c1"}], "providers": ["local-vm"],
+                                          "cluster": "j3"})
+        assert r.status_code in (200, 201), r.text
+        node = r.json()["nodes"][0]["id"]
+        wait_until(lambda: http.get(f"/pools/{r.json()['id']}").json()["nodes"][0]["state"] == "Joining", timeout=30,
+                   what="the machine running, not joined")
+        p = problem(http.delete("/clusters/j3"), 409)
+        assert f"node {node}" in p["detail"] and "cumulo resources release" in p["detail"]
+        assert http.post("/resources/release", json={"ids": [node]}).status_code == 200
+        wait_until(lambda: http.delete("/clusters/j3").status_code == 204 or None, timeout=60,
+                   what="the cluster removable once its machine is gone")

@@ -199,3 +199,37 @@ def test_on_an_engine_a_launch_gets_longer_to_come_up_and_a_steady_attempt_is_lo
     # a timeout still bounds the wait
     timed = snap(now=T0 + timedelta(seconds=30), on_engine=True, spec=spec(timeout=31), **steady)
     assert decide_job(timed).requeue_after == pytest.approx(1.01)
+
+
+# -- node loss: a preempted spot node does not use up a retry; a dead node does ------------------
+
+def lost(number, preempted=None, **kw):
+    return snap(spec=spec(max_retries=1, backoff={"initial": 3}), state=JobState.RUNNING, attempts=number,
+                current=running(number), observed=Observed(Phase.LOST, None, "rank 0 gone", node_lost="127.0.0.12",
+                                                           node_preempted=preempted), **kw)
+
+
+def test_an_attempt_on_a_dead_node_ends_nodelost_and_counts_as_a_try():
+    d = decide_job(lost(1))
+    assert d.state == JobState.PENDING and d.attempt_state == AttemptState.FAILED
+    assert d.attempt_reason == "NodeLost: node 127.0.0.12 was lost: rank 0 gone"
+    assert [e[1] for e in d.events] == ["NodeLost", "AttemptFailed"] and d.next_attempt_at == T0 + timedelta(seconds=3)
+    d = decide_job(lost(2))  # max_retries=1 used up
+    assert d.state == JobState.FAILED and d.reason == "failed after 2 attempts: NodeLost: node 127.0.0.12 was lost: rank 0 gone"
+
+
+def test_an_attempt_on_a_preempted_node_ends_nodepreempted_and_is_retried_at_once_without_using_a_retry():
+    why = "spot machine lvm-1 (lvm.c4 in local-1a) was taken back"
+    d = decide_job(lost(1, preempted=why))
+    assert d.state == JobState.PENDING and d.attempt_state == AttemptState.FAILED
+    assert d.attempt_reason == f"NodePreempted: node 127.0.0.12 was preempted ({why}): rank 0 gone"
+    assert [e[1] for e in d.events] == ["NodePreempted"] and d.next_attempt_at is None and d.requeue_after == 0
+    assert "do not count against max_retries" in d.reason
+    # preempted again and again: never runs out of retries
+    assert decide_job(lost(5, preempted=why, preemptions=4)).state == JobState.PENDING
+    # after 3 preemptions, a real failure still has its one retry (attempt 4 is try 1 of 2) ...
+    d = decide_job(lost(4, preemptions=3))
+    assert d.state == JobState.PENDING and d.reason.endswith("retry 1 of 1 in 3s")
+    # ... and the next one is the last
+    d = decide_job(lost(5, preemptions=3))
+    assert d.state == JobState.FAILED and d.reason.startswith("failed after 5 attempts (3 preempted): NodeLost")

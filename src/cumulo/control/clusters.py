@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: how often each cluster's nodes are read from its engine
 NODE_SYNC = 5.0
+#: ... while a machine launched for the cluster waits to join it (its join is seen within a second)
+JOIN_SYNC = 1.0
 
 
 def utcnow() -> datetime:
@@ -155,11 +157,12 @@ class ClusterReconciler:
                                   message=f"node {n} of cluster {name} was lost")
                 grew = grew or bool(joined)
                 machines = clusters_store.machines_of(s, joined + lost)
+            joining = clusters_store.joining(s, name)
         for n in machines:
             self.machine_changed(n)
         if grew:
             self.capacity_changed()
-        return NODE_SYNC
+        return JOIN_SYNC if joining else NODE_SYNC
 
 
 def _node_dict(n) -> dict:

@@ -27,6 +27,7 @@ from cumulo.runtimes.base import Handle, LaunchSpec, Observation, Runtime, Runti
 from cumulo.store import events, leases
 from cumulo.store import jobs as jobs_store
 from cumulo.store import node_pools as node_pools_store
+from cumulo.store import nodes as nodes_store
 from cumulo.store.db import Database
 from cumulo.store.models import Attempt, Job
 
@@ -111,6 +112,8 @@ class JobReconciler:
         snap = loaded.snapshot
         if observation is not None:
             snap = _with_observation(snap, observation)
+            if observation.phase in (ProcessPhase.EXITED, ProcessPhase.LOST):  # the attempt may end now
+                snap = self._with_node_loss(job_id, loaded.cluster, snap, observation)
         decision = decide_job(snap)
         if decision.state == JobState.PENDING and decision.act == Act.NONE and loaded.pool_note:
             decision = replace(decision, reason=f"{decision.reason}; {loaded.pool_note}")
@@ -287,6 +290,21 @@ class JobReconciler:
             att.exit_code = d.attempt_exit_code
             att.reason = d.attempt_reason
             att.finished_at = now
+
+    def _with_node_loss(self, job_id: str, cluster: str, snap: JobSnapshot, obs: Observation) -> JobSnapshot:
+        """What an ending attempt's retry accounting needs: how many earlier attempts were
+        preempted, and whether the node the engine lost was a spot machine its provider took back
+        (the node reconciler records that within seconds; an engine declares a node dead later)."""
+        with self.db.tx() as s:
+            preemptions = jobs_store.preempted_attempts(s, job_id)
+            preempted = None
+            if obs.node_lost:
+                att = jobs_store.attempt(s, job_id, snap.current.number) if snap.current else None
+                engine_ids = {w.get("node_id") for w in (att.workers if att else None) or [] if w.get("node_id")}
+                engine_ids |= {w.node for w in obs.workers if w.node}
+                preempted = nodes_store.preemption(s, cluster, obs.node_lost, engine_ids)
+        observed = replace(snap.observed, node_preempted=preempted) if snap.observed else None
+        return replace(snap, preemptions=preemptions, observed=observed)
 
     def _note_unreachable(self, job_id: str, token: str, loaded: _Loaded, why: str) -> None:
         with self.db.tx() as s:

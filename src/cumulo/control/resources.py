@@ -110,6 +110,10 @@ class NodeReconciler:
         self.install_id = install_id
         self.clock = clock
         self.wake: Callable[[str], None] = lambda key: None
+        #: asks the cluster sync to read a cluster's nodes now (a machine began joining it)
+        self.wake_cluster: Callable[[str], None] = lambda name: None
+        #: a machine joined its cluster and is Ready: work waiting for room may fit now
+        self.capacity_changed: Callable[[], None] = lambda: None
         self._last_sweep = 0.0
 
     def keys(self) -> list[str]:
@@ -201,6 +205,10 @@ class NodeReconciler:
                 events.record(s, now=now, kind="Node", name=node_id, object_id=node_id,
                               type="Warning" if values["state"] in ("Failed", "Preempted") else "Normal",
                               reason=values["state"], message=values["reason"], workspace=workspace)
+        if values["state"] == NodeState.JOINING.value and node.state != NodeState.JOINING.value:
+            self.wake_cluster(node.cluster)
+        if values["state"] == NodeState.READY.value and node.state != NodeState.READY.value and join is not None:
+            self.capacity_changed()
         if values["state"] == NodeState.FAILED.value:
             for sibling in self._siblings(node):
                 self.wake(sibling)  # roll the rest of the pool back
@@ -313,6 +321,7 @@ def bootstrap(node: Node, o: Offering, spot: bool, join: Join | None) -> str | N
         node_id=node.name, cluster=join.cluster, join_address=join.address, provider=o.provider,
         instance_type=o.instance_type, zone=o.zone or o.region, spot=spot, cpus=o.vcpus,
         memory_bytes=int(o.memory_gib * 2**30), gpus=o.accelerator_count, accelerator=o.accelerator,
+        generation=node.replacements,
     ))
 
 

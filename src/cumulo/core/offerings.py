@@ -45,6 +45,9 @@ class Offering:
 #: the engine label (Ray node label) a machine's bootstrap gives its node: the cumulo node's id, so the
 #: cluster sync can tell which engine node is which launched machine (providers/bootstrap.py)
 NODE_ID_LABEL = "cumulo.io/node-id"
+#: ... and which of the node's machines it is (0, then 1 after a replacement, ...): a replaced
+#: machine still listed by the engine is never taken for its successor
+GENERATION_LABEL = "cumulo.io/generation"
 
 
 class MachineState:

@@ -3,6 +3,10 @@
 Pending -> Starting -> Running -> Succeeded | Failed | Cancelled. A failed attempt goes back to
 Pending with a backoff until ``max_retries`` is used up. The reconciler observes the processes,
 calls ``decide_job`` and carries out the one action it returns.
+
+An attempt ended by the loss of its node fails with reason ``NodeLost: ...`` and counts as a try;
+one whose node was a spot machine the provider took back ends ``NodePreempted: ...`` and does not
+count against ``max_retries`` (it is retried at once: the capacity was the cloud's to take).
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ class Observed:
     exit_code: int | None = None
     detail: str = ""
     node_lost: str | None = None  # the node whose loss ended the attempt
+    #: that node was a spot machine its provider took back: why, as the node's record says
+    node_preempted: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,8 @@ class JobSnapshot:
     bound_cluster: str | None = None
     #: the current attempt runs on an engine's cluster (Ray, Slurm), not on this machine
     on_engine: bool = False
+    #: earlier attempts that ended NodePreempted: they do not count against max_retries
+    preemptions: int = 0
 
 
 class Act(StrEnum):
@@ -282,6 +290,7 @@ def _finish_attempt(s: JobSnapshot, code: int | None, detail: str) -> JobDecisio
             attempt_reason="exit code 0", events=(("Normal", "Succeeded", msg),),
         )
     lost = s.observed.node_lost if s.observed is not None else None
+    preempted = s.observed.node_preempted if s.observed is not None else None
     events: tuple[tuple[str, str, str], ...] = ()
     if cur.stop_cause in (StopCause.NAN, StopCause.DIVERGED) and s.spec.health.on_nan == "fail":
         why = _health_reason(s, cur.stop_cause)
@@ -294,26 +303,36 @@ def _finish_attempt(s: JobSnapshot, code: int | None, detail: str) -> JobDecisio
         why = f"timed out after {s.spec.timeout:g}s"
     elif cur.stop_cause in (StopCause.STALLED, StopCause.NAN, StopCause.DIVERGED):
         why = _health_reason(s, cur.stop_cause)
+    elif lost and preempted:
+        why = f"NodePreempted: node {lost} was preempted ({preempted})" + (f": {detail}" if detail else "")
+        msg = f"attempt {n} ended: {why}; retrying now (preemptions do not count against max_retries)"
+        return JobDecision(
+            JobState.PENDING, msg, attempt_state=AttemptState.FAILED, attempt_exit_code=code, attempt_reason=why,
+            requeue_after=0.0, events=(("Warning", "NodePreempted", f"attempt {n}: {why}"),),
+        )
     elif lost:
         why = detail or f"node {lost} was lost"
         if lost not in why:
             why = f"node {lost} was lost: {why}"
+        why = f"NodeLost: {why}"
         events = (("Warning", "NodeLost", f"attempt {n}: {why}"),)
     elif detail and code is None:
         why = detail
     else:
         why = _describe_exit(code) + (f": {detail}" if detail else "")
-    retries_used = n - 1
+    retries_used = n - 1 - s.preemptions
     if retries_used < s.spec.max_retries:
         b = s.spec.backoff
-        delay = backoff_delay(n, initial=b.initial, factor=b.factor, maximum=b.max)
-        msg = f"attempt {n} failed ({why}); retry {n} of {s.spec.max_retries} in {delay:g}s"
+        delay = backoff_delay(retries_used + 1, initial=b.initial, factor=b.factor, maximum=b.max)
+        msg = f"attempt {n} failed ({why}); retry {retries_used + 1} of {s.spec.max_retries} in {delay:g}s"
         return JobDecision(
             JobState.PENDING, msg, attempt_state=AttemptState.FAILED, attempt_exit_code=code, attempt_reason=why,
             next_attempt_at=s.now + timedelta(seconds=delay), requeue_after=delay,
             events=events + (("Warning", "AttemptFailed", msg),),
         )
     tries = f"{n} attempts" if n > 1 else "1 attempt"
+    if s.preemptions:
+        tries += f" ({s.preemptions} preempted)"
     msg = f"failed after {tries}: {why}"
     return JobDecision(
         JobState.FAILED, msg, attempt_state=AttemptState.FAILED, attempt_exit_code=code, attempt_reason=why,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from importlib import metadata
 
 from cumulo.core.errors import InvalidSpec
-from cumulo.core.offerings import NODE_ID_LABEL
+from cumulo.core.offerings import GENERATION_LABEL, NODE_ID_LABEL
 
 RAY_VERSION = "2.60.0"
 #: the labels a bootstrapped Ray node carries (Ray reserves the ``ray.io/`` prefix)
@@ -61,10 +61,13 @@ class BootstrapSpec:
     accelerator: str | None = None
     cumulo_version: str = ""
     ray_version: str = RAY_VERSION
+    #: which machine of the node this is (a replacement gets the next number)
+    generation: int = 0
 
     def labels(self) -> dict[str, str]:
         return {
             NODE_ID_LABEL: self.node_id,
+            GENERATION_LABEL: str(self.generation),
             INSTANCE_TYPE_LABEL: self.instance_type,
             ZONE_LABEL: self.zone,
             MARKET_LABEL: "spot" if self.spot else "on-demand",
@@ -152,4 +155,4 @@ def render(spec: BootstrapSpec) -> str:
     )
 
 
-__all__ = ["BootstrapSpec", "NODE_ID_LABEL", "RAY_VERSION", "cumulo_version", "label_value", "render"]
+__all__ = ["BootstrapSpec", "GENERATION_LABEL", "NODE_ID_LABEL", "RAY_VERSION", "cumulo_version", "label_value", "render"]

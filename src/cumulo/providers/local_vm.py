@@ -14,10 +14,12 @@ A machine launched without user-data runs ``sleep infinity``: it exists, and joi
   own processes make process groups of their own, so a process group would miss them) and SIGKILLs
   what is left after ``KILL_AFTER`` seconds; never ``ray stop``, which stops every Ray node of the host.
 - ``describe`` reads the machine folders, so it survives a control-plane restart. A machine is
-  running while the first process of its session (pid and start time) lives. One whose processes
-  are gone without a terminate is *preempted* when it is spot (the capacity was taken back, as EC2
-  does with spot machines) and *terminated* ("the machine died") when on-demand; whatever is left
-  of its session is killed, since a machine lives or dies whole.
+  running while the first process of its session (pid and start time) lives: a small bash that
+  runs the user-data and, if it ends by itself, records its exit code. A machine whose user-data
+  exited by itself shut down: *terminated*, with the exit code (a bootstrap that failed). One whose
+  processes were killed without a terminate is *preempted* when it is spot (the capacity was taken
+  back, as EC2 does with spot machines) and *terminated* ("the machine died") when on-demand;
+  whatever is left of its session is killed, since a machine lives or dies whole.
 - ``kill(machine_id)`` takes a machine away at once (SIGKILL to its session), as a spot
   interruption or a power loss would: tests use it.
 
@@ -193,6 +195,10 @@ class LocalVMProvider:
         # gone without a terminate: a machine lives or dies whole
         _signal(_session(folder), signal.SIGKILL)
         self._release_ip(record, folder)
+        code = (folder / "exit-code").read_text().strip() if (folder / "exit-code").exists() else None
+        if code is not None:
+            return MachineState.TERMINATED, (f"the machine shut down: its user-data exited with code {code} "
+                                             f"(see {folder / 'console.log'})")
         if record["spot"]:
             return MachineState.PREEMPTED, "the spot machine was taken back (its processes were killed)"
         return MachineState.TERMINATED, "the machine died (its processes ended)"
@@ -214,7 +220,10 @@ class LocalVMProvider:
             "CUMULO_RAY_START_ARGS": f"--dashboard-agent-listen-port={port} --object-store-memory=100000000",
         }
         with open(folder / "console.log", "ab") as out:
-            p = subprocess.Popen(["/bin/bash", str(folder / "user-data.sh")], cwd=folder, env=env, stdin=subprocess.DEVNULL,
+            # the leader runs the user-data and records its exit code when it ends by itself (a kill
+            # of the whole session, as a preemption does, leaves no code)
+            p = subprocess.Popen(["/bin/bash", "-c", 'bash "$1"; echo $? > "$2"', "machine", str(folder / "user-data.sh"),
+                                  str(folder / "exit-code")], cwd=folder, env=env, stdin=subprocess.DEVNULL,
                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self._children[record["id"]] = p
         _write(folder / "proc.json", {"pid": p.pid, "create_time": psutil.Process(p.pid).create_time()})
@@ -320,7 +329,14 @@ class LocalVMProvider:
                 continue
             if not (folder / "terminated.json").exists():
                 _write(folder / "terminated.json", {"reason": "terminated", "at": time.time()})
-            _signal(_session(folder), signal.SIGTERM)
+            signalled: set[int] = set()
+            for _ in range(3):  # a process forked while the session was being read gets it too
+                fresh = [p for p in _session(folder) if p.pid not in signalled]
+                if not fresh:
+                    break
+                _signal(fresh, signal.SIGTERM)
+                signalled.update(p.pid for p in fresh)
+                time.sleep(0.02)
             self._reap(mid)
 
     def describe(self, *, region: str | None = None, tags: dict[str, str] | None = None) -> list[Machine]:

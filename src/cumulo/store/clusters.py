@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cumulo.core.errors import InvalidSpec
-from cumulo.core.offerings import NODE_ID_LABEL
+from cumulo.core.offerings import GENERATION_LABEL, NODE_ID_LABEL
 from cumulo.core.states import NodeState
 from cumulo.policy.capacity import Capacity, Request
 from cumulo.policy.clusters import LOCAL, ClusterView, NodeShape, never_fits_anywhere
@@ -49,15 +49,19 @@ def sync_nodes(s: Session, cluster: str, provider: str, seen: list[dict], now: d
     An engine node labelled with the id of a machine cumulo launched for this cluster (a node with a
     pool) is that machine: the engine's view (its id, address, labels, alive or not) goes on the
     machine's own row as `engine_state`, and its state stays the node reconciler's. Of the engine
-    nodes carrying one id (a replaced machine's dead node and its successor), the alive one counts."""
+    nodes carrying one id, only the node's current machine counts (its generation label: a replaced
+    machine's engine node may still be listed), and of those the alive one."""
     rows = {n.name: n for n in nodes_of(s, cluster)}
     machines = {name: n for name, n in rows.items() if n.pool_id is not None}
     joined, lost = [], []
     names = set()
     by_machine: dict[str, dict] = {}
     for d in seen:
-        owner = (d.get("labels") or {}).get(NODE_ID_LABEL)
+        labels = d.get("labels") or {}
+        owner = labels.get(NODE_ID_LABEL)
         if owner in machines:
+            if labels.get(GENERATION_LABEL, "0") != str(machines[owner].replacements or 0):
+                continue  # a machine the node had before: gone, or going
             if owner not in by_machine or (d.get("alive", True) and not by_machine[owner].get("alive", True)):
                 by_machine[owner] = d
             continue
@@ -103,6 +107,12 @@ def sync_nodes(s: Session, cluster: str, provider: str, seen: list[dict], now: d
         elif was == "alive" and node.engine_state != "alive":
             lost.append(name)
     return joined, lost
+
+
+def joining(s: Session, cluster: str) -> bool:
+    """A machine launched for the cluster is waiting to join it."""
+    return s.scalar(select(Node.name).where(Node.cluster == cluster, Node.pool_id.is_not(None),
+                                            Node.state == NodeState.JOINING.value).limit(1)) is not None
 
 
 def machines_of(s: Session, names: list[str]) -> list[str]:

@@ -54,6 +54,12 @@ def attempts(session: Session, job_id: str) -> list[Attempt]:
     return list(session.scalars(select(Attempt).where(Attempt.job_id == job_id).order_by(Attempt.number)))
 
 
+def preempted_attempts(session: Session, job_id: str) -> int:
+    """Attempts of the job that ended NodePreempted (policy/jobs.py): they use up no retry."""
+    return session.scalar(select(func.count()).select_from(Attempt).where(
+        Attempt.job_id == job_id, Attempt.reason.like("NodePreempted:%"))) or 0
+
+
 def attempt(session: Session, job_id: str, number: int) -> Attempt | None:
     return session.scalars(
         select(Attempt).where(Attempt.job_id == job_id, Attempt.number == number)

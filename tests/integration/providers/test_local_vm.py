@@ -95,12 +95,20 @@ def test_a_killed_spot_machine_reads_preempted_and_an_on_demand_one_terminated_e
     assert states[od.id] == (MachineState.TERMINATED, "the machine died (its processes ended)")
 
 
+def test_a_machine_whose_user_data_exits_shut_down_with_its_exit_code_spot_or_not(provider):
+    (m,) = provider.launch(offering(), 1, spot=True, tags={}, user_data="#!/bin/bash\necho no python here\nexit 3\n",
+                           client_token="bad")
+    done = wait_for(lambda: (d := provider.describe()[0]).state != MachineState.RUNNING and d)
+    assert done.state == MachineState.TERMINATED and "user-data exited with code 3" in done.state_reason, done
+    assert "console.log" in done.state_reason
+
+
 def test_a_machine_that_outlives_the_provider_object_is_still_running_and_can_be_terminated(provider, tmp_path):
     (m,) = provider.launch(offering(), 1, spot=False, tags={}, user_data=SCRIPT, client_token="t")
     fresh = LocalVMProvider(tmp_path / "vms", ip_registry=tmp_path / "ips")
     assert [x.state for x in fresh.describe()] == [MachineState.RUNNING]
     fresh.terminate([m.id], region="local-1")
-    wait_for(lambda: fresh.describe()[0].state == MachineState.TERMINATED)
+    wait_for(lambda: fresh.describe()[0].state == MachineState.TERMINATED, timeout=30)  # SIGKILL after KILL_AFTER at worst
 
 
 def test_capacity_errors_name_what_ran_out_and_leave_nothing_behind(tmp_path):

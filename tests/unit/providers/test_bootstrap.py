@@ -37,7 +37,7 @@ def test_the_script_installs_the_same_versions_and_joins_with_the_shape_and_labe
     assert "--address=10.0.0.5:6379" in argv and "--num-cpus=4" in argv and "--num-gpus=1" in argv
     assert f"--memory={16 * 2**30}" in argv and "--block" in argv and "--node-ip-address=IP" in argv
     labels = dict(kv.split("=", 1) for kv in next(a for a in argv if a.startswith("--labels="))[9:].split(","))
-    assert labels == {NODE_ID_LABEL: "a1b2c3d4e5f6-0", "cumulo.io/instance-type": "g4dn.xlarge",
+    assert labels == {NODE_ID_LABEL: "a1b2c3d4e5f6-0", "cumulo.io/generation": "0", "cumulo.io/instance-type": "g4dn.xlarge",
                       "cumulo.io/zone": "us-east-1a", "cumulo.io/market": "spot", "cumulo.io/provider": "aws"}
     assert '--resources={"accelerator_type:T4": 1}' in argv
     on_demand = render(spec(spot=False, gpus=0, accelerator=None, cpus=0.5))
