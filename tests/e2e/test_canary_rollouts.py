@@ -252,3 +252,29 @@ def test_a_standalone_gateway_splits_the_traffic_and_its_counts_judge_the_canary
     serving = [x for x in during if x[0] >= first_v2]
     assert 0.08 < v2 / len(serving) < 0.4, (v2, len(serving))
     server.cli("deployment", "delete", "remote", check=True)
+
+
+def test_rollout_api_errors_say_what_is_wrong_and_stay_in_the_workspace(server, tmp_path):
+    base = {"kind": "Deployment", "name": "plain", "command": f"python {HERE / 'flaky_server.py'}",
+            "workdir": str(tmp_path), "resources": {"cpu": 0.1, "memory": "64Mi"}, "health": {"path": "/healthz"}}
+    for rollout, message in (({"strategy": "canary", "steps": [50, 10, 100]}, "steps must increase"),
+                             ({"strategy": "canary", "steps": [10, 50]}, "the last step must be 100"),
+                             ({"strategy": "canary", "interval": "0s"}, "greater than 0"),
+                             ({"steps": [10, 100]}, "only apply to strategy: canary")):
+        r = server.api("POST", "/deployments", json={**base, "rollout": rollout})
+        assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json"), r.text
+        assert message in r.json()["detail"] and r.json()["errors"][0]["field"].startswith("rollout"), r.json()
+    assert server.api("GET", "/deployments/plain").status_code == 404  # nothing was created
+    assert server.api("POST", "/deployments", json=base).status_code == 201
+    r = server.api("GET", "/deployments/plain/rollout")
+    assert r.status_code == 404 and "strategy: canary" in r.json()["detail"]
+    r = server.api("POST", "/deployments/plain/rollout/abort")
+    assert r.status_code == 409 and "no canary rollout in progress" in r.json()["detail"]
+    assert server.api("GET", "/deployments/ghost/rollout").status_code == 404
+    # another workspace's member does not see it, nor act on it
+    assert server.api("POST", "/workspaces", json={"name": "elsewhere"}).status_code == 201
+    other = server.api("POST", "/tokens", json={"name": "else-member", "role": "member", "workspace": "elsewhere"}).json()
+    hdr = {"authorization": f"Bearer {other['token']}"}
+    assert httpx.get(f"{server.url}/api/v1/deployments/plain/rollout", headers=hdr).status_code == 404
+    assert httpx.post(f"{server.url}/api/v1/deployments/plain/rollout/promote", headers=hdr).status_code == 404
+    server.api("DELETE", "/deployments/plain")
