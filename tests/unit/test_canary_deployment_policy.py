@@ -66,3 +66,11 @@ def test_replicas_of_any_other_generation_are_drained():
 def test_without_a_canary_the_rolling_update_is_unchanged():
     d = decide_deployment(snap([*STABLE, rep(5, 2)], None))
     assert d.stop == ("1",) and len(d.start) == 1  # the oldest old drains, one more new starts (surge 1)
+
+
+def test_a_stable_replica_is_placed_with_the_stable_versions_resources():
+    from cumulo.core.specs import Resources
+
+    small = Resources(cpu=0.5, memory=2**28)
+    d = decide_deployment(snap(STABLE[:3] + [rep(5, 2)], Canary(1, 1, stable_resources=small)))
+    assert [(a.cpu, a.memory) for a in d.start_stable] == [(0.5, 2**28)]

@@ -64,7 +64,8 @@ def rollout_pass(raw: dict[str, Any] | None, snap: DeploymentSnapshot, counts: G
         snap = replace(snap, canary=Canary(state.stable_generation, 0, rolled_back=True), failures=0,
                        next_start_at=None, last_failure="")
     elif decision.state.active:
-        snap = replace(snap, canary=Canary(state.stable_generation, canary_replicas(desired, weight)))
+        snap = replace(snap, canary=Canary(state.stable_generation, canary_replicas(desired, weight),
+                                           stable_resources=stable_spec.resources))
     return RolloutPass(decision, raw, stable_spec, str(raw.get("stable_workdir", "")), weight), snap
 
 

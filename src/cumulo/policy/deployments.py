@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from cumulo.core.specs import DeploymentSpec
+from cumulo.core.specs import DeploymentSpec, Resources
 from cumulo.core.states import DeploymentState, ProcessPhase, ReplicaState
 from cumulo.policy.backoff import backoff_delay
 from cumulo.policy.capacity import Allocation, Capacity, Request
@@ -55,6 +55,7 @@ class Canary:
     stable_generation: int
     replicas: int
     rolled_back: bool = False  # the new generation's replicas go now (replicas is 0)
+    stable_resources: Resources | None = None  # what one stable replica needs (default: the spec's)
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ def decide_deployment(s: DeploymentSnapshot) -> DeploymentDecision:
     cur = [r for r in live if r.generation == s.generation and (s.canary is not None or not r.replace)]
     waiting = ""
 
-    def allocate(want: int) -> list[Allocation]:
+    def allocate(want: int, r: Resources = spec.resources) -> list[Allocation]:
         nonlocal waiting
         got: list[Allocation] = []
         if want <= 0 or waiting:
@@ -206,7 +207,6 @@ def decide_deployment(s: DeploymentSnapshot) -> DeploymentDecision:
             clusters = s.clusters or (ClusterView(LOCAL, LOCAL, capacity=s.capacity),)
             used = list(s.used) + taken
             mine = list(s.quota_used) + taken
-            r = spec.resources
             for _ in range(want):
                 request = Request(r.cpu, r.memory, r.gpu, 1, gpu_type=r.gpu_type)
                 over = over_quota(request, s.quota, mine, s.spent)
@@ -241,7 +241,7 @@ def decide_deployment(s: DeploymentSnapshot) -> DeploymentDecision:
         cur = trim(cur, c.replicas, "rolled back" if c.rolled_back else "scaled down")
         stable = trim(stable, desired)
         starts = allocate(c.replicas - len(cur))
-        starts_stable = allocate(desired - len(stable))
+        starts_stable = allocate(desired - len(stable), c.stable_resources or spec.resources)
         old = stable
     else:
         old = [r for r in live if r.generation != s.generation or r.replace]
