@@ -30,6 +30,7 @@ from cumulo.api.routes import ROUTERS
 from cumulo.catalog import find_instance_type, load_catalog
 from cumulo.control.alerts import AlertReconciler, metric_reader, webhooks_from_env
 from cumulo.control.detectors import ServiceDetectors
+from cumulo.control.node_repair import NodeRepairReconciler
 from cumulo.control.replica_repair import ReplicaRepairReconciler
 from cumulo.control.autoscaler import AutoscalerReconciler, LoadSample
 from cumulo.control.clusters import ClusterReconciler, Runtimes
@@ -257,6 +258,7 @@ def build(config: ServerConfig) -> ControlPlane:
     app.state.jobs = JobService(db, config.home, node=LOCAL_NODE, wake=job_loop.enqueue)
     app.state.cluster = clusters_service = ClusterService(db, home=config.home)
     clusters_service.wake = cluster_loop.enqueue
+    clusters_service.capacity_changed = reconciler.wake_waiting
     def wake_deployment(dep_id: str) -> None:
         dep_loop.enqueue(dep_id)
         autoscale_loop.enqueue(dep_id)
@@ -286,6 +288,10 @@ def build(config: ServerConfig) -> ControlPlane:
     repair = ReplicaRepairReconciler(db, replica_stats=gateway.replica_stats)
     repair_loop = Loop(repair)
     repair.wake_deployment = dep_loop.enqueue
+    # nodes whose GPUs fail (XID, ECC) are cordoned, their replicas moved, pool machines released
+    node_repair = NodeRepairReconciler(db)
+    node_repair_loop = Loop(node_repair)
+    node_repair.wake_deployment = dep_loop.enqueue
     alert_reconciler.wake = alert_loop.enqueue
     app.state.alerts = AlertService(db, wake=alert_loop.enqueue)
 
@@ -308,7 +314,8 @@ def build(config: ServerConfig) -> ControlPlane:
     app.state.metrics_text = lambda: gateway.metrics_text() + monitor_exposition.exposition(
         lambda: (sampler.latest_t, sampler.latest), lambda: sampler.seconds_spent)
     plane = ControlPlane(config, db, runtime, [job_loop, dep_loop, autoscale_loop, node_loop, cost_loop, cluster_loop,
-                                               monitor_loop, alert_loop, repair_loop, pool_loop], app, gateway)
+                                               monitor_loop, alert_loop, repair_loop, node_repair_loop,
+                                               pool_loop], app, gateway)
     return plane
 
 

@@ -11,7 +11,7 @@ from fastapi.responses import PlainTextResponse
 from cumulo.api.auth import admin, authorize, reporter, reporter_scope, scraper
 from cumulo.api.auth import scope as scope_of
 from cumulo.api.schemas import (
-    MAX_INT, Accepted, ClusterBody, GatewaySync, MetricsBody, QuotaBody, ReleaseBody, RouteEndpoint, Routes, RouteSplit, ScaleBody,
+    MAX_INT, Accepted, ClusterBody, CordonBody, GatewaySync, MetricsBody, QuotaBody, ReleaseBody, RouteEndpoint, Routes, RouteSplit, ScaleBody,
     SecretBody,
     TokenBody, WorkspaceBody,
 )
@@ -188,6 +188,18 @@ def list_clusters(request: Request) -> list[ClusterInfo]:
 def get_cluster(request: Request, name: str) -> ClusterInfo:
     """One cluster with the work running on it."""
     return _cluster(request).get(name, with_work=True)
+
+
+@admin_only.post("/nodes/{name}/cordon", response_model=NodeView, tags=["clusters"])
+def cordon_node(request: Request, name: str, body: CordonBody,
+                caller: Annotated[Principal, Depends(admin)]) -> NodeView:
+    """No new work lands on the node (what runs there goes on) until it is uncordoned."""
+    return _cluster(request).cordon(name, body.reason, actor=caller.name)
+
+
+@admin_only.post("/nodes/{name}/uncordon", response_model=NodeView, tags=["clusters"])
+def uncordon_node(request: Request, name: str, caller: Annotated[Principal, Depends(admin)]) -> NodeView:
+    return _cluster(request).uncordon(name, actor=caller.name)
 
 
 @admin_only.post("/clusters", response_model=ClusterInfo, status_code=201, tags=["clusters"])

@@ -131,6 +131,12 @@ class GatewaySync(BaseModel):
     replicas: list[ReplicaLoad] = Field(default_factory=list, max_length=100_000)
 
 
+class CordonBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field("", max_length=500, description="why no new work should land on the node")
+
+
 class ClusterBody(BaseModel):
     """`cumulo cluster add`: a Ray cluster (its dashboard address) or this machine's Slurm."""
 

@@ -201,3 +201,27 @@ def monitor(once: bool = typer.Option(False, "--once", help="print one frame and
                     live.update(frame(client.monitor(events=events)), refresh=True)
         except KeyboardInterrupt:
             pass
+
+
+@node_app.command("cordon")
+def cordon(name: str = typer.Argument(..., help="the node (`cumulo nodes`)"),
+           reason: str = typer.Option("", "--reason", help="why (shown in `cumulo nodes` and the event)"),
+           json_: bool = JSON) -> None:
+    """No new work lands on the node; what runs there goes on (admin). `uncordon` undoes it."""
+    with Client() as client:
+        node = client.cordon_node(name, reason)
+    if json_:
+        emit_json(node)
+    else:
+        console.print(f"node {name} cordoned: {node.cordoned}")
+
+
+@node_app.command("uncordon")
+def uncordon(name: str = typer.Argument(..., help="the node"), json_: bool = JSON) -> None:
+    """The node takes new work again (admin)."""
+    with Client() as client:
+        node = client.uncordon_node(name)
+    if json_:
+        emit_json(node)
+    else:
+        console.print(f"node {name} takes new work again")

@@ -154,7 +154,7 @@ def nodes_table(nodes: list[NodeView]) -> Table:
     for n in nodes:
         engine = n.engine_id is not None
         gpu_type = f" {n.gpu_names[0]}" if n.gpu_names else ""
-        t.add_row(n.cluster, n.name, n.provider, n.state if not n.reason else f"{n.state} ({n.reason})",
+        t.add_row(n.cluster, n.name, n.provider, (n.state if not n.reason else f"{n.state} ({n.reason})") + (f", cordoned: {n.cordoned}" if n.cordoned else ""),
                   n.address or "-",
                   f"{n.instance_type} {n.zone or ''} {'spot' if n.spot else 'on-demand'} ${n.price_per_hour:.3f}/h"
                   if n.instance_type else "-",

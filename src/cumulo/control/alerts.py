@@ -34,7 +34,7 @@ from cumulo.store import alerts as store
 from cumulo.store import events
 from cumulo.store import metrics as metrics_store
 from cumulo.store.db import Database
-from cumulo.store.models import Alert, Job
+from cumulo.store.models import Alert, Job, Node
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +212,10 @@ class AlertReconciler:
                 store.resolve(s, a, now, why=f"attempt {job.attempts} replaced the attempt it was about")
 
     def _resolve_repairs(self, s, now: datetime) -> None:
+        for a in store.open_alerts(s, rule_name="NodeGpuFault", target="node"):
+            node = s.get(Node, a.object)
+            if node is None or not node.cordoned:
+                store.resolve(s, a, now, why="the node was uncordoned" if node is not None else "the node is gone")
         rules = {r for r, _ in REPAIR_RULES.values()}
         for a in store.open_alerts(s, target="deployment"):
             if a.rule in rules and (now - (a.fired_at or a.started_at)).total_seconds() >= REPAIR_ALERT_TTL:

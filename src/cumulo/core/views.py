@@ -116,6 +116,8 @@ class NodeView(_View):
     zone: str | None = None
     spot: bool = False
     price_per_hour: float = 0.0
+    #: cordoned (no new work lands on it), and why
+    cordoned: str | None = None
 
 
 class ClusterInfo(_View):

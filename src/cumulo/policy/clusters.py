@@ -172,6 +172,9 @@ def choose(
     best: tuple[float, str, ClusterView] | None = None
     for c in candidates:
         if c.kind == LOCAL:
+            if not c.reachable:  # cordoned: no new work here until it is uncordoned
+                reasons.append(f"{c.name}: {c.reason or 'unavailable'}")
+                continue
             if c.capacity is None:
                 reasons.append(f"{c.name}: waiting for the node to report its capacity")
                 continue

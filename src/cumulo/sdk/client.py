@@ -132,6 +132,13 @@ class Client:
     def delete_alert_rule(self, name: str) -> None:
         self._call("DELETE", f"/alertrules/{name}")
 
+    def cordon_node(self, name: str, reason: str = "") -> NodeView:
+        """No new work lands on the node until `uncordon_node` (admin)."""
+        return NodeView.model_validate(self._call("POST", f"/nodes/{name}/cordon", json={"reason": reason}))
+
+    def uncordon_node(self, name: str) -> NodeView:
+        return NodeView.model_validate(self._call("POST", f"/nodes/{name}/uncordon"))
+
     def nodes(self, cluster: str | None = None) -> list[NodeView]:
         params = {"cluster": cluster} if cluster else {}
         return [NodeView.model_validate(n) for n in self._call("GET", "/nodes", params=params)]

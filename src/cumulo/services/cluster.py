@@ -34,6 +34,8 @@ class ClusterService:
         self.clock = clock
         #: asks the cluster reconciler to read a cluster's nodes now (app.py sets it)
         self.wake: Callable[[str], None] = lambda name: None
+        #: room came back (a node uncordoned): the work waiting for it looks again (app.py sets it)
+        self.capacity_changed: Callable[[], None] = lambda: None
 
     # -- events and nodes ------------------------------------------------------------------------
     def events(self, *, kind: str | None = None, name: str | None = None, after: int = 0, limit: int = 100,
@@ -66,12 +68,40 @@ class ClusterService:
                     labels={k: str(v) for k, v in (n.labels or {}).items() if k != "cumulo.free"},
                     reason=n.reason or "",
                     pool=n.pool_id, instance_type=n.instance_type, zone=n.zone or n.region, spot=bool(n.spot),
-                    price_per_hour=n.price or 0.0,
+                    price_per_hour=n.price or 0.0, cordoned=n.cordoned,
                     allocated_cpu=round(sum(a.cpu for a in mine), 3),
                     allocated_memory_bytes=sum(a.memory for a in mine),
                     allocated_gpus=sorted(g for a in mine for g in a.gpus),
                 ))
             return out
+
+    def cordon(self, name: str, reason: str, *, actor: str | None = None) -> NodeView:
+        """No new work lands on the node (what runs there goes on); `uncordon` undoes it."""
+        with self.db.tx() as s:
+            node = nodes_store.get(s, name)
+            if node is None:
+                raise NotFound(f"node {name!r} not found (`cumulo nodes --all` lists them)")
+            node.cordoned = reason or "cordoned by hand"
+            events_store.record(s, now=self.clock(), kind="Node", name=name, object_id=name, type="Warning",
+                                reason="NodeCordoned", message=f"no new work lands on {name}: {node.cordoned}",
+                                actor=actor)
+        return self._node_view(name)
+
+    def uncordon(self, name: str, *, actor: str | None = None) -> NodeView:
+        with self.db.tx() as s:
+            node = nodes_store.get(s, name)
+            if node is None:
+                raise NotFound(f"node {name!r} not found (`cumulo nodes --all` lists them)")
+            was, node.cordoned = node.cordoned, None
+            if was:
+                events_store.record(s, now=self.clock(), kind="Node", name=name, object_id=name, type="Normal",
+                                    reason="NodeUncordoned", message=f"{name} takes new work again (was: {was})",
+                                    actor=actor)
+        self.capacity_changed()
+        return self._node_view(name)
+
+    def _node_view(self, name: str) -> NodeView:
+        return next(n for n in self.nodes() if n.name == name)
 
     @staticmethod
     def _used(s) -> list[Allocation]:

@@ -151,7 +151,9 @@ def views(s, local_capacity: Capacity | None) -> tuple[ClusterView, ...]:
     for n in nodes_of(s):
         nodes.setdefault(n.cluster, []).append(n)
     here = s.get(Node, LOCAL)
-    out = [ClusterView(LOCAL, LOCAL, capacity=local_capacity, gpu_names=tuple(here.gpu_names) if here else ())]
+    out = [ClusterView(LOCAL, LOCAL, capacity=local_capacity, gpu_names=tuple(here.gpu_names) if here else (),
+                       reachable=not (here and here.cordoned),
+                       reason=f"node {LOCAL} is cordoned ({here.cordoned})" if here and here.cordoned else "")]
     for c in listing(s):
         if c.kind == LOCAL:
             continue
@@ -167,7 +169,10 @@ def views(s, local_capacity: Capacity | None) -> tuple[ClusterView, ...]:
 
 def _alive(n: Node) -> bool:
     """Work can be placed on it: an engine node the engine lists alive; a launched machine that
-    joined (Ready), that the engine still lists alive and that is not being released."""
+    joined (Ready), that the engine still lists alive and that is not being released; never a
+    cordoned one."""
+    if n.cordoned:
+        return False
     if n.pool_id is not None:  # a machine being released takes no new work (a node pool's drain)
         return n.state == "Ready" and n.engine_state == "alive" and not n.release_requested
     return n.state == "Ready"

@@ -158,6 +158,8 @@ class Node(Base):
     engine_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
     #: machines this node has had before its current one (a machine that did not join in time is replaced)
     replacements: Mapped[int] = mapped_column(Integer, default=0)
+    #: cordoned (no new work lands on it), and why: `cumulo node cordon`, or self-repair (GPU faults)
+    cordoned: Mapped[str | None] = mapped_column(Text, nullable=True)
     lock_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
     lock_expires: Mapped[datetime | None] = mapped_column(nullable=True)
 
