@@ -18,10 +18,9 @@ from scipy.sparse import coo_array
 from cumulo.core.errors import InvalidSpec, NotFound, Unschedulable
 from cumulo.core.offerings import Offering
 from cumulo.policy.placement import Candidate, PlacementRequest, _speed, is_blocked, rank
+from cumulo.policy.quota import QUOTA_RESOURCES, check_quota_key, quota_usage
 
-__all__ = ["QUOTA_RESOURCES", "BatchPlacement", "place_batch", "quota_usage"]
-
-QUOTA_RESOURCES = ("instances", "vcpus", "memory_gib", "gpus")
+__all__ = ["QUOTA_RESOURCES", "BatchPlacement", "QuotasInfeasible", "place_batch", "quota_usage"]
 
 
 @dataclass(frozen=True)
@@ -34,39 +33,8 @@ class BatchPlacement:
     usage: Mapping[tuple[str, str], Mapping[str, float]]
 
 
-def _check_quota_key(key: str) -> None:
-    base = key.split(":", 1)[1] if key.startswith(("spot:", "on-demand:")) else key
-    if base in QUOTA_RESOURCES or (base.startswith("gpus:") and len(base) > 5):
-        return
-    raise InvalidSpec(f"unknown quota resource {key!r}: use instances, vcpus, memory_gib, gpus or gpus:NAME, "
-                      "optionally prefixed with spot: or on-demand:",
-                      errors=[{"field": "quotas", "message": f"unknown resource {key!r}"}])
-
-
-def quota_usage(key: str, offering: Offering, spot: bool, count: int = 1) -> float:
-    """How much of quota resource `key` `count` machines of `offering` in this market use.
-    Keys: instances, vcpus, memory_gib, gpus, gpus:NAME; a "spot:" or "on-demand:" prefix counts
-    only that market."""
-    _check_quota_key(key)
-    if key.startswith("spot:"):
-        if not spot:
-            return 0.0
-        key = key[5:]
-    elif key.startswith("on-demand:"):
-        if spot:
-            return 0.0
-        key = key[10:]
-    if key == "instances":
-        per = 1.0
-    elif key == "vcpus":
-        per = offering.vcpus
-    elif key == "memory_gib":
-        per = offering.memory_gib
-    elif key == "gpus":
-        per = float(offering.accelerator_count)
-    else:
-        per = float(offering.accelerator_count) if (offering.accelerator or "").lower() == key[5:].lower() else 0.0
-    return per * count
+class QuotasInfeasible(Unschedulable):
+    """Every request fits somewhere on its own, but not all of them within the quotas together."""
 
 
 def _class_key(r: PlacementRequest) -> tuple:
@@ -141,7 +109,7 @@ class _Table:
     def usage(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """Per row, how much of quota resource `key` one machine uses (on-demand mode, spot mode)."""
         if key not in self._usage:
-            _check_quota_key(key)
+            check_quota_key(key)
             market, base_key = (key.split(":", 1) if key.startswith(("spot:", "on-demand:")) else ("", key))
             if base_key == "instances":
                 per = np.ones(len(self.keys))
@@ -210,7 +178,7 @@ def place_batch(
     quotas = quotas or {}
     for loc, limits in quotas.items():
         for key, limit in limits.items():
-            _check_quota_key(key)
+            check_quota_key(key)
             if not (limit >= 0):
                 raise InvalidSpec(f"quota {loc[0]}/{loc[1]} {key} must be >= 0, got {limit}")
     if not requests:
@@ -352,7 +320,7 @@ def _solve(table: _Table, reps: list[PlacementRequest], counts: np.ndarray, mach
     if res.status == 2 or res.x is None:
         limited = ", ".join(f"{p}/{r}: " + " ".join(f"{k}<={v:g}" for k, v in lim_.items())
                             for (p, r), lim_ in sorted(quotas.items()))
-        raise Unschedulable(f"the {n_requests} requests cannot all be placed within the quotas ({limited}); "
+        raise QuotasInfeasible(f"the {n_requests} requests cannot all be placed within the quotas ({limited}); "
                             "each fits on its own: raise a quota, allow more regions or providers, or place fewer")
     if res.status != 0:  # pragma: no cover - HiGHS stopped early (time or node limit): not exact
         raise Unschedulable(f"batch placement did not reach an optimum: {res.message}")
