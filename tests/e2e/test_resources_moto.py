@@ -4,6 +4,7 @@ a machine gone from the cloud, orphan clean-up, and bad input."""
 from __future__ import annotations
 
 import json
+import time
 
 import boto3
 import pytest
@@ -203,3 +204,57 @@ def test_a_spot_node_ec2_takes_back_is_preempted(faulty_server):
     assert "Spot instance termination" in gone.reason or "SpotInstanceTermination" in gone.reason
     events = json.loads(server.cli("events", "--json", "--limit", "200", check=True).stdout)
     assert any(e["reason"] == "Preempted" and e["type"] == "Warning" for e in events)
+
+
+@pytest.mark.slow
+def test_a_control_plane_killed_after_a_failover_launch_leaves_one_machine(tmp_path, ec2_faults):
+    """Issue 9: a failover launch's token counts the blocked locations, but the blocked list was
+    written only after the launch. A control plane killed right after the failover launch came
+    back with nothing blocked, launched again in the first zone (its capacity back by then) under a
+    new token, and the first machine, tagged with a live node, was skipped by the orphan sweep:
+    two machines for one node. The blocked list and the failover target are now written before
+    that launch, so the restart retries the same location with the same token."""
+    first = choices("g4dn.xlarge")[0].offering
+    rule = ec2_faults.fail("InsufficientInstanceCapacity", f"We currently do not have sufficient g4dn.xlarge "
+                           f"capacity in the Availability Zone you requested ({first.zone}).", zone=first.zone)
+    home, db = tmp_path / "home", f"sqlite:///{tmp_path / 'cumulo.db'}"
+    crashing = Server(home, db, extra_env={"CUMULO_FAULT": "after-launch"}).start()
+    try:
+        rm = ResourceManager(Client(crashing.url, token=crashing.token))
+        (node,) = rm.create_resources("g4dn.xlarge", provider="aws", wait=False)
+        assert crashing.proc.wait(60) == 137  # killed between the failover launch and recording it
+    finally:
+        crashing.kill()
+    regions = sorted({c.offering.region for c in choices("g4dn.xlarge")})
+
+    def running() -> list[dict]:
+        return [i for r in regions for i in instances(r, **{"cumulo:node-id": node.id}) if i["State"]["Name"] == "running"]
+
+    (before,) = running()  # the failover launch happened, elsewhere than the refused zone
+    assert before["Placement"]["AvailabilityZone"] != first.zone and rule.hits >= 1
+    ec2_faults.rules.remove(rule)  # capacity is back in the best zone by the time cumulo restarts
+
+    server = Server(home, db, port=crashing.port).start()
+    try:
+        rm = ResourceManager(Client(server.url, token=server.token))
+        # the dead pass's lease on the node (LEASE_TTL, 120 s) must run out before a new pass
+        ready = wait_until(lambda: (n := [x for x in rm.list() if x.id == node.id]) and n[0].state == "Ready" and n[0],
+                           timeout=200, interval=0.5, what="node ready after the restart")
+        assert ready.machine_id == before["InstanceId"] and ready.zone == before["Placement"]["AvailabilityZone"]
+        events = json.loads(server.cli("events", "--json", "--limit", "200", check=True).stdout)
+        wait_until(lambda: any(e["reason"] == "Ready" and e["name"] == node.id for e in
+                               json.loads(server.cli("events", "--json", "--limit", "200", check=True).stdout)),
+                   timeout=30, what="Ready event")
+        # the refusal before the crash is on record (it was written with the blocked list)
+        assert any(e["reason"] == "FailedOver" and first.zone in e["message"] for e in events)
+        time.sleep(12)  # at least one orphan sweep (every 10 s) after the node is Ready
+        assert [i["InstanceId"] for i in running()] == [before["InstanceId"]]
+        install = (home / "install-id").read_text().strip()
+        tagged = [i["InstanceId"] for r in regions for i in instances(r, **{"cumulo:install": install})
+                  if i["State"]["Name"] == "running"]
+        assert tagged == [before["InstanceId"]]
+        rm.release(ready)
+        wait_until(lambda: rm.list() == [], timeout=60, what="released")
+    finally:
+        server.kill()
+        kill_leftovers(home)
