@@ -9,10 +9,13 @@ this one machine, not a pool to launch from). Pending requests are machines for 
 one node: a seeded mix of CPU workers (1-64 vCPUs, 2-256 GiB) and GPU workers (T4, L4, A10G, V100,
 A100, A100-80GB, H100; 1-8 GPUs), half of them allowed to use spot. Provider quotas are set the way
 the clouds set them, per (provider, region): vCPUs of on-demand machines, vCPUs of spot machines,
-and GPUs; each is a quarter of what the unconstrained optimum puts in the busiest region, so they
-bind (checked: the unconstrained optimum breaks them and the constrained optimum costs more).
+and GPUs, on every region, at two levels (checked: the unconstrained optimum breaks them, and the
+constrained optimum costs more):
+- `binding`: each a quarter of what the unconstrained optimum uses in all regions together;
+- `tight`: each a quarter of what the unconstrained optimum puts in its busiest region (GPU
+  machines exist in few regions, so this is close to infeasible: a hard knapsack in each region).
 
-Scenarios, each timed `--repeat` times (wall clock, median / min / max in ms):
+Demand, each timed `--repeat` times at both levels (wall clock, median / min / max in ms):
 - `shapes`: the requests above (a few dozen distinct shapes, as pending work has);
 - `distinct`: 1,000 all-different CPU requests (random vCPUs and memory): the worst case for
   grouping identical requests.
@@ -67,16 +70,20 @@ def distinct(rng: random.Random, n: int) -> list[PlacementRequest]:
             for _ in range(n)]
 
 
-def cloud_quotas(free, regions) -> dict:
+KEYS = ("on-demand:vcpus", "spot:vcpus", "gpus")
+
+
+def cloud_quotas(free, regions, level: str) -> dict:
     """Per region: on-demand vCPUs, spot vCPUs and GPUs, each a quarter of what the unconstrained
-    optimum puts in its busiest region."""
+    optimum uses in all ("binding") or in its busiest region ("tight")."""
     use: dict = {}
     for c in free.assignments:
-        u = use.setdefault((c.offering.provider, c.offering.region), {"on-demand:vcpus": 0.0, "spot:vcpus": 0.0, "gpus": 0.0})
+        u = use.setdefault((c.offering.provider, c.offering.region), dict.fromkeys(KEYS, 0.0))
         u["spot:vcpus" if c.spot else "on-demand:vcpus"] += c.offering.vcpus
         u["gpus"] += c.offering.accelerator_count
-    peak = {k: max(u[k] for u in use.values()) for k in ("on-demand:vcpus", "spot:vcpus", "gpus")}
-    return {loc: {k: max(1.0, round(v / 4)) for k, v in peak.items()} for loc in regions}
+    pick = sum if level == "binding" else max
+    base = {k: pick(u[k] for u in use.values()) for k in KEYS}
+    return {loc: {k: max(1.0, round(v / 4)) for k, v in base.items()} for loc in regions}
 
 
 def violated(placement, quotas) -> bool:
@@ -139,20 +146,23 @@ def main() -> None:
     res: dict = {"machine": machine(), "providers": providers, "catalog_offerings": len(catalog),
                  "regions": len(regions), "requests": a.requests, "repeat": a.repeat, "seed": a.seed, "goal_ms": 100}
     ref = load_ref(a.compare) if a.compare else None
-    for name, requests in (("shapes", pending(rng, a.requests)), ("distinct", distinct(rng, a.requests))):
+    demands = (("shapes", pending(rng, a.requests)), ("distinct", distinct(rng, a.requests)))
+    for name, requests in demands:
         free = place_batch(requests, catalog)
-        quotas = cloud_quotas(free, regions)
-        timing, bound = timed(lambda: place_batch(requests, catalog, quotas), a.repeat)
-        row = {"distinct_requests": len(set(requests)), **timing, "total_hourly": round(bound.total_hourly, 4),
-               "unconstrained_total_hourly": round(free.total_hourly, 4),
-               "quotas_bind": violated(free, quotas) and bound.total_hourly > free.total_hourly + 1e-6,
-               "quota_example": quotas[regions[0]], "within_quotas": not violated(bound, quotas),
-               "meets_goal": timing["median_ms"] <= 100}
-        if ref is not None:
-            ref_timing, ref_bound = timed(lambda: ref(requests, catalog, quotas), a.repeat)
-            row["ref"] = {"rev": a.compare, **ref_timing, "total_hourly": round(ref_bound.total_hourly, 4),
-                          "same_total": abs(ref_bound.total_hourly - bound.total_hourly) < 1e-6}
-        res[name] = row
+        for level in ("binding", "tight"):
+            quotas = cloud_quotas(free, regions, level)
+            timing, bound = timed(lambda: place_batch(requests, catalog, quotas), a.repeat)
+            row = {"distinct_requests": len(set(requests)), **timing, "total_hourly": round(bound.total_hourly, 4),
+                   "unconstrained_total_hourly": round(free.total_hourly, 4),
+                   "quotas_bind": violated(free, quotas) and bound.total_hourly > free.total_hourly + 1e-6,
+                   "quota_per_region": quotas[regions[0]], "within_quotas": not violated(bound, quotas),
+                   "meets_goal": timing["median_ms"] <= 100}
+            if ref is not None:
+                ref_timing, ref_bound = timed(lambda: ref(requests, catalog, quotas), a.repeat)
+                row["ref"] = {"rev": a.compare, **ref_timing, "total_hourly": round(ref_bound.total_hourly, 4),
+                              "same_total": abs(ref_bound.total_hourly - bound.total_hourly) < 1e-6}
+            res[f"{name}_{level}"] = row
+    res["machine"]["load_1m_after"] = round(os.getloadavg()[0], 2)
     json.dump(res, sys.stdout, indent=2)
     sys.stdout.write("\n")
 
