@@ -15,7 +15,8 @@ constrained optimum costs more):
 - `tight`: each a quarter of what the unconstrained optimum puts in its busiest region (GPU
   machines exist in few regions, so this is close to infeasible: a hard knapsack in each region).
 
-Demand, each timed `--repeat` times at both levels (wall clock, median / min / max in ms):
+Demand, each timed `--repeat` times at both levels (wall clock median / min / max and CPU time
+median / min, in ms):
 - `shapes`: the requests above (a few dozen distinct shapes, as pending work has);
 - `distinct`: 1,000 all-different CPU requests (random vCPUs and memory): the worst case for
   grouping identical requests.
@@ -98,14 +99,18 @@ def violated(placement, quotas) -> bool:
 
 
 def timed(fn, repeat: int) -> tuple[dict, object]:
-    out, result = [], None
+    """Wall clock and CPU time (this process, all threads) per call. On a machine shared with other
+    work the CPU time is what the decision itself costs; the wall clock includes waiting for a core."""
+    out, cpu, result = [], [], None
     fn()  # warm: imports, caches
     for _ in range(repeat):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         result = fn()
         out.append((time.perf_counter() - t) * 1000)
+        cpu.append((time.process_time() - c) * 1000)
     return {"median_ms": round(statistics.median(out), 2), "min_ms": round(min(out), 2),
-            "max_ms": round(max(out), 2)}, result
+            "max_ms": round(max(out), 2), "cpu_median_ms": round(statistics.median(cpu), 2),
+            "cpu_min_ms": round(min(cpu), 2)}, result
 
 
 def load_ref(ref: str):
@@ -156,7 +161,7 @@ def main() -> None:
                    "unconstrained_total_hourly": round(free.total_hourly, 4),
                    "quotas_bind": violated(free, quotas) and bound.total_hourly > free.total_hourly + 1e-6,
                    "quota_per_region": quotas[regions[0]], "within_quotas": not violated(bound, quotas),
-                   "meets_goal": timing["median_ms"] <= 100}
+                   "meets_goal_wall": timing["median_ms"] <= 100, "meets_goal_cpu": timing["cpu_median_ms"] <= 100}
             if ref is not None:
                 ref_timing, ref_bound = timed(lambda: ref(requests, catalog, quotas), a.repeat)
                 row["ref"] = {"rev": a.compare, **ref_timing, "total_hourly": round(ref_bound.total_hourly, 4),

@@ -179,6 +179,21 @@ def test_an_account_limit_blocks_the_whole_region(faulty_server):
     assert all(r != first.region for _, r, _ in [(a, r, p) for a, r, p in faults.seen if a == "RunInstances"][1:])
 
 
+def test_failover_stays_within_the_provider_quotas(faulty_server):
+    """The next location after a refusal is the cheapest one the provider quotas leave room in:
+    an account limit in the best region sends the node past the next region, whose quota (stated
+    in provider-quotas.yaml) has no room, to the one after."""
+    server, faults = faulty_server
+    regions = list(dict.fromkeys(c.offering.region for c in choices("t3.medium")))
+    best, full, expected = regions[:3]
+    (server.home / "provider-quotas.yaml").write_text(f"aws:\n  {full}: {{instances: 0}}\n")
+    faults.fail("VcpuLimitExceeded", "You have requested more vCPU capacity than your current vCPU limit of 0 "
+                "allows.", region=best)
+    (node,) = ResourceManager(Client(server.url, token=server.token)).create_resources("t3.medium", timeout=60)
+    assert node.state == "Ready" and node.region == expected
+    assert faults.launches(best) and not faults.launches(full)
+
+
 def test_no_capacity_anywhere_fails_with_every_refusal_named(faulty_server):
     server, faults = faulty_server
     faults.fail("InsufficientInstanceCapacity", "We currently do not have sufficient capacity.")

@@ -337,7 +337,8 @@ def test_the_lp_reduction_keeps_the_exact_optimum(seed, kind, monkeypatch):
     full = place_batch(requests, catalog, quotas)
     assert reduced.total_hourly == pytest.approx(full.total_hourly, abs=1e-6)
     assert kind == "mixed" or paths[0] == "optimal" or paths[0][0] < paths[0][1] / 2  # most columns dropped
-    assert paths and paths[0] != "none"  # the reduction ran (and kept columns or proved the rounding optimal)
+    assert kind == "mixed" or paths[0] != "none"
+    assert paths  # the LP ran; on mixed demand it may leave the full program to HiGHS (too little to drop)
     for loc, lims in quotas.items():
         for k, v in lims.items():
             assert reduced.usage.get(loc, {}).get(k, 0.0) <= v + 1e-9
