@@ -94,3 +94,9 @@ def test_the_quotas_file(tmp_path):
     path.write_text("aws:\n  us-east-1: {vcpus: -1}\n")
     with pytest.raises(InvalidSpec, match=r"aws.us-east-1.vcpus: the limit must be a number >= 0, got -1"):
         provider_quotas.limits(path)
+
+
+def test_a_node_nothing_fits_is_named_by_its_place_in_the_request(db):
+    svc = service(db, {})
+    with pytest.raises(Unschedulable, match=r"^nodes\.1: no offering has 64x H100"):
+        svc.create({"nodes": [{"instance_type": "g4dn.xlarge"}, {"accelerators": "H100:64"}], "providers": ["aws"]})

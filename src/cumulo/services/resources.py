@@ -3,6 +3,7 @@ provider quotas), list them, release them."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ from pydantic import ValidationError
 
 from cumulo.control import provider_quotas
 from cumulo.control.resources import placement_request
-from cumulo.core.errors import Conflict, InvalidSpec, NotFound, OverQuota, Unschedulable
+from cumulo.core.errors import Conflict, CumuloError, InvalidSpec, NotFound, OverQuota, Unschedulable
 from cumulo.core.offerings import Offering
 from cumulo.core.resources import ResourcesRequest
 from cumulo.core.specs import describe_errors, field_errors
@@ -107,6 +108,10 @@ class ResourceService:
             return place_batch(requests, offerings, left).assignments
         except QuotasInfeasible:
             pass
+        except CumuloError as exc:  # one node fits nowhere: name it as the request does ("nodes.3: ...")
+            exc.message = re.sub(r"^request (\d+): ", r"nodes.\1: ", exc.message)
+            exc.args = (exc.message,)
+            raise
         where = [loc for loc in limits if loc[0] in allowed and (not regions or loc[1] in regions)]
         held = any(left[loc][k] < v - 1e-9 for loc in where for k, v in limits[loc].items())
         try:
