@@ -42,12 +42,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-import numpy as np  # noqa: E402
-import scipy  # noqa: E402
+import numpy as np
+import scipy
 
-from cumulo.catalog import PROVIDERS, load_catalog  # noqa: E402
-from cumulo.policy.placement import PlacementRequest  # noqa: E402
-from cumulo.policy.placement_batch import place_batch  # noqa: E402
+from cumulo.catalog import PROVIDERS, load_catalog
+from cumulo.policy.placement import PlacementRequest
+from cumulo.policy.placement_batch import place_batch
 
 GPUS = [("T4", (1, 4)), ("L4", (1, 8)), ("A10G", (1, 4)), ("V100", (1, 8)), ("A100", (1, 8)),
         ("A100-80GB", (8,)), ("H100", (8,))]
@@ -129,7 +129,8 @@ def load_ref(ref: str):
 def machine() -> dict:
     cpu = "unknown"
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     return {"cpu": cpu, "cpus": os.cpu_count(), "load_1m": round(os.getloadavg()[0], 2),
@@ -156,14 +157,14 @@ def main() -> None:
         free = place_batch(requests, catalog)
         for level in ("binding", "tight"):
             quotas = cloud_quotas(free, regions, level)
-            timing, bound = timed(lambda: place_batch(requests, catalog, quotas), a.repeat)
+            timing, bound = timed(lambda r=requests, q=quotas: place_batch(r, catalog, q), a.repeat)
             row = {"distinct_requests": len(set(requests)), **timing, "total_hourly": round(bound.total_hourly, 4),
                    "unconstrained_total_hourly": round(free.total_hourly, 4),
                    "quotas_bind": violated(free, quotas) and bound.total_hourly > free.total_hourly + 1e-6,
                    "quota_per_region": quotas[regions[0]], "within_quotas": not violated(bound, quotas),
                    "meets_goal_wall": timing["median_ms"] <= 100, "meets_goal_cpu": timing["cpu_median_ms"] <= 100}
             if ref is not None:
-                ref_timing, ref_bound = timed(lambda: ref(requests, catalog, quotas), a.repeat)
+                ref_timing, ref_bound = timed(lambda r=requests, q=quotas: ref(r, catalog, q), a.repeat)
                 row["ref"] = {"rev": a.compare, **ref_timing, "total_hourly": round(ref_bound.total_hourly, 4),
                               "same_total": abs(ref_bound.total_hourly - bound.total_hourly) < 1e-6}
             res[f"{name}_{level}"] = row

@@ -383,7 +383,7 @@ def _round(x_lp: np.ndarray, cost: np.ndarray, a_q, lim: np.ndarray, counts: np.
     for c in np.flatnonzero(short > 0.5):
         mine = np.flatnonzero(vc == c)
         mine = mine[np.argsort(cost[mine], kind="stable")]
-        need = int(round(short[c]))
+        need = int(short[c] + 0.5)
         for j in mine:
             if need == 0:
                 break
