@@ -28,6 +28,7 @@ from sqlalchemy.exc import OperationalError
 from cumulo.api import errors as api_errors
 from cumulo.api.routes import ROUTERS
 from cumulo.catalog import find_instance_type, load_catalog
+from cumulo.control import provider_quotas
 from cumulo.control.alerts import AlertReconciler, metric_reader, webhooks_from_env
 from cumulo.control.detectors import ServiceDetectors
 from cumulo.control.node_repair import NodeRepairReconciler
@@ -184,7 +185,7 @@ def build(config: ServerConfig) -> ControlPlane:
     cluster_loop = Loop(cluster_reconciler, workers=4)
     cluster_reconciler.wake = cluster_loop.enqueue
     # node pools: machines for the work waiting on their cluster; idle ones released
-    node_pools = NodePoolReconciler(db, offerings=load_catalog, providers=sorted(providers))
+    node_pools = NodePoolReconciler(db, offerings=load_catalog, providers=sorted(providers), quotas=provider_quotas.limits)
     pool_loop = Loop(node_pools)
     node_pools.wake, node_pools.wake_node, node_pools.wake_job = pool_loop.enqueue, node_loop.enqueue, job_loop.enqueue
     reconciler.began_waiting = node_pools.wake_cluster

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import boto3
 import pytest
@@ -180,6 +181,21 @@ def test_an_account_limit_blocks_the_whole_region(faulty_server):
     assert all(r != first.region for _, r, _ in [(a, r, p) for a, r, p in faults.seen if a == "RunInstances"][1:])
 
 
+def test_failover_stays_within_the_provider_quotas(faulty_server):
+    """The next location after a refusal is the cheapest one the provider quotas leave room in:
+    an account limit in the best region sends the node past the next region, whose quota (stated
+    in provider-quotas.yaml) has no room, to the one after."""
+    server, faults = faulty_server
+    regions = list(dict.fromkeys(c.offering.region for c in choices("t3.medium")))
+    best, full, expected = regions[:3]
+    (server.home / "provider-quotas.yaml").write_text(f"aws:\n  {full}: {{instances: 0}}\n")
+    faults.fail("VcpuLimitExceeded", "You have requested more vCPU capacity than your current vCPU limit of 0 "
+                "allows.", region=best)
+    (node,) = ResourceManager(Client(server.url, token=server.token)).create_resources("t3.medium", timeout=60)
+    assert node.state == "Ready" and node.region == expected
+    assert faults.launches(best) and not faults.launches(full)
+
+
 def test_no_capacity_anywhere_fails_with_every_refusal_named(faulty_server):
     server, faults = faulty_server
     faults.fail("InsufficientInstanceCapacity", "We currently do not have sufficient capacity.")
@@ -241,3 +257,57 @@ def test_a_machine_for_a_ray_cluster_carries_the_bootstrap_as_user_data_and_its_
     # a machine for a cluster that does not exist is refused before anything is launched
     with pytest.raises(InvalidSpec, match="cluster: 'nope' does not exist"):
         rm.create_resources({"nodes": [{"instance_type": "t3.medium"}], "providers": ["aws"], "cluster": "nope"})
+
+
+@pytest.mark.slow
+def test_a_control_plane_killed_after_a_failover_launch_leaves_one_machine(tmp_path, ec2_faults):
+    """Issue 9: a failover launch's token counts the blocked locations, but the blocked list was
+    written only after the launch. A control plane killed right after the failover launch came
+    back with nothing blocked, launched again in the first zone (its capacity back by then) under a
+    new token, and the first machine, tagged with a live node, was skipped by the orphan sweep:
+    two machines for one node. The blocked list and the failover target are now written before
+    that launch, so the restart retries the same location with the same token."""
+    first = choices("g4dn.xlarge")[0].offering
+    rule = ec2_faults.fail("InsufficientInstanceCapacity", f"We currently do not have sufficient g4dn.xlarge "
+                           f"capacity in the Availability Zone you requested ({first.zone}).", zone=first.zone)
+    home, db = tmp_path / "home", f"sqlite:///{tmp_path / 'cumulo.db'}"
+    crashing = Server(home, db, extra_env={"CUMULO_FAULT": "after-launch"}).start()
+    try:
+        rm = ResourceManager(Client(crashing.url, token=crashing.token))
+        (node,) = rm.create_resources("g4dn.xlarge", provider="aws", wait=False)
+        assert crashing.proc.wait(60) == 137  # killed between the failover launch and recording it
+    finally:
+        crashing.kill()
+    regions = sorted({c.offering.region for c in choices("g4dn.xlarge")})
+
+    def running() -> list[dict]:
+        return [i for r in regions for i in instances(r, **{"cumulo:node-id": node.id}) if i["State"]["Name"] == "running"]
+
+    (before,) = running()  # the failover launch happened, elsewhere than the refused zone
+    assert before["Placement"]["AvailabilityZone"] != first.zone and rule.hits >= 1
+    ec2_faults.rules.remove(rule)  # capacity is back in the best zone by the time cumulo restarts
+
+    server = Server(home, db, port=crashing.port).start()
+    try:
+        rm = ResourceManager(Client(server.url, token=server.token))
+        # the dead pass's lease on the node (LEASE_TTL, 120 s) must run out before a new pass
+        ready = wait_until(lambda: (n := [x for x in rm.list() if x.id == node.id]) and n[0].state == "Ready" and n[0],
+                           timeout=200, interval=0.5, what="node ready after the restart")
+        assert ready.machine_id == before["InstanceId"] and ready.zone == before["Placement"]["AvailabilityZone"]
+        events = json.loads(server.cli("events", "--json", "--limit", "200", check=True).stdout)
+        wait_until(lambda: any(e["reason"] == "Ready" and e["name"] == node.id for e in
+                               json.loads(server.cli("events", "--json", "--limit", "200", check=True).stdout)),
+                   timeout=30, what="Ready event")
+        # the refusal before the crash is on record (it was written with the blocked list)
+        assert any(e["reason"] == "FailedOver" and first.zone in e["message"] for e in events)
+        time.sleep(12)  # at least one orphan sweep (every 10 s) after the node is Ready
+        assert [i["InstanceId"] for i in running()] == [before["InstanceId"]]
+        install = (home / "install-id").read_text().strip()
+        tagged = [i["InstanceId"] for r in regions for i in instances(r, **{"cumulo:install": install})
+                  if i["State"]["Name"] == "running"]
+        assert tagged == [before["InstanceId"]]
+        rm.release(ready)
+        wait_until(lambda: rm.list() == [], timeout=60, what="released")
+    finally:
+        server.kill()
+        kill_leftovers(home)

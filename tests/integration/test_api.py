@@ -170,3 +170,11 @@ def test_openapi_is_served(http, server):
     spec = httpx.get(server.url + "/openapi.json").json()
     assert "/api/v1/jobs" in spec["paths"] and "/api/v1/jobs/{name}/logs" in spec["paths"]
     assert httpx.get(server.url + "/docs").status_code == 200
+
+
+def test_release_refuses_ids_no_node_could_have(http):
+    """A NUL byte in an id was a 500 on PostgreSQL (it refuses the byte): now a 422 naming the field."""
+    for bad in ("a\u0000b", "", "x" * 200, "../etc"):
+        r = http.post("/resources/release", json={"ids": [bad]})
+        assert r.status_code == 422, (bad, r.status_code, r.text)
+        assert "ids" in r.text

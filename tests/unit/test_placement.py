@@ -278,3 +278,67 @@ def test_batch_optimum_equals_brute_force(offerings, reqs, quotas):
         assert _feasible(r, c.offering) and c.total_hourly == pytest.approx(c.hourly * r.count)
     for loc, used in out.usage.items():
         assert all(used[k] <= quotas[loc][k] + 1e-9 for k in used)
+
+
+def _pending(rng, n):
+    gpus = [("T4", (1, 4)), ("L4", (1, 8)), ("A10G", (1, 4)), ("V100", (1, 8)), ("A100", (1, 8)), ("H100", (8,))]
+    out = []
+    for _ in range(n):
+        if rng.random() < 0.3:
+            name, counts = rng.choice(gpus)
+            out.append(PlacementRequest(accelerator=f"{name}:{rng.choice(counts)}", spot=rng.random() < 0.5))
+        else:
+            cpu = rng.choice([1, 2, 4, 8, 16, 32])
+            out.append(PlacementRequest(cpu=cpu, memory_gib=cpu * rng.choice([2, 4, 8]), spot=rng.random() < 0.5,
+                                        count=rng.choice([1, 1, 2])))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["mixed", "distinct"])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_lp_reduction_keeps_the_exact_optimum(seed, kind, monkeypatch):
+    """place_batch drops columns whose LP reduced cost exceeds the gap between the LP bound and a
+    rounded placement before the integer program; the optimum must be the one the full program
+    finds. Shipped catalog, tight market-split quotas (a quarter of the busiest region's use)."""
+    import random
+
+    import cumulo.policy.placement_batch as pb
+    from cumulo.catalog import load_catalog
+
+    catalog = load_catalog(["aws", "gcp", "azure"])
+    rng = random.Random(seed)
+    if kind == "mixed":
+        requests = _pending(rng, 150)
+    else:  # all different: the reduction drops most columns here
+        requests = [PlacementRequest(cpu=rng.randint(1, 64), memory_gib=round(rng.uniform(1, 256), 1),
+                                     spot=rng.random() < 0.5) for _ in range(300)]
+    free = place_batch(requests, catalog)
+    use: dict = {}
+    for c in free.assignments:
+        u = use.setdefault((c.offering.provider, c.offering.region), {"on-demand:vcpus": 0.0, "spot:vcpus": 0.0, "gpus": 0.0})
+        u["spot:vcpus" if c.spot else "on-demand:vcpus"] += quota_usage("vcpus", c.offering, c.spot, round(c.total_hourly / c.hourly) if c.hourly else 1)
+        u["gpus"] += quota_usage("gpus", c.offering, c.spot, round(c.total_hourly / c.hourly) if c.hourly else 1)
+    peak = {k: max(u[k] for u in use.values()) for k in ("on-demand:vcpus", "spot:vcpus", "gpus")}
+    quotas = {(o.provider, o.region): {k: max(8.0, round(v / 3)) for k, v in peak.items()} for o in catalog}
+    paths = []
+    real = pb._reduce
+
+    def spy(*args):
+        keep, x = real(*args)
+        paths.append("optimal" if keep is None else "none" if keep is False else (int(keep.sum()), keep.size))
+        return keep, x
+
+    monkeypatch.setattr(pb, "_reduce", spy)
+    try:
+        reduced = place_batch(requests, catalog, quotas)
+    except Unschedulable:
+        pytest.skip("these quotas cannot hold these requests")
+    monkeypatch.setattr(pb, "_reduce", lambda *a: (False, None))
+    full = place_batch(requests, catalog, quotas)
+    assert reduced.total_hourly == pytest.approx(full.total_hourly, abs=1e-6)
+    assert kind == "mixed" or paths[0] == "optimal" or paths[0][0] < paths[0][1] / 2  # most columns dropped
+    assert kind == "mixed" or paths[0] != "none"
+    assert paths  # the LP ran; on mixed demand it may leave the full program to HiGHS (too little to drop)
+    for loc, lims in quotas.items():
+        for k, v in lims.items():
+            assert reduced.usage.get(loc, {}).get(k, 0.0) <= v + 1e-9

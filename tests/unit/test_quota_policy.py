@@ -8,7 +8,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cumulo.policy.capacity import Allocation, Request
-from cumulo.policy.quota import Quota, Usage, budget_level, cost_of, over_node_quota, over_quota, share
+from cumulo.core.offerings import Offering
+from cumulo.policy.quota import (
+    Quota, Usage, budget_level, cost_of, describe_quotas, fits_quotas, over_node_quota, over_quota, quotas_left, share,
+)
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -63,3 +66,27 @@ def test_admitted_work_never_takes_the_workspace_past_its_cpu_quota(cpu, used, n
     allocs = [Allocation(cpu=c, memory=0) for c in used]
     if over_quota(Request(need, 0, 0), Quota(cpu=cpu), allocs) is None:
         assert sum(used) + need <= cpu + 1e-9
+
+
+# -- provider quotas ------------------------------------------------------------------------------
+
+def _offering(region="us-east-1", vcpus=4.0, accelerator="T4", count=1):
+    return Offering(provider="aws", region=region, zone=f"{region}a", instance_type="g4dn.xlarge", vcpus=vcpus,
+                    memory_gib=16, accelerator=accelerator, accelerator_count=count, price=0.5, spot_price=0.2)
+
+
+def test_quotas_left_counts_held_machines_per_region_and_market():
+    limits = {("aws", "us-east-1"): {"vcpus": 10, "spot:vcpus": 4, "gpus:T4": 2}}
+    held = [(_offering(), False), (_offering(), True), (_offering("us-west-2"), False)]
+    assert quotas_left(limits, held) == {("aws", "us-east-1"): {"vcpus": 2.0, "spot:vcpus": 0.0, "gpus:T4": 0.0}}
+    assert quotas_left(limits, [(_offering(vcpus=64), False)])[("aws", "us-east-1")]["vcpus"] == 0.0  # never < 0
+    assert quotas_left({}, held) == {}
+
+
+def test_fits_quotas_and_describe():
+    limits = {("aws", "us-east-1"): {"vcpus": 10}}
+    left = {("aws", "us-east-1"): {"vcpus": 4.0}}
+    assert fits_quotas(left, _offering(), False) and not fits_quotas(left, _offering(), False, count=2)
+    assert fits_quotas(left, _offering("eu-west-1", vcpus=96), False)  # no entry: unlimited
+    assert describe_quotas(limits, left) == "aws/us-east-1 vcpus: limit 10, 6 held by live nodes, 4 left"
+    assert describe_quotas(limits, left, where=[("aws", "eu-west-1")]) == ""

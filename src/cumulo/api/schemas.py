@@ -155,7 +155,9 @@ class ClusterBody(BaseModel):
 class ReleaseBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[str] = Field(min_length=1, max_length=1000)
+    #: node or pool ids as `cumulo resources list` shows them (a NUL byte is a 422, never a 500 on PostgreSQL)
+    ids: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]] = Field(
+        min_length=1, max_length=1000)
 
 
 class TokenBody(BaseModel):

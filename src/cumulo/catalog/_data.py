@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 from cumulo.core.errors import InvalidSpec, NotFound
+from cumulo.core.machine import local_offering
 from cumulo.core.offerings import Offering
 from cumulo.core.offerings import parse_accelerator as _parse_accelerator
 from cumulo.core.settings import home
@@ -104,39 +105,6 @@ def _load_provider(provider: str) -> tuple[list[Offering], dict[str, str]]:
         meta["file"] = label
         _cache[key] = (offerings, meta)
     return _cache[key]
-
-
-def local_offering() -> Offering:
-    """This machine, free: its CPUs and memory (psutil) and NVIDIA GPUs (NVML, when there are any)."""
-    import psutil
-
-    accelerator, count, accmem = None, 0, 0.0
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            count = pynvml.nvmlDeviceGetCount()
-            if count:
-                h = pynvml.nvmlDeviceGetHandleByIndex(0)
-                name = pynvml.nvmlDeviceGetName(h)
-                accelerator = _gpu_short_name(name.decode() if isinstance(name, bytes) else name)
-                accmem = round(pynvml.nvmlDeviceGetMemoryInfo(h).total / 2**30, 1)
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # no driver, no GPU: a CPU-only machine
-        accelerator, count, accmem = None, 0, 0.0
-    return Offering(provider="local", region="local", zone=None, instance_type="local",
-                    vcpus=float(psutil.cpu_count() or 1), memory_gib=round(psutil.virtual_memory().total / 2**30, 1),
-                    accelerator=accelerator, accelerator_count=count, accelerator_memory_gib=accmem, price=0.0)
-
-
-def _gpu_short_name(full: str) -> str:
-    """'NVIDIA A100-SXM4-80GB' -> 'A100-80GB', 'Tesla T4' -> 'T4', 'NVIDIA H100 80GB HBM3' -> 'H100'."""
-    for known in ("H100", "A100", "A10G", "L40S", "L4", "V100", "T4", "A10"):
-        if known in full.upper():
-            return f"{known}-80GB" if known == "A100" and "80GB" in full.upper() else known
-    return full.replace("NVIDIA ", "").split()[0]
 
 
 def load_catalog(providers: Sequence[str] | str | None = None) -> list[Offering]:

@@ -20,10 +20,12 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from sqlalchemy import or_, select
 
+from cumulo.control import provider_quotas
 from cumulo.core.faults import crash_at
 from cumulo.core.offerings import Offering
 from cumulo.core.specs import JobSpec, NodePoolSpec
@@ -31,7 +33,6 @@ from cumulo.core.states import JobState, NodeState
 from cumulo.policy.capacity import Allocation, Request
 from cumulo.policy.clusters import ClusterView
 from cumulo.policy.node_pools import PendingWork, PoolDecision, PoolInput, PoolNode, decide_pool
-from cumulo.policy.placement_batch import quota_usage
 from cumulo.store import allocations as allocations_store
 from cumulo.store import clusters as clusters_store
 from cumulo.store import events, leases
@@ -113,8 +114,12 @@ class NodePoolReconciler:
             for n in wake:
                 self.wake_node(n)
             return None if gone else 2.0
-        d = decide_pool(inp)
-        launched = self._apply(name, token, spec, d, old_notes, now)
+        with provider_quotas.lock:  # quota spent by one decision at a time (with `resources create`)
+            if inp.quotas:  # re-read under the lock: another decision may have spent some meanwhile
+                with self.db.tx() as s:
+                    inp = replace(inp, quotas=self._quotas_left(s))
+            d = decide_pool(inp)
+            launched = self._apply(name, token, spec, d, old_notes, now)
         if launched is None:
             return 0.0  # lease lost: decide again
         for node in [*launched, *(r.node for r in d.releases)]:
@@ -205,19 +210,8 @@ class NodePoolReconciler:
         return out
 
     def _quotas_left(self, s) -> dict[tuple[str, str], dict[str, float]]:
-        limits = self.quotas() or {}
-        if not limits:
-            return {}
-        left = {loc: dict(lims) for loc, lims in limits.items()}
-        for n in s.scalars(select(Node).where(Node.pool_id.is_not(None), Node.state.in_(resources_store.LIVE))):
-            loc = (n.provider, n.region or "")
-            if loc not in left:
-                continue
-            o = Offering(n.provider, n.region or "", n.zone, n.instance_type or "", n.cpu, n.memory / 2**30,
-                         accelerator=n.gpu_names[0] if n.gpu_names else None, accelerator_count=len(n.gpus))
-            for key in left[loc]:
-                left[loc][key] = max(left[loc][key] - quota_usage(key, o, n.spot, 1), 0.0)
-        return left
+        """What the providers' quotas leave after every live cloud node (control/provider_quotas.py)."""
+        return provider_quotas.left(s, self.quotas() or {})
 
     def _apply(self, name: str, token: str, spec: NodePoolSpec, d: PoolDecision, old_notes: dict,
                now: datetime) -> list[str] | None:

@@ -1,10 +1,13 @@
 """The node reconciler: provision cloud machines with failover, follow them, release them, sweep orphans.
 
 One pass over one node: load it (lease), ask its provider what the machine looks like, decide with
-the pure `policy.nodes`, act (launch / terminate, no transaction open), apply. A launch walks the
-placement ranking: capacity or quota errors block the zone/region/provider the error implies and
-the next best offering is tried. Launch tokens are derived from the node id and the number of
-blocked locations, so a pass repeated after a crash gets the same machine back, never a second one.
+the pure `policy.nodes`, act (launch / terminate, no transaction open), apply. A launch goes first
+where the node's row says (the batch placement's choice when the pool was created); capacity or
+quota errors block the zone/region/provider the error implies and the next best offering within
+the provider quotas is tried. Launch tokens are derived from the node id and the number of blocked
+locations, and before each failover launch the blocked list and the new target are written to the
+row (under the lease): a pass repeated after a crash at any point retries the same location with
+the same token and gets the same machine back, never a second one.
 
 A node of an engine's cluster (`Node.cluster`, a Ray cluster) gets the bootstrap script
 (providers/bootstrap.py) as its user-data: the machine joins the cluster with the node's id as a
@@ -23,12 +26,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from cumulo.core.errors import CapacityError, CumuloError, ProviderError, QuotaError
+from cumulo.control import provider_quotas
+from cumulo.core.errors import CapacityError, CumuloError, ProviderError, QuotaError, Unschedulable
+from cumulo.core.faults import crash_at
 from cumulo.core.offerings import Machine, MachineState, Offering
 from cumulo.core.resources import NodeRequest, ResourcesRequest
 from cumulo.core.states import NodeState
 from cumulo.policy.nodes import NodeAct, NodeSnapshot, decide_node
-from cumulo.policy.placement import PlacementRequest, block, parse_accelerator, rank
+from cumulo.policy.placement import PlacementRequest, block, is_blocked, parse_accelerator, rank
+from cumulo.policy.quota import ProviderQuotas, describe_quotas, fits_quotas
 from cumulo.providers.base import MANAGED_TAG, NODE_ID_TAG, POOL_TAG, Provider
 from cumulo.providers.bootstrap import BootstrapSpec, render
 from cumulo.store import events, leases
@@ -89,6 +95,10 @@ class _Launched:
     failovers: tuple[str, ...] = ()
 
 
+class _LeaseLost(Exception):
+    """Another worker took the node over mid-launch: this pass's decision is dropped."""
+
+
 class NodeReconciler:
     name = "nodes"
     resync = 10.0
@@ -102,11 +112,13 @@ class NodeReconciler:
         install_id: str,
         clock: Callable[[], datetime] = utcnow,
         join_timeout: float = JOIN_TIMEOUT,
+        quotas: Callable[[], ProviderQuotas] = provider_quotas.limits,
     ) -> None:
         self.db = db
         self.join_timeout = join_timeout
         self.providers = providers
         self.offerings = offerings
+        self.quotas = quotas
         self.install_id = install_id
         self.clock = clock
         self.wake: Callable[[str], None] = lambda key: None
@@ -165,7 +177,10 @@ class NodeReconciler:
         if unjoinable:
             values.update(state=NodeState.FAILED.value, reason=unjoinable, finished_at=now)
         elif d.act == NodeAct.LAUNCH and request is not None:
-            launched = self._launch(node, request, index, join)
+            try:
+                launched = self._launch(node, request, index, token, workspace, join)
+            except _LeaseLost:
+                return 0.0
             values.update(blocked=[list(b) for b in launched.blocked])
             if launched.machine is None:
                 values.update(state=NodeState.FAILED.value, reason=launched.error, finished_at=now)
@@ -195,9 +210,6 @@ class NodeReconciler:
         with self.db.tx() as s:
             if not leases.guarded_update(s, Node, node_id, token, **values):
                 return 0.0
-            for message in launched.failovers if launched is not None else ():
-                events.record(s, now=now, kind="Node", name=node_id, object_id=node_id, type="Warning",
-                              reason="FailedOver", message=message, workspace=workspace)
             if replaced:
                 events.record(s, now=now, kind="Node", name=node_id, object_id=node_id, type="Warning",
                               reason="JoinTimeout", message=replaced, workspace=workspace)
@@ -228,11 +240,13 @@ class NodeReconciler:
         mine = [m for m in found if m.id == node.machine_id]
         return mine[0] if mine else None
 
-    def _launch(self, node: Node, request: ResourcesRequest, index: int, join: Join | None = None) -> _Launched:
+    def _launch(self, node: Node, request: ResourcesRequest, index: int, lease: str, workspace: str,
+                join: Join | None = None) -> _Launched:
         blocked = frozenset(tuple(b) for b in (node.blocked or []))
         preq = placement_request(request.nodes[index], request, sorted(self.providers))
         offerings = self.offerings()
         tried: list[str] = []
+        target = self._planned(node, offerings, blocked)
 
         def failed(o: Offering, spot: bool, price: float, why: str) -> _Launched:
             if tried:
@@ -240,28 +254,89 @@ class NodeReconciler:
             return _Launched(o, spot, price, None, blocked, why, tuple(tried))
 
         for _ in range(MAX_FAILOVERS):
-            try:
-                best = rank(preq, offerings, blocked)[0]
-            except CumuloError as exc:
-                return failed(node_offering(node), node.spot, node.price, str(exc))
-            o = best.offering
+            if target is None:  # the row's location is blocked (or unknown): choose and record the next
+                try:
+                    target = self._failover_target(node, preq, offerings, blocked, lease, workspace, None)
+                except CumuloError as exc:
+                    return failed(node_offering(node), node.spot, node.price, str(exc))
+            o, spot, price = target
             provider = self.providers[o.provider]
             try:
-                machines = provider.launch(o, 1, spot=best.spot, tags=self.tags(node),
-                                           user_data=bootstrap(node, o, best.spot, join),
+                machines = provider.launch(o, 1, spot=spot, tags=self.tags(node),
+                                           user_data=bootstrap(node, o, spot, join),
                                            client_token=f"{_token_base(node)}-{len(blocked)}")
             except (CapacityError, QuotaError) as exc:
                 scope = exc.scope or "zone"
                 where = {"zone": o.zone or o.region, "region": o.region, "provider": o.provider}[scope]
                 log.info("node %s: %s; blocking %s %s and trying the next offering", node.name, exc, scope, where)
-                tried.append(f"{exc}; blocked {scope} {where}")
+                message = f"{exc}; blocked {scope} {where}"
+                tried.append(message)
                 blocked = block(blocked, o, scope)
+                try:
+                    target = self._failover_target(node, preq, offerings, blocked, lease, workspace, message)
+                except CumuloError as nothing:
+                    return failed(o, spot, price, str(nothing))
                 continue
             except CumuloError as exc:
-                return failed(o, best.spot, best.hourly, str(exc))
-            return _Launched(o, best.spot, best.hourly, machines[0], blocked, failovers=tuple(tried))
+                return failed(o, spot, price, str(exc))
+            crash_at("after-launch")
+            return _Launched(o, spot, price, machines[0], blocked, failovers=tuple(tried))
         return failed(node_offering(node), node.spot, node.price,
                       f"gave up after {MAX_FAILOVERS} locations without capacity")
+
+    def _planned(self, node: Node, offerings: list[Offering], blocked: frozenset) -> tuple[Offering, bool, float] | None:
+        """Where the row says the node goes (chosen at create, or before a failover launch), unless
+        that location is blocked."""
+        if not node.instance_type or node.provider not in self.providers:
+            return None
+        key = (node.provider, node.region, node.zone, node.instance_type)
+        o = next((o for o in offerings if (o.provider, o.region, o.zone, o.instance_type) == key), None)
+        o = o or node_offering(node)
+        return None if is_blocked(blocked, o) else (o, bool(node.spot), node.price)
+
+    def _failover_target(self, node: Node, preq: PlacementRequest, offerings: list[Offering], blocked: frozenset,
+                         lease: str, workspace: str, refusal: str | None) -> tuple[Offering, bool, float]:
+        """The cheapest unblocked offering within what the provider quotas leave, written to the
+        row with the blocked list (and the refusal as a FailedOver event) BEFORE it is launched:
+        the launch token counts the blocked locations, so a control plane killed after that
+        launch retries this same location with this same token and gets the same machine back.
+        Unschedulable when nothing is left (the blocked list is written all the same)."""
+        with provider_quotas.lock:
+            limits = self.quotas()
+            with self.db.tx() as s:
+                left = provider_quotas.left(s, limits, exclude=node.name)
+            target, nothing = None, None
+            try:
+                ranked = rank(preq, offerings, blocked)
+                within = [c for c in ranked if fits_quotas(left, c.offering, c.spot)]
+                if not within:
+                    where = sorted({(c.offering.provider, c.offering.region) for c in ranked})
+                    raise Unschedulable(f"every offering with {preq.describe()} not refused yet is over the provider "
+                                        f"quotas ({describe_quotas(limits, left, where)})")
+                best = within[0]
+                target = (best.offering, best.spot, best.hourly)
+            except CumuloError as exc:  # Unschedulable says why; NotFound if the catalog lost the type
+                nothing = exc
+            now = self.clock()
+            values: dict = {"blocked": [list(b) for b in sorted(blocked)], "updated_at": now}
+            if target is not None:
+                o, spot, price = target
+                values.update(provider=o.provider, region=o.region, zone=o.zone, instance_type=o.instance_type,
+                              spot=spot, price=price, cpu=o.vcpus, memory=int(o.memory_gib * 2**30),
+                              gpus=list(range(o.accelerator_count)),
+                              gpu_names=[o.accelerator] * o.accelerator_count if o.accelerator else [],
+                              reason=f"failing over to {o.provider} {o.zone or o.region} at ${price:.3f}/h")
+            with self.db.tx() as s:
+                # write and keep the lease (guarded_update releases it; the claim takes it straight back)
+                if not (leases.guarded_update(s, Node, node.name, lease, **values)
+                        and leases.claim(s, Node, node.name, lease, now, LEASE_TTL)):
+                    raise _LeaseLost(node.name)
+                if refusal is not None:
+                    events.record(s, now=now, kind="Node", name=node.name, object_id=node.name, type="Warning",
+                                  reason="FailedOver", message=refusal, workspace=workspace)
+        if nothing is not None:
+            raise nothing
+        return target
 
     # -- orphans ---------------------------------------------------------------------------------
     def sweep_orphans(self) -> list[str]:
@@ -326,5 +401,4 @@ def bootstrap(node: Node, o: Offering, spot: bool, join: Join | None) -> str | N
 
 
 def node_offering(node: Node) -> Offering:
-    return Offering(provider=node.provider, region=node.region or "", zone=node.zone, instance_type=node.instance_type or "",
-                    vcpus=node.cpu, memory_gib=node.memory / 2**30, price=node.price)
+    return provider_quotas.node_offering(node)

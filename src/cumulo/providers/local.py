@@ -17,42 +17,13 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psutil
-import pynvml  # nvidia-ml-py: loads libnvidia-ml.so only when nvmlInit() is called
-
 from cumulo.core import settings
 from cumulo.core.errors import CapacityError, InvalidSpec
+from cumulo.core.machine import LOCAL, local_offering
 from cumulo.core.offerings import Machine, MachineState, Offering
 from cumulo.providers.base import LAUNCH_TOKEN_TAG, check_launch_args, matches_tags
 
-REGION = "local"
-INSTANCE_TYPE = "local"
-_GIB = 1024 ** 3
-
-
-def _gpus() -> list[str]:
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError:  # no driver or library: no GPUs
-        return []
-    try:
-        names = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))
-            names.append(name.decode() if isinstance(name, bytes) else str(name))
-        return names
-    finally:
-        pynvml.nvmlShutdown()
-
-
-def local_offering() -> Offering:
-    """This machine as an offering: its CPUs, memory and NVIDIA GPUs, $0."""
-    gpus = _gpus()
-    return Offering(
-        provider="local", region=REGION, zone=None, instance_type=INSTANCE_TYPE,
-        vcpus=float(psutil.cpu_count() or 1), memory_gib=round(psutil.virtual_memory().total / _GIB, 2),
-        accelerator=gpus[0] if gpus else None, accelerator_count=len(gpus), price=0.0, spot_price=None,
-    )
+REGION = INSTANCE_TYPE = LOCAL
 
 
 class LocalProvider:

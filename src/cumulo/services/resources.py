@@ -1,7 +1,9 @@
-"""Resources: create machines (placed at the lowest price that fits), list them, release them."""
+"""Resources: create machines (placed together at the lowest total price that fits within the
+provider quotas), list them, release them."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -9,16 +11,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from cumulo.control import provider_quotas
 from cumulo.control.resources import placement_request
-from cumulo.core.errors import InvalidSpec, NotFound, OverQuota
+from cumulo.core.errors import Conflict, CumuloError, InvalidSpec, NotFound, OverQuota, Unschedulable
 from cumulo.core.offerings import Offering
 from cumulo.core.resources import ResourcesRequest
 from cumulo.core.specs import describe_errors, field_errors
 from cumulo.core.states import NodeState
 from cumulo.core.tokens import Scope
 from cumulo.core.views import NodeDetail, PoolView
-from cumulo.policy.placement import rank
-from cumulo.policy.quota import Quota, over_node_quota
+from cumulo.policy.placement_batch import QuotasInfeasible, place_batch
+from cumulo.policy.quota import ProviderQuotas, Quota, describe_quotas, over_node_quota
 from cumulo.store import clusters as clusters_store
 from cumulo.store import events
 from cumulo.store import resources as store
@@ -37,10 +40,11 @@ class ResourceService:
     def __init__(
         self, db: Database, *, offerings: Callable[[], list[Offering]], providers: list[str],
         find_instance_type: Callable[[str, str], Any], wake: Callable[[str], None],
-        clock: Callable[[], datetime] = utcnow,
+        clock: Callable[[], datetime] = utcnow, quotas: Callable[[], ProviderQuotas] = provider_quotas.limits,
     ) -> None:
         self.db = db
         self.offerings = offerings
+        self.quotas = quotas  # the providers' own limits per region (control/provider_quotas.py)
         self.providers = providers  # providers with a driver
         self.find_instance_type = find_instance_type
         self.wake = wake
@@ -62,18 +66,22 @@ class ResourceService:
         # this machine and the made-up local-vm machines are used only when named
         allowed = list(req.providers or [p for p in self.providers if p not in ("local", "local-vm")])
         offerings = self.offerings()
-        plans = []
         for i, n in enumerate(req.nodes):
             if n.instance_type and not any(o.instance_type == n.instance_type and o.provider in allowed for o in offerings):
                 self.find_instance_type(allowed[0], n.instance_type)  # raises NotFound with "did you mean"
                 raise NotFound(f"nodes.{i}.instance_type: {n.instance_type!r} is not offered by {', '.join(allowed)}")
-            plans.append(rank(placement_request(n, req, allowed), offerings)[0])  # Unschedulable says why
+        requests = [placement_request(n, req, allowed) for n in req.nodes]
+        limits = self.quotas()
         now = self.clock()
         pool_id = uuid.uuid4().hex[:12]
         body_json = req.model_dump(mode="json")
         body_json["providers"] = allowed
-        with self.db.tx() as s:
+        # One decision at a time spends the providers' quotas: read what the live nodes hold, place
+        # every node of the request together (exact: policy/placement_batch), record the nodes.
+        with provider_quotas.lock, self.db.tx() as s:
             _check_cluster(s, req.cluster)
+            left = provider_quotas.left(s, limits)
+            plans = list(self._place(requests, offerings, limits, left, allowed, req.regions))
             self._check_quota(s, scope, now, plans)
             s.add(Pool(id=pool_id, workspace=scope.workspace, created_at=now, request=body_json, count=len(req.nodes), idle_ttl=req.idle_ttl))
             s.flush()
@@ -92,6 +100,36 @@ class ResourceService:
         for i in range(len(plans)):
             self.wake(f"{pool_id}-{i}")
         return self.pool(pool_id, scope)
+
+    @staticmethod
+    def _place(requests, offerings, limits, left, allowed: list[str], regions: list[str]):
+        """The cheapest placement of all `requests` together within what the quotas leave.
+        Unschedulable (422) when no offering fits a node, or when the quotas themselves are too small
+        for the request; Conflict (409) when the live nodes hold the room it needs; both name the
+        limits."""
+        try:
+            return place_batch(requests, offerings, left).assignments
+        except QuotasInfeasible:
+            pass
+        except CumuloError as exc:  # one node fits nowhere: name it as the request does ("nodes.3: ...")
+            exc.message = re.sub(r"^request (\d+): ", r"nodes.\1: ", exc.message)
+            exc.args = (exc.message,)
+            raise
+        where = [loc for loc in limits if loc[0] in allowed and (not regions or loc[1] in regions)]
+        held = any(left[loc][k] < v - 1e-9 for loc in where for k, v in limits[loc].items())
+        try:
+            place_batch(requests, offerings, {loc: limits[loc] for loc in limits})
+            fits_when_empty = True
+        except QuotasInfeasible:
+            fits_when_empty = False
+        what = f"{len(requests)} machine{'s' if len(requests) != 1 else ''}"
+        numbers = describe_quotas(limits, left, where)
+        if fits_when_empty and held:
+            raise Conflict(f"the provider quotas have no room for these {what} now ({numbers}); release nodes "
+                           "first, allow more regions or providers, or ask the provider for a higher quota")
+        raise Unschedulable(f"these {what} cannot be placed within the provider quotas even with no node running "
+                            f"({numbers}); allow more regions or providers, ask the provider for a higher quota "
+                            f"(then state it in $CUMULO_HOME/{provider_quotas.FILE}), or ask for fewer machines")
 
     @staticmethod
     def _check_quota(s, scope: Scope, now: datetime, plans: list) -> None:

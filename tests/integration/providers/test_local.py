@@ -76,3 +76,24 @@ def test_bad_input(provider):
     with pytest.raises(InvalidSpec, match="set by the provider"):
         launch(provider, tags={LAUNCH_TOKEN_TAG: "x"})
     assert provider.describe() == []
+
+
+def test_the_catalog_offers_this_machine_as_the_provider_sees_it(tmp_path, monkeypatch):
+    """Issue 9: the catalog rounded memory to 0.1 GiB and the provider to 0.01 GiB, so on a
+    23.586 GiB machine the catalog offered 23.6 GiB, more than the provider's 23.59, and a launch of
+    the catalog's own local offering failed its capacity check. There is one definition now."""
+    from cumulo.catalog import load_catalog
+
+    total = int(23.586 * 2**30)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: _Mem(total))
+    (offered,) = load_catalog(["local"])
+    provider = LocalProvider(tmp_path / "providers" / "local.json")
+    (m,) = launch(provider, offering=offered)  # was: CapacityError "this machine has ... 23.59 GiB"
+    assert m.state == MachineState.RUNNING
+    assert offered == provider.offering == local_offering()
+    assert offered.memory_gib == 23.58  # rounded down: never more than the machine has
+
+
+class _Mem:
+    def __init__(self, total: int) -> None:
+        self.total = total
