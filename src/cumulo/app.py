@@ -28,6 +28,7 @@ from sqlalchemy.exc import OperationalError
 from cumulo.api import errors as api_errors
 from cumulo.api.routes import ROUTERS
 from cumulo.catalog import find_instance_type, load_catalog
+from cumulo.console import install as install_console
 from cumulo.control.alerts import AlertReconciler, webhooks_from_env
 from cumulo.control.autoscaler import AutoscalerReconciler, LoadSample
 from cumulo.control.clusters import ClusterReconciler, Runtimes
@@ -239,6 +240,7 @@ def build(config: ServerConfig) -> ControlPlane:
     alert_loop = Loop(alert_reconciler)
     alert_reconciler.wake = alert_loop.enqueue
     app.state.alerts = AlertService(db, wake=alert_loop.enqueue)
+    install_console(app, db, key=server_key(config.home))  # the web console at / (same tokens as the API)
     plane = ControlPlane(config, db, runtime, [job_loop, dep_loop, autoscale_loop, node_loop, cost_loop, cluster_loop,
                                                alert_loop], app, gateway)
     return plane
