@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -135,6 +136,13 @@ class ConsoleRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def run(request: Request) -> Response:
+            t0 = time.perf_counter()
+            response = await _handle(request)
+            # how long the server took (reads + render), for the browser's devtools and bench/console.py
+            response.headers["server-timing"] = f"app;dur={(time.perf_counter() - t0) * 1000:.1f}"
+            return response
+
+        async def _handle(request: Request) -> Response:
             try:
                 return await handler(request)
             except SignInRequired:
