@@ -26,7 +26,7 @@ from cumulo.services.tokens import Principal
 
 MAX_FORM = 1 << 20  # a YAML spec is small; more is refused before parsing
 JOBS_PER_PAGE = 200
-EVENT_KINDS = ("Job", "Deployment", "Node", "Cluster", "AlertRule", "Workspace", "Pool")
+EVENT_KINDS = ("Job", "Deployment", "Node", "Cluster", "Pool", "Alert", "AlertRule", "Workspace")
 
 public = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 
@@ -116,8 +116,8 @@ def overview(request: Request, p: Caller) -> Response:
     costs = st.costs.report(by="workspace", scope=scope)
     nodes = st.cluster.nodes()
     return _t(request).page(request, "overview.html", {
-        "jobs": q.jobs(p.workspace, limit=1).by_state, "running": running,
-        "replicas": q.replicas(p.workspace), "deployments": deployment_rows(q.db, p.workspace)[:20],
+        "jobs": q.job_counts(p.workspace), "running": running,
+        "replicas": q.replicas(p.workspace), "deployments": deployment_rows(q.db, p.workspace, limit=20),
         "nodes": nodes, "ready_nodes": sum(n.state == "Ready" for n in nodes),
         "per_hour": sum(c.price_per_hour for c in costs.lines), "month": costs.total, "since": costs.since,
         "alerts": st.alerts.alerts(limit=20, scope=scope),

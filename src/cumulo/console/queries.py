@@ -65,6 +65,13 @@ class Queries:
                                       .group_by(Job.state)).all())
         return JobPage(rows, matching or 0, {st.value: by_state.get(st.value, 0) for st in JobState})
 
+    def job_counts(self, workspace: str) -> dict[str, int]:
+        """Every job of the workspace by state (one grouped query)."""
+        with self.db.tx() as s:
+            by_state = dict(s.execute(select(Job.state, func.count()).where(Job.workspace == workspace)
+                                      .group_by(Job.state)).all())
+        return {st.value: by_state.get(st.value, 0) for st in JobState}
+
     def replicas(self, workspace: str) -> ReplicaCount:
         with self.db.tx() as s:
             deployments = s.scalar(select(func.count()).select_from(Deployment)
@@ -99,10 +106,11 @@ def _desired(d: Deployment) -> int:
     return replicas
 
 
-def deployment_rows(db: Database, workspace: str) -> list[DeploymentRow]:
-    """Every deployment of a workspace with its replica counts, in two queries."""
+def deployment_rows(db: Database, workspace: str, limit: int | None = None) -> list[DeploymentRow]:
+    """The deployments of a workspace (by name, at most `limit`) with their replica counts, in two queries."""
     with db.tx() as s:
-        deps = list(s.scalars(select(Deployment).where(Deployment.workspace == workspace).order_by(Deployment.name)))
+        deps = list(s.scalars(select(Deployment).where(Deployment.workspace == workspace).order_by(Deployment.name)
+                              .limit(limit)))
         counts: dict[str, list[int]] = {}
         for dep_id, state, current, n in s.execute(
                 select(Replica.deployment_id, Replica.state, Replica.generation == Deployment.generation, func.count())

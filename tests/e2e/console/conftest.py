@@ -60,7 +60,7 @@ def train_command(steps: int, pause: float) -> str:
 def console_server(tmp_path_factory) -> Iterator[Server]:
     """A real control plane with one finished job (with metrics and logs) and one ready deployment."""
     home = tmp_path_factory.mktemp("console")
-    server = Server(home=home / "home", database_url=f"sqlite:///{home / 'cumulo.db'}").start()
+    server = Server(home=home / "home", database_url=f"sqlite:///{home / 'cumulo.db'}").start(timeout=120)
     work = home / "work"
     work.mkdir()
     try:

@@ -31,12 +31,27 @@ PAGES = {
 }
 
 
+def unlabelled(page) -> list[str]:
+    """Form controls a screen reader could not name: no <label for>, no wrapping label, no aria-label."""
+    missing = []
+    for control in page.locator("input:not([type=hidden]), select, textarea").all():
+        cid = control.get_attribute("id")
+        named = (cid and page.locator(f'label[for="{cid}"]').count() == 1) or control.get_attribute("aria-label") \
+            or control.locator("xpath=ancestor::label").count() == 1
+        if not named:
+            missing.append(f"{cid or control.get_attribute('name')}")
+    return missing
+
+
 def test_every_page_renders_cleanly_and_every_link_answers(signed_in: Watched):
     page = signed_in.page
     for name, path in PAGES.items():
         page.goto(signed_in.url(path))
         page.wait_for_load_state("networkidle")
         assert page.locator("h1").first.is_visible(), path
+        assert not unlabelled(page), (path, unlabelled(page))
+        page.keyboard.press("Tab")  # the keyboard's first stop skips the navigation
+        expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
         if name == "job":  # the charts were drawn from the job's reports, and its whole log is there
             assert page.locator("#training-charts canvas").count() >= 3  # loss, accuracy, steps/s
             expect(page.locator("#log")).to_contain_text("done")

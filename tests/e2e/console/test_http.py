@@ -115,3 +115,26 @@ def test_workload_tokens_cannot_sign_in(console_server: Server):
     assert token.startswith("cumulo_w.")
     r = client(console_server).post("/login", data={"token": token, "next": "/"})
     assert r.status_code == 401 and "workload token" in r.text
+
+
+def test_update_then_delete_a_deployment_and_delete_a_job_from_the_forms(console_server: Server):
+    c = client(console_server, console_server.token)
+    form = c.get(f"/deployments/new?update={DEPLOYMENT}").text
+    spec = re.search(r'<textarea[^>]*>(.*?)</textarea>', form, re.S).group(1).replace("&#39;", "'").replace("&amp;", "&")
+    assert f"name: {DEPLOYMENT}" in spec
+    r = c.post("/deployments/new", data={"csrf": csrf_of(c), "spec": spec + "env: {GREETING: hello}\n"})
+    assert r.status_code == 303 and r.headers["location"] == f"/deployments/{DEPLOYMENT}"
+    d = console_server.api("GET", f"/deployments/{DEPLOYMENT}").json()
+    assert d["generation"] == 2 and d["spec"]["env"] == {"GREETING": "hello"}
+    assert "RolloutStarted" in c.get(f"/deployments/{DEPLOYMENT}").text
+    r = c.post(f"/deployments/{DEPLOYMENT}/scale", data={"csrf": csrf_of(c), "replicas": "lots"})
+    assert r.status_code == 422 and "replicas" in r.text
+    r = c.post(f"/deployments/{DEPLOYMENT}/delete", data={"csrf": csrf_of(c)})
+    assert r.status_code == 303
+    wait_until(lambda: console_server.api("GET", f"/deployments/{DEPLOYMENT}").status_code == 404, 60,
+               what="the deployment to be gone")
+
+    again = c.get(f"/jobs/new?again={TRAINED}").text
+    assert f"name: {TRAINED}-2" in again  # submit again: the same spec under the next free-looking name
+    assert c.post(f"/jobs/{TRAINED}/delete", data={"csrf": csrf_of(c)}).headers["location"] == "/jobs"
+    assert console_server.api("GET", f"/jobs/{TRAINED}").status_code == 404
