@@ -106,9 +106,21 @@ class Watched:
         self.problems: list[str] = []
         self.page.on("console", lambda m: self.problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
         self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
-        self.page.on("requestfailed", lambda r: self.problems.append(f"failed: {r.method} {r.url} {r.failure}"))
+        # a request the browser itself abandons because the page navigated (a form's redirect while
+        # the favicon loads) is not a failure; any other failed request is
+        self.navigations = 0
+        self.started: dict = {}
+        self.page.on("framenavigated", lambda f: setattr(self, "navigations", self.navigations + 1)
+                     if f == self.page.main_frame else None)
+        self.page.on("request", lambda r: self.started.__setitem__(r, self.navigations))
+        self.page.on("requestfailed", self._failed)
         self.page.on("response", lambda r: self.problems.append(f"HTTP {r.status}: {r.request.method} {r.url}")
                      if r.status >= 400 else None)
+
+    def _failed(self, r) -> None:
+        if r.failure == "net::ERR_ABORTED" and self.started.get(r, self.navigations) < self.navigations:
+            return
+        self.problems.append(f"failed: {r.method} {r.url} {r.failure}")
 
     def url(self, path: str) -> str:
         return self.server.url + path
