@@ -14,6 +14,7 @@ except ImportError:  # the `browser` fixture skips, or fails when CI asked for C
     expect = None
 
 from tests.e2e.console.conftest import DEPLOYMENT, SHOTS, TRAINED, Watched, job_yaml, train_command, unique
+from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -44,14 +45,17 @@ def unlabelled(page) -> list[str]:
 
 
 def test_every_page_renders_cleanly_and_every_link_answers(signed_in: Watched):
-    page = signed_in.page
+    page, server = signed_in.page, signed_in.server
+    running = unique("training")  # so the overview and the jobs page show a job at work
+    r = server.api("POST", "/jobs", json={"kind": "Job", "name": running, "command": train_command(300, 0.5),
+                                          "workdir": str(server.work), "resources": {"cpu": 0.2, "memory": "128Mi"}})
+    assert r.status_code == 201, r.text
+    wait_until(lambda: server.api("GET", f"/jobs/{running}").json()["metrics"], 60, what="its first report")
     for name, path in PAGES.items():
         page.goto(signed_in.url(path))
         page.wait_for_load_state("networkidle")
         assert page.locator("h1").first.is_visible(), path
         assert not unlabelled(page), (path, unlabelled(page))
-        page.keyboard.press("Tab")  # the keyboard's first stop skips the navigation
-        expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
         if name == "job":  # the charts were drawn from the job's reports, and its whole log is there
             assert page.locator("#training-charts canvas").count() >= 3  # loss, accuracy, steps/s
             expect(page.locator("#log")).to_contain_text("done")
@@ -59,6 +63,8 @@ def test_every_page_renders_cleanly_and_every_link_answers(signed_in: Watched):
         signed_in.expect_clean()
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+        page.keyboard.press("Tab")  # the keyboard's first stop skips the navigation
+        expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
     # the same page at a phone's width, in dark mode
     page.set_viewport_size({"width": 390, "height": 844})
     page.emulate_media(color_scheme="dark")
@@ -85,7 +91,9 @@ def test_every_page_renders_cleanly_and_every_link_answers(signed_in: Watched):
             parts = urlsplit(url)
             if url.startswith(origin):
                 todo.append(parts.path + (f"?{parts.query}" if parts.query else ""))
-    assert {"/jobs", f"/jobs/{TRAINED}", f"/deployments/{DEPLOYMENT}", "/nodes", "/events", "/alerts"} <= seen
+    assert {"/jobs", f"/jobs/{TRAINED}", f"/jobs/{running}", f"/deployments/{DEPLOYMENT}", "/nodes", "/events",
+            "/alerts"} <= seen
+    server.api("POST", f"/jobs/{running}/cancel")
 
 
 def test_submit_a_job_and_watch_it_succeed_with_its_logs_streaming(signed_in: Watched):
