@@ -138,3 +138,19 @@ def test_update_then_delete_a_deployment_and_delete_a_job_from_the_forms(console
     assert f"name: {TRAINED}-2" in again  # submit again: the same spec under the next free-looking name
     assert c.post(f"/jobs/{TRAINED}/delete", data={"csrf": csrf_of(c)}).headers["location"] == "/jobs"
     assert console_server.api("GET", f"/jobs/{TRAINED}").status_code == 404
+
+
+def test_a_page_shows_only_the_tokens_workspace(console_server: Server):
+    name = unique("mine")
+    assert console_server.api("POST", "/jobs", json={"kind": "Job", "name": name, "command": "true",
+                                                     "workdir": str(console_server.work)}).status_code == 201
+    assert client(console_server, console_server.token).get(f"/jobs/{name}").status_code == 200
+    assert console_server.api("POST", "/workspaces", json={"name": "team-b"}).status_code == 201
+    token = console_server.api("POST", "/tokens", json={"name": "b-member", "workspace": "team-b",
+                                                        "role": "member"}).json()["token"]
+    c = client(console_server, token)
+    assert "team-b" in c.get("/").text
+    assert c.get(f"/jobs/{name}").status_code == 404  # another workspace's job is not there at all
+    assert f"/jobs/{name}" not in c.get("/jobs").text and "No job matches" in c.get("/jobs").text
+    assert c.post(f"/jobs/{name}/cancel", data={"csrf": csrf_of(c)}).status_code == 404
+    assert name not in c.get("/events").text
