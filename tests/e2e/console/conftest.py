@@ -58,9 +58,13 @@ def train_command(steps: int, pause: float) -> str:
 
 @pytest.fixture(scope="module")
 def console_server(tmp_path_factory) -> Iterator[Server]:
-    """A real control plane with one finished job (with metrics and logs) and one ready deployment."""
+    """A real control plane on SQLite with one finished job (with metrics and logs) and one ready deployment."""
     home = tmp_path_factory.mktemp("console")
-    server = Server(home=home / "home", database_url=f"sqlite:///{home / 'cumulo.db'}",
+    yield from seeded_plane(home, f"sqlite:///{home / 'cumulo.db'}")
+
+
+def seeded_plane(home: Path, database_url: str) -> Iterator[Server]:
+    server = Server(home=home / "home", database_url=database_url,
                     extra_env={"CUMULO_LOCAL_PRICE_PER_HOUR": "0.40"}).start(timeout=120)  # costs to show
     work = home / "work"
     work.mkdir()

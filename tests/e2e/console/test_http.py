@@ -8,10 +8,16 @@ import re
 import httpx
 import pytest
 
-from tests.e2e.console.conftest import DEPLOYMENT, TRAINED, unique
+from tests.e2e.console.conftest import DEPLOYMENT, TRAINED, seeded_plane, unique
 from tests.helpers import Server, wait_until
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def console_server(module_database_url, tmp_path_factory):
+    """Here on SQLite and on PostgreSQL (the console's own listing queries run on both)."""
+    yield from seeded_plane(tmp_path_factory.mktemp("console"), module_database_url)
 
 PAGES = ["/", "/jobs", "/jobs?state=Succeeded&q=train", f"/jobs/{TRAINED}", "/jobs/new", f"/jobs/new?again={TRAINED}",
          "/deployments", f"/deployments/{DEPLOYMENT}", "/deployments/new", f"/deployments/new?update={DEPLOYMENT}",
