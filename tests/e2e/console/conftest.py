@@ -113,15 +113,18 @@ class Watched:
         self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
         # a request the browser itself abandons because the page navigated (a form's redirect while
         # the favicon loads) is not a failure; any other failed request is
-        self.navigations = 0
+        self.navigations = 0  # navigation requests of the main frame so far (they start before it unloads)
         self.aborted_polls: list[str] = []
         self.started: dict = {}
-        self.page.on("framenavigated", lambda f: setattr(self, "navigations", self.navigations + 1)
-                     if f == self.page.main_frame else None)
-        self.page.on("request", lambda r: self.started.__setitem__(r, self.navigations))
+        self.page.on("request", self._request)
         self.page.on("requestfailed", self._failed)
         self.page.on("response", lambda r: self.problems.append(f"HTTP {r.status}: {r.request.method} {r.url}")
                      if r.status >= 400 else None)
+
+    def _request(self, r) -> None:
+        if r.is_navigation_request() and r.frame == self.page.main_frame:
+            self.navigations += 1
+        self.started[r] = self.navigations
 
     def _failed(self, r) -> None:
         if r.failure == "net::ERR_ABORTED" and self.started.get(r, self.navigations) < self.navigations:

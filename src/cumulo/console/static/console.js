@@ -10,14 +10,10 @@
       e.preventDefault();
     }
   });
-  // A live region whose page state changed (e.g. a job ended): reload once so the actions match.
-  document.addEventListener("htmx:afterSwap", function (e) {
+  // The page's state (a job's) follows its live region: the log and charts stop once it has ended.
+  document.addEventListener("htmx:afterSwap", function () {
     var live = document.getElementById("live");
-    if (live && live.dataset.state && document.body.dataset.state && live.dataset.state !== document.body.dataset.state) {
-      var terminal = ["Succeeded", "Failed", "Cancelled"];
-      document.body.dataset.state = live.dataset.state;
-      if (terminal.indexOf(live.dataset.state) >= 0) { window.location.reload(); }
-    }
+    if (live && live.dataset.state) { document.body.dataset.state = live.dataset.state; }
   });
 
   // Destructive forms ask first.
@@ -93,24 +89,24 @@
     reset();
   }
 
-  // -- charts --------------------------------------------------------------------------------------
-  var plots = [];
+  // -- charts: every .charts group, drawn from its data-charts JSON (series.py's shape) -------------
   function css(name) { return getComputedStyle(document.documentElement).getPropertyValue(name).trim(); }
   function axis() {
     var fg = css("--muted"), line = css("--line");
     return { stroke: fg, grid: { stroke: line, width: 1 }, ticks: { stroke: line, width: 1 } };
   }
-  function drawCharts(root, charts) {
-    plots.forEach(function (p) { p.destroy(); });
-    plots = [];
-    var slots = root.querySelectorAll("[data-chart]");
-    slots.forEach(function (slot) {
+  function columns(c) { return [c.x].concat(Object.keys(c.series).map(function (l) { return c.series[l]; })); }
+  function drawGroup(group, charts) {
+    (group._plots || []).forEach(function (p) { p.destroy(); });
+    group._plots = [];
+    group._charts = charts;
+    if (typeof uPlot === "undefined") { return; }
+    group.querySelectorAll("[data-chart]").forEach(function (slot) {
       var c = charts[Number(slot.dataset.chart)];
-      if (!c || typeof uPlot === "undefined") { return; }
+      if (!c) { return; }
       var labels = Object.keys(c.series);
-      var width = Math.max(240, slot.clientWidth || 400);
       var opts = {
-        width: width, height: 200,
+        width: Math.max(240, slot.clientWidth || 400), height: 200,
         scales: { x: { time: true } },
         axes: [axis(), Object.assign(axis(), { size: 60 })],
         legend: { show: labels.length > 1 },
@@ -118,36 +114,38 @@
           return { label: l, stroke: i ? css("--chart2") : css("--chart1"), width: 2, spanGaps: false, points: { show: c.x.length < 60 } };
         })),
       };
-      var data = [c.x].concat(labels.map(function (l) { return c.series[l]; }));
-      plots.push(new uPlot(opts, data, slot));
+      group._plots.push(new uPlot(opts, columns(c), slot));
     });
   }
-  function startCharts() {
-    var holder = document.getElementById("charts-data");
-    if (!holder) { return; }
-    var data = JSON.parse(holder.textContent);
-    var root = holder.parentElement;
-    drawCharts(root, data.charts);
-    var count = data.charts.length;
-    if (holder.dataset.live !== "1") { return; }
-    setInterval(function () {
+  function startGroup(group) {
+    var holder = group;
+    if (!holder.dataset.charts) { return; }
+    var charts = JSON.parse(holder.dataset.charts).charts;
+    drawGroup(group, charts);
+    if (holder.dataset.live !== "1" || !holder.dataset.src) { return; }
+    var timer = setInterval(function () {
+      if (!document.body.contains(group)) { clearInterval(timer); return; }
       if (document.hidden) { return; }
       getJSON(holder.dataset.src).then(function (fresh) {
-        if (fresh.charts.length !== count) { window.location.reload(); return; }  // a new metric appeared
-        data.charts = fresh.charts;
-        fresh.charts.forEach(function (c, i) {
-          var p = plots[i];
-          if (!p) { return; }
-          p.setData([c.x].concat(Object.keys(c.series).map(function (l) { return c.series[l]; })));
-        });
+        if (fresh.charts.length !== group._charts.length) { window.location.reload(); return; }  // a new metric
+        group._charts = fresh.charts;
+        fresh.charts.forEach(function (c, i) { if (group._plots[i]) { group._plots[i].setData(columns(c)); } });
+        if (ended()) { clearInterval(timer); }
       }).catch(function () {});
     }, 2000);
-    var resize;
-    window.addEventListener("resize", function () {
-      clearTimeout(resize);
-      resize = setTimeout(function () { drawCharts(root, data.charts); }, 200);
-    });
   }
+  // every group not drawn yet: at start, and after each poll (charts inside a live region come back new)
+  function startCharts() {
+    document.querySelectorAll(".charts").forEach(function (g) { if (!g._plots) { startGroup(g); } });
+  }
+  document.addEventListener("htmx:afterSettle", startCharts);
+  var resize;
+  window.addEventListener("resize", function () {
+    clearTimeout(resize);
+    resize = setTimeout(function () {
+      document.querySelectorAll(".charts").forEach(function (g) { if (g._charts) { drawGroup(g, g._charts); } });
+    }, 200);
+  });
 
   function start() {
     var live = document.getElementById("live");
