@@ -28,6 +28,7 @@ from sqlalchemy.exc import OperationalError
 from cumulo.api import errors as api_errors
 from cumulo.api.routes import ROUTERS
 from cumulo.catalog import find_instance_type, load_catalog
+from cumulo.console import install as install_console
 from cumulo.control import provider_quotas
 from cumulo.control.alerts import AlertReconciler, metric_reader, webhooks_from_env
 from cumulo.control.detectors import ServiceDetectors
@@ -314,6 +315,7 @@ def build(config: ServerConfig) -> ControlPlane:
     app.state.monitor.alerts = lambda scope: [a.model_dump(mode="json") for a in app.state.alerts.alerts(scope=scope)]
     app.state.metrics_text = lambda: gateway.metrics_text() + monitor_exposition.exposition(
         lambda: (sampler.latest_t, sampler.latest), lambda: sampler.seconds_spent)
+    install_console(app, db, key=server_key(config.home))  # the web console at / (same tokens as the API)
     plane = ControlPlane(config, db, runtime, [job_loop, dep_loop, autoscale_loop, node_loop, cost_loop, cluster_loop,
                                                monitor_loop, alert_loop, repair_loop, node_repair_loop,
                                                pool_loop], app, gateway)

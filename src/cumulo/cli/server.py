@@ -91,6 +91,7 @@ def up(
             raise typer.Exit(1)
     hint = "" if url == settings.server_url() else f"  (set CUMULO_URL={url} for other commands)"
     console.print(f"cumulo is running at {url} (pid {proc.pid}, log {log_path}){hint}")
+    console.print(f"web console: {url}/ (sign in with the token in {token_file})")
     token_now = token_file.read_text() if token_file.exists() else None
     if token_now and token_now != token_before:  # first start: show the admin token this once
         console.print(f"admin token (saved in {token_file}, mode 0600; the CLI and SDK here find it there):")
