@@ -62,3 +62,11 @@ def database_url(request, tmp_path):
 def module_database_url(request, tmp_path_factory):
     with fresh_database(request.param, tmp_path_factory.mktemp("db")) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def sqlite_module_url(tmp_path_factory):
+    """One SQLite database for a module of end-to-end tests whose store code the integration tests
+    already run on both backends (so the long end-to-end cases run once, not once per backend)."""
+    with fresh_database("sqlite", tmp_path_factory.mktemp("db")) as url:
+        yield url

@@ -13,8 +13,8 @@ from tests.helpers import Server, kill_leftovers, wait_until
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, module_database_url, receiver):
-    s = Server(tmp_path_factory.mktemp("home"), module_database_url,
+def server(tmp_path_factory, sqlite_module_url, receiver):
+    s = Server(tmp_path_factory.mktemp("home"), sqlite_module_url,
                extra_env={"CUMULO_ALERT_WEBHOOKS": receiver.url, "CUMULO_ALERT_INTERVAL": "1",
                           "CUMULO_METRICS_INTERVAL": "1"}).start()
     yield s

@@ -41,8 +41,8 @@ rollout:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, module_database_url):
-    s = Server(tmp_path_factory.mktemp("home"), module_database_url).start()
+def server(tmp_path_factory, sqlite_module_url):
+    s = Server(tmp_path_factory.mktemp("home"), sqlite_module_url).start()
     yield s
     s.kill(signal.SIGTERM)
     kill_leftovers(s.home)

@@ -40,8 +40,8 @@ health: {period: 0.5, failure_threshold: 2}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, module_database_url):
-    s = Server(tmp_path_factory.mktemp("home"), module_database_url,
+def server(tmp_path_factory, sqlite_module_url):
+    s = Server(tmp_path_factory.mktemp("home"), sqlite_module_url,
                extra_env={"CUMULO_METRICS_INTERVAL": "0.5"}).start()
     yield s
     s.kill(signal.SIGTERM)

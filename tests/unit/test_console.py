@@ -45,3 +45,26 @@ def test_sign_in_only_returns_to_a_path_on_this_site():
     assert safe_next("/jobs/x?state=Running") == "/jobs/x?state=Running"
     for bad in (None, "", "https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:alert(1)"):
         assert safe_next(bad) == "/"
+
+
+def test_sampled_series_become_charts_per_rank_and_for_the_whole_deployment():
+    from datetime import UTC, datetime
+
+    from cumulo.console.series import DEPLOYMENT_CHARTS, PROCESS_CHARTS, _charts
+    from cumulo.core.views import SeriesReport, SeriesView
+
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    report = SeriesReport(kind="job", object="train", since=t, until=t, step=10, series=[
+        SeriesView(kind="job", object="train", instance="0", metric="cpu_percent", points=[(10, 50.0, 60.0), (20, 70.0, 80.0)]),
+        SeriesView(kind="job", object="train", instance="1", metric="cpu_percent", points=[(20, 30.0, 30.0)]),
+        SeriesView(kind="job", object="train", instance="0", metric="memory_bytes", points=[(10, 2**21, 2**21)]),
+    ])
+    cpu, mem = _charts(report, PROCESS_CHARTS, per_instance=True)
+    assert cpu == {"title": "CPU", "unit": "%", "x": [10, 20], "series": {"rank 0": [50.0, 70.0], "rank 1": [None, 30.0]}}
+    assert mem["series"] == {"rank 0": [2.0]} and mem["unit"] == "MiB"
+    dep = SeriesReport(kind="deployment", object="web", since=t, until=t, step=10, series=[
+        SeriesView(kind="deployment", object="web", instance="", metric="latency_p99_seconds", points=[(10, 0.25, 0.3)]),
+        SeriesView(kind="deployment", object="web", instance="2", metric="latency_p99_seconds", points=[(10, 9.0, 9.0)]),
+    ])
+    assert _charts(dep, DEPLOYMENT_CHARTS, per_instance=False) == [
+        {"title": "p99 latency", "unit": "ms", "x": [10], "series": {"p99 latency": [250.0]}}]

@@ -56,19 +56,54 @@ def _chart(title: str, unit: str, pts: list[tuple[float, float | None]]) -> dict
     return {"title": title, "unit": unit, "x": [round(t, 3) for t, _ in pts], "series": {title: [v for _, v in pts]}}
 
 
-# -- MONITORING ADAPTER: the monitoring service's series plug in here ---------------------------------
-def deployment_series(app: Any, workspace: str, name: str) -> list[dict[str, Any]] | None:
-    """Charts of a deployment's req/s, p50/p99 latency and errors over time, or None when no
-    monitoring service is wired (app.state.monitor). Same shape as `training_charts`."""
+# -- MONITORING ADAPTER: the monitoring service's sampled series (monitor/) ----------------------------
+#: deployment-wide series charted on /deployments/NAME, in this order (title, metric, unit, scale)
+DEPLOYMENT_CHARTS = (("requests/s", "request_rate", "req/s", 1.0),
+                     ("p50 latency", "latency_p50_seconds", "ms", 1000.0),
+                     ("p99 latency", "latency_p99_seconds", "ms", 1000.0),
+                     ("error rate", "error_rate", "%", 100.0))
+#: per-rank series charted on /jobs/NAME
+PROCESS_CHARTS = (("CPU", "cpu_percent", "%", 1.0), ("memory", "memory_bytes", "MiB", 1 / 2**20))
+
+
+def _sampled(app: Any, kind: str, workspace: str, name: str, since: str = "1h"):
     monitor = getattr(app.state, "monitor", None)
     if monitor is None:
         return None
-    return None  # TODO(monitor): query monitor for deployment `name` in `workspace` and shape as charts
+    from cumulo.core.tokens import Scope
+
+    try:
+        return monitor.series(kind, name, Scope(workspace=workspace), since=since)
+    except Exception:  # a chart must never take the page down
+        return None
+
+
+def _charts(report, wanted, *, per_instance: bool) -> list[dict[str, Any]]:
+    out = []
+    for title, metric, unit, scale in wanted:
+        rows = [d for d in report.series if d.metric == metric and (per_instance or d.instance == "")]
+        if not rows:
+            continue
+        xs = sorted({int(p[0]) for d in rows for p in d.points})
+        if len(xs) > MAX_POINTS:
+            xs = xs[-MAX_POINTS:]
+        series = {}
+        for d in sorted(rows, key=lambda d: d.instance):
+            by_t = {int(p[0]): p[1] for p in d.points}
+            label = f"rank {d.instance}" if per_instance and d.instance else title
+            series[label] = [None if by_t.get(x) is None else round(by_t[x] * scale, 4) for x in xs]
+        out.append({"title": title, "unit": unit, "x": xs, "series": series})
+    return out
+
+
+def deployment_series(app: Any, workspace: str, name: str) -> list[dict[str, Any]] | None:
+    """Charts of a deployment's req/s, p50/p99 latency and errors over the last hour (the sampler's
+    series), or None when no monitoring service is wired (app.state.monitor)."""
+    report = _sampled(app, "deployment", workspace, name)
+    return None if report is None else _charts(report, DEPLOYMENT_CHARTS, per_instance=False)
 
 
 def process_series(app: Any, workspace: str, job: str) -> list[dict[str, Any]] | None:
-    """Charts of a job's process CPU % and memory over time, or None without a monitoring service."""
-    monitor = getattr(app.state, "monitor", None)
-    if monitor is None:
-        return None
-    return None  # TODO(monitor): query monitor for job `job`'s processes and shape as charts
+    """Charts of a job's processes' CPU % and memory per rank over the last hour, or None."""
+    report = _sampled(app, "job", workspace, job)
+    return None if report is None else _charts(report, PROCESS_CHARTS, per_instance=True)
