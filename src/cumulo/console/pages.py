@@ -19,7 +19,7 @@ from cumulo.console import series
 from cumulo.console.queries import Queries, deployment_rows
 from cumulo.console.render import HEADERS, ConsoleRoute, SignInRequired, Templates
 from cumulo.console.session import COOKIE, CSRF_FIELD, MAX_AGE, Sessions, safe_next
-from cumulo.core.errors import CumuloError, InvalidSpec
+from cumulo.core.errors import CumuloError, InvalidSpec, NotFound
 from cumulo.core.states import JobState
 from cumulo.core.tokens import Role, Scope, route_key
 from cumulo.services.tokens import Principal
@@ -294,6 +294,16 @@ async def scale_deployment(request: Request, name: str, p: Caller) -> Response:
         raise InvalidSpec(f"replicas: {raw!r} is not a whole number; give 0 to 256",
                           errors=[{"field": "replicas", "message": "must be a whole number"}])
     await run_in_threadpool(request.app.state.deployments.scale, name, int(raw), _scope(p))
+    return _back(f"/deployments/{quote(name)}")
+
+
+@pages.post("/deployments/{name}/rollout/{command}")
+async def rollout_command(request: Request, name: str, command: str, p: Caller) -> Response:
+    """A canary rollout in progress: promote it to its next step, or abort it (roll back)."""
+    await _write(request, p)
+    if command not in ("promote", "abort"):
+        raise NotFound(f"no rollout command {command!r}; use promote or abort")
+    await run_in_threadpool(request.app.state.deployments.rollout_command, name, command, _scope(p))
     return _back(f"/deployments/{quote(name)}")
 
 

@@ -160,3 +160,21 @@ def test_a_page_shows_only_the_tokens_workspace(console_server: Server):
     assert f"/jobs/{name}" not in c.get("/jobs").text and "No job matches" in c.get("/jobs").text
     assert c.post(f"/jobs/{name}/cancel", data={"csrf": csrf_of(c)}).status_code == 404
     assert name not in c.get("/events").text
+
+
+def test_a_canary_in_progress_is_rolled_back_from_its_page(console_server: Server, tmp_path):
+    name = unique("canary")
+    spec = {"kind": "Deployment", "name": name, "replicas": 1, "workdir": str(tmp_path),
+            "command": "python -m http.server $PORT --bind 127.0.0.1", "resources": {"cpu": 0.1, "memory": "64Mi"},
+            "rollout": {"strategy": "canary", "steps": [10, 100], "interval": "1h"}}
+    assert console_server.api("POST", "/deployments", json=spec).status_code == 201
+    wait_until(lambda: console_server.api("GET", f"/deployments/{name}").json()["ready"] == 1, 60, what="v1 ready")
+    assert console_server.api("POST", "/deployments", json={**spec, "env": {"V": "2"}}).status_code == 200
+    c = client(console_server, console_server.token)
+    wait_until(lambda: 'id="rollback"' in c.get(f"/deployments/{name}").text, 60, what="the canary in progress")
+    r = c.post(f"/deployments/{name}/rollout/abort", data={"csrf": csrf_of(c)})
+    assert r.status_code == 303 and r.headers["location"] == f"/deployments/{name}"
+    wait_until(lambda: console_server.api("GET", f"/deployments/{name}/rollout").json()["phase"] == "RolledBack", 60,
+               what="the rollback")
+    assert c.post(f"/deployments/{name}/rollout/sideways", data={"csrf": csrf_of(c)}).status_code == 404
+    console_server.api("DELETE", f"/deployments/{name}")
