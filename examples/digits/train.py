@@ -101,7 +101,7 @@ def main() -> None:
         if rank == 0:
             net = model.module if world > 1 else model
             save_checkpoint(ckpt_dir, epoch, net, opt, accuracy)
-            cumulo.report(step=epoch, loss=train_loss, accuracy=accuracy)
+            cumulo.report(step=epoch, loss=train_loss, accuracy=accuracy, total_steps=args.epochs)
             print(f"epoch {epoch:3d}  loss {train_loss:.4f}  test accuracy {accuracy:.4f}", flush=True)
         if args.fail_at_epoch and epoch == args.fail_at_epoch and os.environ.get("CUMULO_ATTEMPT", "1") == "1":
             print(f"failing on purpose after epoch {epoch} (attempt 1)", flush=True)
