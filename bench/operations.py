@@ -38,6 +38,7 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+import psutil
 
 REPAIRS = {"Stalled", "LossNotFinite", "LossDiverged", "ReplicaOutlier", "RolledBack", "ReplicaNearOOM"}
 
@@ -90,11 +91,15 @@ class Plane:
             self.proc.wait(30)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        for pidfile in self.home.rglob("*.pid"):
-            try:
-                os.killpg(int(pidfile.read_text().split()[0]), signal.SIGKILL)
-            except (ValueError, ProcessLookupError, PermissionError, OSError):
-                pass
+        # the replicas' and attempts' supervisors outlive the server (by design): stop every process
+        # this plane started, found by its home in their command lines (by PID, nothing else)
+        home = str(self.home)
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            if p.info["pid"] != os.getpid() and any(home in part for part in p.info["cmdline"] or ()):
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass
         shutil.rmtree(self.home, ignore_errors=True)
 
 
