@@ -89,6 +89,9 @@ def expected(caller: str, method: str, path: str) -> set[int] | None:
         return None if caller == "admin" else {403}
     if path.startswith("/api/v1/clusters") and method not in READ:  # clusters are installation-wide
         return None if caller == "admin" else {403}
+    # node pools and cordoning a node: installation-wide capacity, for admins
+    if (path.startswith("/api/v1/nodepools") or path.endswith(("/cordon", "/uncordon"))) and method not in READ:
+        return None if caller == "admin" else {403}
     if caller in ("viewer", "other-viewer") and method not in READ:
         return {403}
     return None
