@@ -202,8 +202,8 @@ def test_a_rollout_survives_a_control_plane_restart_and_can_be_promoted_and_abor
     ro = cli_json(server, "deployment", "rollout", "status", "durable")
     assert ro["phase"] == "Progressing" and ro["step"] == 1 and ro["canary_generation"] == 2, ro
     ro = cli_json(server, "deployment", "rollout", "promote", "durable")
-    ro = wait_until(lambda: (x := rollout(server, "durable"))["step"] == 2 and x,
-                    what="promotion")
+    ro = wait_until(lambda: (x := rollout(server, "durable"))["step"] == 2 and x, timeout=90,
+                    what="promotion")  # a loaded machine: the restarted plane's replicas come back first
     assert ro["weight"] == 50 and ro["phase"] == "Progressing"
     cli_json(server, "deployment", "rollout", "abort", "durable")
     ro = wait_until(lambda: (x := rollout(server, "durable"))["phase"]

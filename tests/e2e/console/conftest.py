@@ -129,9 +129,10 @@ class Watched:
     def _failed(self, r) -> None:
         if r.failure == "net::ERR_ABORTED" and self.started.get(r, self.navigations) < self.navigations:
             return
-        if r.failure == "net::ERR_ABORTED" and r.headers.get("hx-request"):
-            # a live poll the browser gave up on (seen rarely on this loaded machine, never with an
-            # error status); the next poll 2 s later refreshes the region, so it is counted, not failed
+        if r.failure == "net::ERR_ABORTED" and (r.headers.get("hx-request") or r.headers.get("x-cumulo-poll")):
+            # a live poll (htmx's, or the log/chart reads) the browser gave up on (seen rarely on this
+            # loaded machine, never with an error status); the next poll refreshes the region, so it
+            # is counted, not failed
             self.aborted_polls.append(r.url)
             return
         self.problems.append(f"failed: {r.method} {r.url} {r.failure}")

@@ -23,7 +23,8 @@
   });
 
   function getJSON(url) {
-    return fetch(url, { credentials: "same-origin", headers: { accept: "application/json" } }).then(function (r) {
+    // x-cumulo-poll: a repeated read (logs, charts); the next one refreshes what this one would have
+    return fetch(url, { credentials: "same-origin", headers: { accept: "application/json", "x-cumulo-poll": "1" } }).then(function (r) {
       var type = r.headers.get("content-type") || "";
       if (r.redirected || type.indexOf("application/json") < 0) {  // signed out meanwhile: show the login page
         window.location.reload();
