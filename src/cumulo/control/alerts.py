@@ -89,8 +89,7 @@ def open_job_health_alert(s, *, workspace: str, job: str, attempt: int, reason: 
                           now: datetime) -> None:
     """The job reconciler acted on (or was told to alert about) a health verdict: fire its alert."""
     rule, severity = JOB_HEALTH_RULES[reason]
-    fp = fingerprint(workspace, rule, "job", job, "")
-    if any(a.fingerprint == fp for a in store.open_alerts(s, workspace=workspace, rule_name=rule, target="job")):
+    if store.open_by_fingerprint(s, fingerprint(workspace, rule, "job", job, "")) is not None:
         return
     store.open_one(s, workspace=workspace, rule_name=rule, target="job", obj=job, instance="", severity=severity,
                    summary=message, evidence={"attempt": attempt, "verdict": reason, "message": message},
@@ -100,10 +99,9 @@ def open_job_health_alert(s, *, workspace: str, job: str, attempt: int, reason: 
 def open_repair_alert(s, *, workspace: str, deployment: str, reason: str, message: str, now: datetime) -> None:
     """A deployment repaired itself (replaced a replica, rolled a canary back): tell it as an alert too."""
     rule, severity = REPAIR_RULES[reason]
-    fp = fingerprint(workspace, rule, "deployment", deployment, "")
-    for a in store.open_alerts(s, workspace=workspace, rule_name=rule, target="deployment"):
-        if a.fingerprint == fp:
-            store.resolve(s, a, now, why="a newer repair of the same kind replaced it")
+    older = store.open_by_fingerprint(s, fingerprint(workspace, rule, "deployment", deployment, ""))
+    if older is not None:
+        store.resolve(s, older, now, why="a newer repair of the same kind replaced it")
     store.open_one(s, workspace=workspace, rule_name=rule, target="deployment", obj=deployment, instance="",
                    severity=severity, summary=message, evidence={"event": reason, "message": message}, now=now,
                    firing=True)

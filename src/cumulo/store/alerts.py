@@ -71,8 +71,9 @@ def listing(s: Session, *, workspace: str | None, states: tuple[str, ...], limit
     return list(s.scalars(stmt.order_by(Alert.id.desc()).limit(limit)))
 
 
-def by_fingerprint(s: Session, fp: str) -> Alert | None:
-    return s.scalars(select(Alert).where(Alert.fingerprint == fp).order_by(Alert.id.desc())).first()
+def open_by_fingerprint(s: Session, fp: str) -> Alert | None:
+    """The open (pending or firing) alert of one rule on one subject, if any (one indexed read)."""
+    return s.scalars(select(Alert).where(Alert.fingerprint == fp, Alert.state.in_((PENDING, FIRING)))).first()
 
 
 def open_one(s: Session, *, workspace: str, rule_name: str, target: str, obj: str, instance: str, severity: str,
