@@ -1,7 +1,8 @@
 """The alert reconciler on a real store with a real webhook receiver: rules fire after `for`,
 resolve, notify in Alertmanager's format, retry a failing webhook, and survive a restart without
 repeating what was acknowledged. The metric values come from the test (the sampler is not the
-subject here); tests/e2e covers alerts from real jobs."""
+subject here: the values are written to the real metrics store and read back by the real reader);
+tests/e2e covers alerts from real jobs."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cumulo.control.alerts import AlertReconciler
+from cumulo.control.alerts import AlertReconciler, metric_reader
 from cumulo.services.alerts import AlertService
+from cumulo.store import metrics
 from cumulo.store.db import Database
 from cumulo.store.migrate import upgrade
 from tests.helpers import WebhookReceiver
@@ -30,15 +32,19 @@ class Clock:
 
 
 class Series:
-    """What the monitor would read: per (object, instance), (t, value) points."""
+    """The monitored values: each evaluation first writes them to the real metrics store as the
+    sampler would (one sample per series at that second), then the real reader reads them back."""
 
-    def __init__(self):
+    def __init__(self, db):
+        self.db = db
         self.values: dict[tuple[str, str], float] = {}
-        self.asked: list[str] = []
 
     def __call__(self, spec, workspace, now):
-        self.asked.append(spec.metric)
-        return {k: [(now.timestamp(), v)] for k, v in self.values.items()}
+        with self.db.tx() as s:
+            metrics.write(s, int(now.timestamp()), {
+                metrics.SeriesKey(spec.target, workspace, obj, inst, spec.metric): v
+                for (obj, inst), v in self.values.items()})
+        return metric_reader(self.db, 10)(spec, workspace, now)
 
 
 @pytest.fixture
@@ -66,7 +72,7 @@ def make(db, receiver_urls, clock, series):
 
 
 def test_a_rule_fires_after_for_resolves_and_tells_the_webhook_each_once(db, receiver):
-    clock, series = Clock(), Series()
+    clock, series = Clock(), Series(db)
     svc = AlertService(db, clock=clock)
     svc.put_rule(RULE)
     rec = make(db, [receiver.url], clock, series)
@@ -98,7 +104,7 @@ def test_a_rule_fires_after_for_resolves_and_tells_the_webhook_each_once(db, rec
 def test_a_failing_webhook_is_retried_with_backoff_until_it_takes_it(db):
     receiver = WebhookReceiver(fail_first=2)
     try:
-        clock, series = Clock(), Series()
+        clock, series = Clock(), Series(db)
         AlertService(db, clock=clock).put_rule({**RULE, "for": 0})
         rec = make(db, [receiver.url], clock, series)
         series.values = {("web", "0"): 1.0}
@@ -117,7 +123,7 @@ def test_a_failing_webhook_is_retried_with_backoff_until_it_takes_it(db):
 
 
 def test_a_restart_repeats_no_acknowledged_notification_and_finishes_the_rest(db, receiver):
-    clock, series = Clock(), Series()
+    clock, series = Clock(), Series(db)
     AlertService(db, clock=clock).put_rule({**RULE, "for": 0})
     dead = "http://127.0.0.1:9/never"  # nothing listens: this one keeps failing
     rec = make(db, [receiver.url, dead], clock, series)
@@ -133,7 +139,7 @@ def test_a_restart_repeats_no_acknowledged_notification_and_finishes_the_rest(db
 
 
 def test_deleting_a_rule_resolves_its_alerts_and_bad_rules_are_refused(db, receiver):
-    clock, series = Clock(), Series()
+    clock, series = Clock(), Series(db)
     svc = AlertService(db, clock=clock)
     svc.put_rule({**RULE, "for": 0})
     rec = make(db, [receiver.url], clock, series)
